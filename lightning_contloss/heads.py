@@ -1,0 +1,175 @@
+"""The regression head that replaces a softmax layer, and swapping it in by module path."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+from torch import Tensor, nn
+
+__all__ = ["EmbeddingRegressionHead", "find_linear_layers", "replace_softmax_head"]
+
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "tanh": nn.Tanh,
+    "silu": nn.SiLU,
+}
+
+
+class EmbeddingRegressionHead(nn.Module):
+    """Maps hidden states to predicted target embeddings: ``[..., in_features] -> [..., out_features]``.
+
+    A single ``Linear`` by default, or ``Linear -> activation -> Linear`` when ``hidden`` is
+    given (ReWE used Linear-ReLU-Linear). There is deliberately no normalisation at the end:
+    the von Mises-Fisher loss reads the concentration κ from the norm of the prediction.
+
+    Args:
+        in_features: the model's hidden size H.
+        out_features: D, the target table's dim.
+        hidden: width of the MLP's hidden layer; ``None`` for a plain Linear.
+        activation: ``"relu"``, ``"gelu"``, ``"tanh"``, ``"silu"`` or an ``nn.Module`` class.
+        dropout: dropout before the last Linear (MLP only).
+        bias: whether the Linear layers have a bias.
+
+    Example:
+        >>> head = EmbeddingRegressionHead(512, 300, hidden=1024)
+        >>> head(torch.randn(2, 7, 512)).shape
+        torch.Size([2, 7, 300])
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden: int | None = None,
+        activation: str | Callable[[], nn.Module] = "relu",
+        dropout: float = 0.0,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if hidden is not None and hidden <= 0:
+            raise ValueError(f"hidden must be positive or None, got {hidden}")
+        if isinstance(activation, str):
+            if activation not in _ACTIVATIONS:
+                raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
+            act_factory = _ACTIVATIONS[activation]
+        else:
+            act_factory = activation
+        self.in_features = in_features
+        self.out_features = out_features
+        self.hidden = hidden
+        if hidden is None:
+            self.net: nn.Module = nn.Linear(in_features, out_features, bias=bias)
+        else:
+            self.net = nn.Sequential(
+                nn.Linear(in_features, hidden, bias=bias),
+                act_factory(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, out_features, bias=bias),
+            )
+
+    def forward(self, hidden_states: Tensor) -> Tensor:
+        if hidden_states.shape[-1] != self.in_features:
+            raise ValueError(
+                f"the head expects hidden size {self.in_features} but got input of shape "
+                f"{tuple(hidden_states.shape)}; build it with in_features={hidden_states.shape[-1]}"
+            )
+        out: Tensor = self.net(hidden_states)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, hidden={self.hidden}"
+
+
+def find_linear_layers(root: nn.Module, out_features: int | None = None) -> list[tuple[str, nn.Linear]]:
+    """Lists ``(path, layer)`` of the ``nn.Linear`` layers in ``root``, largest output first.
+
+    With ``out_features`` only layers of that output size are listed: the candidates for
+    a softmax head over a vocabulary of that size.
+
+    Example:
+        >>> m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 100))
+        >>> [p for p, _ in find_linear_layers(m)]
+        ['2', '0']
+    """
+    layers = [(p, m) for p, m in root.named_modules() if isinstance(m, nn.Linear)]
+    if out_features is not None:
+        layers = [(p, m) for p, m in layers if m.out_features == out_features]
+    return sorted(layers, key=lambda pm: -pm[1].out_features)
+
+
+def _candidates(root: nn.Module, vocab_size: int | None) -> str:
+    layers = find_linear_layers(root, vocab_size)
+    if not layers and vocab_size is not None:
+        return f"no nn.Linear in the model has out_features={vocab_size}"
+    shown = ", ".join(f"{p!r} ({m.in_features}->{m.out_features})" for p, m in layers[:8])
+    which = f"with out_features={vocab_size}" if vocab_size is not None else "(largest output first)"
+    return f"Linear layers {which}: {shown or 'none'}"
+
+
+def replace_softmax_head(
+    root: nn.Module,
+    path: str,
+    head: nn.Module,
+    *,
+    vocab_size: int | None = None,
+) -> nn.Linear:
+    """Swaps the ``nn.Linear(H, V)`` at ``path`` inside ``root`` for ``head`` and returns the old layer.
+
+    A head whose weight is tied to an input ``nn.Embedding`` (GPT style) is untied on purpose,
+    with a warning: the embedding keeps its own weight and goes on training as an input table.
+
+    Args:
+        root: the model holding the softmax layer.
+        path: dotted module path, e.g. ``"lm_head"`` or ``"decoder.layers.3.out"``.
+        head: the replacement, typically an :class:`EmbeddingRegressionHead`. If it has an
+            ``in_features`` attribute it must match the old layer's.
+        vocab_size: V; when given the old layer must have ``out_features == V``.
+
+    Example:
+        >>> lm = torch.nn.ModuleDict({"body": torch.nn.Linear(8, 16), "lm_head": torch.nn.Linear(16, 1000)})
+        >>> old = replace_softmax_head(lm, "lm_head", EmbeddingRegressionHead(16, 32))
+        >>> old.out_features, type(lm.lm_head).__name__
+        (1000, 'EmbeddingRegressionHead')
+    """
+    if not path:
+        raise ValueError(f"path must name a submodule; {_candidates(root, vocab_size)}")
+    parent_path, _, name = path.rpartition(".")
+    try:
+        parent = root.get_submodule(parent_path) if parent_path else root
+        old = parent.get_submodule(name)
+    except AttributeError:
+        raise ValueError(f"the model has no submodule {path!r}; {_candidates(root, vocab_size)}") from None
+    if not isinstance(old, nn.Linear):
+        raise ValueError(
+            f"{path!r} is a {type(old).__name__}, not an nn.Linear softmax head; {_candidates(root, vocab_size)}"
+        )
+    if vocab_size is not None and old.out_features != vocab_size:
+        raise ValueError(
+            f"{path!r} has out_features={old.out_features} but the targets have V={vocab_size}; "
+            f"point at the vocabulary projection, or build targets with V={old.out_features}. "
+            f"{_candidates(root, vocab_size)}"
+        )
+    head_in = getattr(head, "in_features", None)
+    if head_in is not None and head_in != old.in_features:
+        raise ValueError(
+            f"{path!r} takes {old.in_features} hidden features but the new head takes {head_in}; "
+            f"build the head with in_features={old.in_features}"
+        )
+    tied = [
+        p for p, m in root.named_modules() if isinstance(m, nn.Embedding) and m.weight is old.weight
+    ]
+    if tied:
+        warnings.warn(
+            f"{path!r} shares its weight with the input embedding {tied[0]!r}; the continuous head unties "
+            "them on purpose: the embedding keeps its weight as an input table and the regression head "
+            "gets its own parameters. Do not call the model's tie_weights() afterwards.",
+            UserWarning,
+            stacklevel=2,
+        )
+    setattr(parent, name, head)
+    return old
