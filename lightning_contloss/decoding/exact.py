@@ -1,0 +1,151 @@
+"""Exact k-nearest-neighbour decoding by chunked matrix products: the ground truth for recall."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_contloss.decoding.base import TableLike, check_k, check_query, check_space, resolve_table
+from lightning_contloss.functional.scoring import Space, similarity
+
+__all__ = ["ExactDecoder"]
+
+
+class ExactDecoder:
+    """Exact k-NN over a target table, on the table's device (GPU when the table is there).
+
+    The vocabulary is scanned in chunks of ``chunk_size`` rows and the queries in blocks of
+    ``query_block`` rows, keeping a running top-k, so memory stays at about
+    ``query_block × chunk_size`` scores whatever V is. Scores are similarities in ``space``,
+    higher is better: cosine similarity, inner product, or negative squared L2 distance
+    (recomputed directly for the returned ids, so it is exact, not an expansion).
+
+    Args:
+        table: a ``TargetEmbeddings`` (its special ids are never returned) or a ``[V, D]`` tensor.
+        space: ``"cosine"``, ``"ip"`` or ``"l2"``; use the loss's decode space.
+        chunk_size: table rows per matrix product.
+        query_block: query rows per matrix product.
+        exclude: further ids never to return.
+
+    Example:
+        >>> dec = ExactDecoder(torch.eye(4), space="cosine", exclude=[3])
+        >>> ids, scores = dec.query(torch.tensor([[0.1, 0.0, 0.2, 1.0]]), k=2)
+        >>> ids.tolist(), [round(s, 3) for s in scores[0].tolist()]
+        ([[2, 0]], [0.195, 0.098])
+    """
+
+    def __init__(
+        self,
+        table: TableLike,
+        space: str = "cosine",
+        *,
+        chunk_size: int = 8192,
+        query_block: int = 2048,
+        exclude: Iterable[int] | Tensor | None = None,
+    ) -> None:
+        space = check_space(space)
+        for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        resolved = resolve_table(table, space, exclude)
+        self._space: Space = space
+        self._table = resolved.weight
+        self._returnable = resolved.returnable
+        self._count = int(resolved.returnable.sum())
+        self.chunk_size = chunk_size
+        self.query_block = query_block
+        # Half precision cannot rank near-ties among 100k rows, and CPU half matmuls are slow.
+        dtype = self._table.dtype if self._table.dtype in (torch.float32, torch.float64) else torch.float32
+        rows = self._table.to(dtype)
+        self._rows = F.normalize(rows, dim=-1) if space == "cosine" else rows
+        # Chunks are ranked by x·w + bias: bias is 0 for cosine/ip and -‖w‖²/2 for l2 (the same
+        # order as -‖x - w‖², since ‖x‖² is constant per query), and -inf where an id must never
+        # be returned.
+        bias = -rows.pow(2).sum(-1) / 2 if space == "l2" else torch.zeros(len(rows), dtype=dtype, device=rows.device)
+        self._bias = bias.masked_fill(~self._returnable, float("-inf"))
+
+    @property
+    def space(self) -> Space:
+        """The similarity the decoder ranks by."""
+        return self._space
+
+    @property
+    def dim(self) -> int:
+        """D, the dimension queries must have."""
+        return int(self._table.shape[1])
+
+    @property
+    def table(self) -> Tensor:
+        """The ``[V, D]`` table as given (not normalised)."""
+        return self._table
+
+    @property
+    def returnable(self) -> Tensor:
+        """``[V]`` bool: True for ids this decoder may return."""
+        return self._returnable
+
+    @property
+    def device(self) -> torch.device:
+        """Where the search runs: the table's device."""
+        return self._table.device
+
+    def __len__(self) -> int:
+        return int(self._table.shape[0])
+
+    def __repr__(self) -> str:
+        return (
+            f"ExactDecoder(V={len(self)}, D={self.dim}, space={self._space!r}, returnable={self._count}, "
+            f"device={self.device})"
+        )
+
+    @torch.no_grad()
+    def query(self, x: Tensor | np.ndarray, k: int = 1) -> tuple[Tensor, Tensor]:
+        """The ``k`` most similar returnable ids of each query, best first.
+
+        Args:
+            x: ``[..., D]`` queries (any device; moved to the table's device).
+            k: neighbours per query, ``1 <= k <=`` the number of returnable ids.
+
+        Returns:
+            ``(ids [..., k] int64, scores [..., k])`` on ``x``'s device.
+
+        Example:
+            >>> dec = ExactDecoder(torch.tensor([[0.0, 0.0], [3.0, 4.0]]), space="l2")
+            >>> dec.query(torch.tensor([[3.0, 3.0]]), k=2)
+            (tensor([[1, 0]]), tensor([[ -1., -18.]]))
+        """
+        q = check_query(x, self.dim)
+        k = check_k(k, self._count)
+        lead, out_device = q.shape[:-1], q.device
+        q = q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype)
+        if self._space == "cosine":
+            q = F.normalize(q, dim=-1)
+        ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
+        scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
+        for start in range(0, q.shape[0], self.query_block):
+            block = q[start : start + self.query_block]
+            ids[start : start + len(block)], scores[start : start + len(block)] = self._topk(block, k)
+        if self._space == "l2":
+            # The expansion ‖x‖² - 2x·w + ‖w‖² loses digits for near matches; score the winners directly.
+            exact = similarity(q, self._rows[ids], "l2")
+            scores, order = exact.sort(dim=-1, descending=True, stable=True)
+            ids = ids.gather(-1, order)
+        return ids.reshape(*lead, k).to(out_device), scores.reshape(*lead, k).to(out_device)
+
+    def _topk(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
+        """Running top-k of one query block over the vocabulary chunks."""
+        best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
+        best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
+        for start in range(0, len(self._rows), self.chunk_size):
+            rows = self._rows[start : start + self.chunk_size]
+            s = torch.addmm(self._bias[start : start + len(rows)], q, rows.T)
+            top_s, top_i = s.topk(min(k, len(rows)), dim=-1)
+            merged_s = torch.cat([best_s, top_s], dim=-1)
+            merged_i = torch.cat([best_i, top_i + start], dim=-1)
+            best_s, pos = merged_s.topk(k, dim=-1)
+            best_i = merged_i.gather(-1, pos)
+        return best_i, best_s

@@ -1,0 +1,293 @@
+"""Greedy and beam search over a continuous-output model, with candidates from a k-NN decoder.
+
+The model is given as ``step_fn(prefix_ids) -> pred``:
+
+* ``prefix_ids`` is a ``[B', t]`` int64 tensor on ``start``'s device: the start tokens
+  followed by the tokens generated so far, one row per live sequence (greedy) or live
+  hypothesis (beam). ``B'`` changes from call to call: finished rows are left out, so rows
+  are not aligned with the original batch; ``t`` grows by one per call.
+* it returns ``pred [B', D]``, the predicted embedding of the next token of each row
+  (for vMF, unnormalised: its norm is the concentration κ).
+
+``step_fn`` must be a pure function of the prefix (recompute from the whole prefix, or key
+any cache on it). Token scores come from :func:`~lightning_contloss.functional.scoring.token_log_scores`:
+``"cosine"`` gives cos - 1 per token (the negative cosine loss), ``"vmf"`` the vMF
+log-density log C_m(κ) + pred·ê_w.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from lightning_contloss.decoding.base import Decoder
+from lightning_contloss.functional.scoring import TOKEN_SCORES, TokenScore, token_log_scores
+
+__all__ = ["LengthNorm", "SearchResult", "StepFn", "beam_search", "greedy_decode", "length_penalty_factor"]
+
+StepFn = Callable[[Tensor], Tensor]
+LengthNorm = Literal["plain", "gnmt"]
+
+
+class SearchResult(NamedTuple):
+    """The output of a search.
+
+    Attributes:
+        ids: ``[B, L]`` int64 generated tokens (the start tokens are not repeated), EOS
+            included, then ``pad_id`` up to the longest sequence of the batch.
+        scores: ``[B]`` float64: for greedy search the summed token scores, for beam search
+            the summed token scores divided by the length penalty (the ranking score).
+        lengths: ``[B]`` int64 number of generated tokens, EOS included.
+    """
+
+    ids: Tensor
+    scores: Tensor
+    lengths: Tensor
+
+
+def length_penalty_factor(length: int | Tensor, alpha: float, norm: LengthNorm = "plain") -> Tensor:
+    """The divisor of a hypothesis' summed score: ``len^α`` or GNMT's ``((5 + len) / 6)^α``.
+
+    Example:
+        >>> length_penalty_factor(4, 1.0).item(), round(length_penalty_factor(7, 1.0, "gnmt").item(), 3)
+        (4.0, 2.0)
+    """
+    n = torch.as_tensor(length, dtype=torch.float64)
+    if norm == "plain":
+        return n.pow(alpha)
+    if norm == "gnmt":
+        return ((5 + n) / 6).pow(alpha)
+    raise ValueError(f"length_norm must be 'plain' or 'gnmt', got {norm!r}")
+
+
+def _check_common(
+    start: Tensor, max_len: int, eos_id: int | None, decoder: Decoder, score: str, pad_id: int | None
+) -> tuple[Tensor, int]:
+    if not isinstance(start, Tensor) or start.dim() not in (1, 2) or start.is_floating_point() or start.is_complex():
+        shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
+        raise ValueError(f"start must be a [B] or [B, t] tensor of token ids, got {shape}")
+    if start.dtype == torch.bool:
+        raise ValueError("start must hold integer token ids, got a bool tensor")
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
+        raise ValueError(f"max_len must be an int >= 1 (tokens to generate), got {max_len!r}")
+    if score not in TOKEN_SCORES:
+        raise ValueError(f"score must be one of {TOKEN_SCORES}, got {score!r}")
+    vocab = len(decoder)
+    if eos_id is not None:
+        if isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab:
+            raise ValueError(f"eos_id must be an id in 0..{vocab - 1} or None, got {eos_id!r}")
+        if not bool(decoder.returnable[eos_id]):
+            raise ValueError(
+                f"eos_id {eos_id} is never returned by the decoder (it is special, excluded or all-zero), so "
+                "no sequence could end; unmark it as special or pass eos_id=None"
+            )
+    if pad_id is None:
+        pad_id = eos_id if eos_id is not None else 0
+    return (start if start.dim() == 2 else start[:, None]).long(), pad_id
+
+
+def _step(step_fn: StepFn, prefix: Tensor, dim: int) -> Tensor:
+    pred = step_fn(prefix)
+    if not isinstance(pred, Tensor) or tuple(pred.shape) != (prefix.shape[0], dim):
+        got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
+        raise ValueError(
+            f"step_fn must return the next-token predictions [B, D] = {[prefix.shape[0], dim]} for a prefix "
+            f"of shape {list(prefix.shape)}, got {got}"
+        )
+    if not pred.is_floating_point():
+        raise ValueError(f"step_fn must return floating-point predictions, got {pred.dtype}")
+    return pred.detach()
+
+
+def _candidate_scores(pred: Tensor, ids: Tensor, decoder: Decoder, score: TokenScore) -> Tensor:
+    table = decoder.table
+    emb = table[ids.to(table.device)].to(device=pred.device)
+    return token_log_scores(pred, emb, score).to(torch.float64)
+
+
+@torch.no_grad()
+def greedy_decode(
+    step_fn: StepFn,
+    start: Tensor,
+    max_len: int,
+    eos_id: int | None,
+    decoder: Decoder,
+    *,
+    score: TokenScore = "cosine",
+    pad_id: int | None = None,
+) -> SearchResult:
+    """Generate by taking the decoder's nearest token at each step, for a batch of sequences.
+
+    A sequence stops after it emits ``eos_id`` (kept in the output) or after ``max_len``
+    tokens; finished sequences are not passed to ``step_fn`` again.
+
+    Args:
+        step_fn: ``prefix_ids [B', t] -> pred [B', D]`` (see the module docs).
+        start: ``[B, t0]`` (or ``[B]``) start tokens, e.g. BOS.
+        max_len: most tokens to generate.
+        eos_id: the id that ends a sequence, or ``None``.
+        decoder: an ``ExactDecoder`` / ``HNSWDecoder`` over the target table.
+        score: token score summed into ``SearchResult.scores``: ``"cosine"`` or ``"vmf"``.
+        pad_id: filler after a sequence's end (default ``eos_id``, else 0).
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder
+        >>> table = torch.eye(4)  # ids 0..3; 3 is EOS
+        >>> step = lambda prefix: table[(prefix[:, -1] + 1).clamp(max=3)]
+        >>> out = greedy_decode(step, torch.tensor([[0], [2]]), max_len=5, eos_id=3, decoder=ExactDecoder(table))
+        >>> out.ids.tolist(), out.lengths.tolist()
+        ([[1, 2, 3], [3, 3, 3]], [3, 1])
+    """
+    start, pad = _check_common(start, max_len, eos_id, decoder, score, pad_id)
+    batch, device = start.shape[0], start.device
+    out = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
+    scores = torch.zeros(batch, dtype=torch.float64, device=device)
+    lengths = torch.zeros(batch, dtype=torch.int64, device=device)
+    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    for t in range(max_len):
+        rows = alive.nonzero().flatten()
+        if rows.numel() == 0:
+            break
+        pred = _step(step_fn, torch.cat([start[rows], out[rows, :t]], dim=1), decoder.dim)
+        ids, _ = decoder.query(pred, 1)
+        scores[rows] += _candidate_scores(pred, ids, decoder, score)[:, 0].to(device)
+        tok = ids[:, 0].to(device)
+        out[rows, t] = tok
+        lengths[rows] += 1
+        if eos_id is not None:
+            alive[rows[tok == eos_id]] = False
+    return SearchResult(out[:, : int(lengths.max()) if batch else 0], scores, lengths)
+
+
+@torch.no_grad()
+def beam_search(
+    step_fn: StepFn,
+    start: Tensor,
+    beam_size: int,
+    max_len: int,
+    eos_id: int | None,
+    decoder: Decoder,
+    *,
+    length_penalty: float = 1.0,
+    length_norm: LengthNorm = "plain",
+    score: TokenScore = "cosine",
+    num_candidates: int | None = None,
+    pad_id: int | None = None,
+) -> SearchResult:
+    """Beam search for a batch of sequences, scoring tokens by the loss's log-likelihood.
+
+    Each live hypothesis proposes the ``num_candidates`` nearest tokens of its prediction
+    (from ``decoder``); each candidate adds its token score (``"cosine"``: cos - 1,
+    ``"vmf"``: log C_m(κ) + pred·ê_w) to the hypothesis' sum. Per sequence, the best
+    ``2 × beam_size`` extensions are ranked by summed score: an extension ending in
+    ``eos_id`` among the first ``beam_size`` finishes, and the best ``beam_size`` others
+    continue. Finished hypotheses, and the live ones after ``max_len`` tokens, are compared
+    by ``sum / lp(len)`` with ``lp = len^α`` (``length_norm="plain"``) or GNMT's
+    ``((5 + len) / 6)^α`` (``"gnmt"``), α = ``length_penalty``; len counts EOS. The default
+    α = 1 with ``"plain"`` ranks by mean token score; α = 0 by the plain sum (favouring short
+    outputs, as every cosine token score is <= 0). With ``score="cosine"`` a sequence stops as
+    soon as no live hypothesis can still beat its best finished one (exact, because cosine
+    token scores are <= 0, so a sum never rises); vMF log-densities have no such bound, so
+    vMF search runs until every hypothesis has ended or ``max_len`` tokens.
+
+    Args:
+        step_fn: ``prefix_ids [B', t] -> pred [B', D]`` (see the module docs).
+        start: ``[B, t0]`` (or ``[B]``) start tokens.
+        beam_size: hypotheses kept per sequence.
+        max_len: most tokens to generate.
+        eos_id: the id that ends a hypothesis, or ``None``.
+        decoder: an ``ExactDecoder`` / ``HNSWDecoder`` over the target table.
+        length_penalty: α.
+        length_norm: ``"plain"`` or ``"gnmt"``.
+        score: ``"cosine"`` or ``"vmf"``, matching the training loss.
+        num_candidates: k-NN candidates per hypothesis (default ``beam_size``).
+        pad_id: filler after a sequence's end (default ``eos_id``, else 0).
+
+    Returns:
+        the best hypothesis of each sequence; ``scores`` are its ranking scores.
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder
+        >>> table = torch.eye(4)  # ids 0..3; 3 is EOS
+        >>> step = lambda prefix: table[(prefix[:, -1] + 1).clamp(max=3)]
+        >>> out = beam_search(step, torch.tensor([[0]]), beam_size=2, max_len=5, eos_id=3, decoder=ExactDecoder(table))
+        >>> out.ids.tolist(), out.scores.tolist()
+        ([[1, 2, 3]], [0.0])
+    """
+    start, pad = _check_common(start, max_len, eos_id, decoder, score, pad_id)
+    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
+        raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+    if length_norm not in ("plain", "gnmt"):
+        raise ValueError(f"length_norm must be 'plain' or 'gnmt', got {length_norm!r}")
+    count = int(decoder.returnable.sum())
+    cands = beam_size if num_candidates is None else num_candidates
+    if isinstance(cands, bool) or not isinstance(cands, int) or cands < 1:
+        raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
+    cands = min(cands, count)
+
+    batch, width, device = start.shape[0], beam_size, start.device
+    inf = float("-inf")
+    tokens = torch.full((batch, width, max_len), pad, dtype=torch.int64, device=device)
+    beam = torch.full((batch, width), inf, dtype=torch.float64, device=device)
+    beam[:, 0] = 0.0  # one live hypothesis (the start) per sequence
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    # Only cosine scores have a sign bound (<= 0) that makes early stopping exact.
+    bounded = score == "cosine"
+    best_score = torch.full((batch,), inf, dtype=torch.float64, device=device)
+    best_tokens = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
+    best_len = torch.zeros(batch, dtype=torch.int64, device=device)
+
+    for t in range(max_len):
+        live = torch.isfinite(beam) & ~done[:, None]
+        if not bool(live.any()):
+            break
+        b_idx, w_idx = live.nonzero(as_tuple=True)
+        prefix = torch.cat([start[b_idx], tokens[b_idx, w_idx, :t]], dim=1)
+        pred = _step(step_fn, prefix, decoder.dim)
+        ids, _ = decoder.query(pred, cands)
+        step_scores = _candidate_scores(pred, ids, decoder, score).to(device)
+        total = torch.full((batch, width, cands), inf, dtype=torch.float64, device=device)
+        total[b_idx, w_idx] = beam[b_idx, w_idx, None] + step_scores
+        cand_tok = torch.full((batch, width, cands), pad, dtype=torch.int64, device=device)
+        cand_tok[b_idx, w_idx] = ids.to(device)
+
+        n_top = min(2 * width, width * cands)
+        top_s, top_pos = total.view(batch, -1).topk(n_top, dim=1)
+        top_tok = cand_tok.view(batch, -1).gather(1, top_pos)
+        top_src = top_pos // cands
+        ext = tokens.gather(1, top_src[..., None].expand(-1, -1, max_len)).clone()
+        ext[:, :, t] = top_tok
+        finite = torch.isfinite(top_s)
+        is_eos = finite & (top_tok == eos_id) if eos_id is not None else torch.zeros_like(finite)
+        rank = torch.arange(n_top, device=device)
+        ends = is_eos & (rank < width)
+        # The best `width` non-EOS extensions continue; a stable sort keeps them in rank order.
+        cont = finite & ~is_eos
+        order = torch.argsort((~cont).to(torch.int8), dim=1, stable=True)[:, :width]
+        keep = cont.gather(1, order)
+        if t == max_len - 1:
+            chosen = torch.zeros_like(cont).scatter_(1, order, keep)
+            ends = ends | chosen
+        lp = length_penalty_factor(t + 1, length_penalty, length_norm).item()
+        norm = torch.where(ends & ~done[:, None], top_s / lp, torch.full_like(top_s, inf))
+        cand_best, arg = norm.max(dim=1)
+        better = cand_best > best_score
+        best_score = torch.where(better, cand_best, best_score)
+        best_tokens[better] = ext[better, arg[better]]
+        best_len[better] = t + 1
+
+        # n_top >= width, so there are always `width` slots; those without a valid extension die.
+        beam = top_s.gather(1, order).masked_fill(~keep, inf)
+        tokens = ext.gather(1, order[..., None].expand(-1, -1, max_len))
+        done |= ~torch.isfinite(beam).any(dim=1)
+        if bounded and t + 1 < max_len:
+            # Cosine token scores are <= 0, so a live sum only falls; its best future ranking
+            # score is sum / (largest lp still reachable). Stop once no live beam can win.
+            lp_max = max(lp, length_penalty_factor(max_len, length_penalty, length_norm).item())
+            done |= (beam.max(dim=1).values / lp_max) <= best_score
+
+    length = int(best_len.max()) if batch else 0
+    return SearchResult(best_tokens[:, :length], best_score, best_len)

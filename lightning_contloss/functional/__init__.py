@@ -1,0 +1,54 @@
+"""Pure tensor maths of lightning-contloss: the continuous losses, the vMF maths and the scoring.
+
+Every loss takes ``(pred [..., D], ids [...], table [V, D], ...)``, supports ``ignore_index``
+and ``reduction`` ("mean", "sum" or "none"), computes in at least float32 and returns a
+differentiable tensor. :mod:`lightning_contloss.losses` wraps them as torchmetrics Metrics.
+"""
+
+from lightning_contloss.functional.cosine import cosine_loss
+from lightning_contloss.functional.info_nce import info_nce_loss
+from lightning_contloss.functional.l2 import l2_loss
+from lightning_contloss.functional.max_margin import max_margin_loss
+from lightning_contloss.functional.rewe import rewe_loss
+from lightning_contloss.functional.scoring import (
+    SPACES,
+    TOKEN_SCORES,
+    Space,
+    TokenScore,
+    pairwise_similarity,
+    similarity,
+    token_log_scores,
+)
+from lightning_contloss.functional.vmf import vmf_nll
+from lightning_contloss.functional.vmf_distribution import (
+    fit_kappa,
+    sample_from_logits,
+    vmf_log_partition,
+    vmf_log_prob,
+    vmf_sample,
+)
+from lightning_contloss.functional.vmf_normalizer import bessel_ratio, log_bessel_iv, log_vmf_normalizer
+
+__all__ = [
+    "SPACES",
+    "TOKEN_SCORES",
+    "Space",
+    "TokenScore",
+    "bessel_ratio",
+    "cosine_loss",
+    "fit_kappa",
+    "info_nce_loss",
+    "l2_loss",
+    "log_bessel_iv",
+    "log_vmf_normalizer",
+    "max_margin_loss",
+    "pairwise_similarity",
+    "rewe_loss",
+    "sample_from_logits",
+    "similarity",
+    "token_log_scores",
+    "vmf_log_partition",
+    "vmf_log_prob",
+    "vmf_nll",
+    "vmf_sample",
+]

@@ -1,0 +1,155 @@
+"""Input validation, ``ignore_index`` masking and reduction shared by the continuous losses."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Reduction = Literal["mean", "sum", "none"]
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A validated, flattened batch.
+
+    Args:
+        pred: ``[N, D]`` predictions in the compute dtype.
+        ids: ``[N]`` int64 target ids; ignored positions hold 0 so every id can be looked up.
+        mask: ``[N]`` bool, True where the token counts; ``None`` when every token counts.
+        shape: the leading shape ``[...]`` of the input, for ``reduction="none"``.
+        dtype: the compute dtype (float32 for half-precision inputs).
+    """
+
+    pred: Tensor
+    ids: Tensor
+    mask: Tensor | None
+    shape: torch.Size
+    dtype: torch.dtype
+
+
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """The dtype the maths runs in: the promoted float type, never below float32.
+
+    Example:
+        >>> compute_dtype(torch.zeros(1, dtype=torch.bfloat16), torch.zeros(1))
+        torch.float32
+    """
+    dtype = tensors[0].dtype
+    for t in tensors[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    # bf16/fp16 cannot hold a cosine to the precision a margin or temperature of 0.05 needs.
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def full_precision(device: torch.device) -> contextlib.AbstractContextManager[object]:
+    """A context that switches autocast off, so the loss maths runs in the compute dtype."""
+    try:
+        return torch.autocast(device_type=device.type, enabled=False)
+    except RuntimeError:
+        # Device types without autocast support have nothing to switch off.
+        return contextlib.nullcontext()
+
+
+def check_table(table: Tensor, name: str = "table") -> None:
+    """Raise unless ``table`` is a non-empty ``[V, D]`` floating-point tensor."""
+    if not isinstance(table, Tensor):
+        raise ValueError(
+            f"{name} must be a [V, D] tensor, got {type(table).__name__}; pass targets.weight for a TargetEmbeddings"
+        )
+    if table.dim() != 2 or table.shape[0] == 0 or table.shape[1] == 0:
+        raise ValueError(f"{name} must be a non-empty [V, D] tensor, got shape {tuple(table.shape)}")
+    if not table.is_floating_point():
+        raise ValueError(f"{name} must be floating point, got {table.dtype}; call .float() on it")
+
+
+def check_reduction(reduction: str) -> None:
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def prepare(pred: Tensor, ids: Tensor, table: Tensor, ignore_index: int | None) -> Batch:
+    """Validate ``pred [..., D]``, ``ids [...]`` and ``table [V, D]`` and flatten them.
+
+    Raises ``ValueError`` on a dim mismatch (naming both dims), ids out of range (naming the
+    valid range; ids equal to ``ignore_index`` are exempt), shape, dtype or device mismatches.
+
+    Example:
+        >>> b = prepare(torch.zeros(2, 3, 4), torch.tensor([[0, 1, -100], [2, 0, 1]]), torch.eye(4), -100)
+        >>> b.pred.shape, b.ids.tolist(), b.mask.tolist()
+        (torch.Size([6, 4]), [0, 1, 0, 2, 0, 1], [True, True, False, True, True, True])
+    """
+    check_table(table)
+    if not isinstance(pred, Tensor) or not pred.is_floating_point() or pred.dim() == 0:
+        what = (
+            f"a {pred.dtype} tensor of shape {tuple(pred.shape)}" if isinstance(pred, Tensor) else type(pred).__name__
+        )
+        raise ValueError(f"pred must be a floating-point [..., D] tensor, got {what}")
+    num, dim = table.shape
+    if pred.shape[-1] != dim:
+        raise ValueError(
+            f"pred has dim {pred.shape[-1]} but the target table has dim {dim}; "
+            "build the head with out_features=targets.dim"
+        )
+    if not isinstance(ids, Tensor) or ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        what = str(ids.dtype) if isinstance(ids, Tensor) else type(ids).__name__
+        raise ValueError(f"ids must be an integer tensor of token ids, got {what}")
+    if ids.shape != pred.shape[:-1]:
+        raise ValueError(
+            f"ids has shape {tuple(ids.shape)} but pred has shape {tuple(pred.shape)}; "
+            "ids must match pred without its last (embedding) dimension"
+        )
+    if not (pred.device == ids.device == table.device):
+        raise ValueError(
+            f"pred is on {pred.device}, ids on {ids.device} and the target table on {table.device}; "
+            "move them to one device (register the TargetEmbeddings on your LightningModule so it "
+            "moves with the model)"
+        )
+    flat_ids = ids.reshape(-1).long()
+    mask = flat_ids != ignore_index if ignore_index is not None else None
+    bad = (flat_ids < 0) | (flat_ids >= num)
+    if mask is not None:
+        bad &= mask
+    if bool(bad.any()):
+        examples = flat_ids[bad].unique()[:5].tolist()
+        ignored = f" (ignore_index={ignore_index} is skipped)" if ignore_index is not None else ""
+        raise ValueError(
+            f"ids {examples} are out of range: the target table has {num} rows, so valid ids are "
+            f"0..{num - 1}{ignored}; check the vocabulary size or set ignore_index for padding"
+        )
+    if mask is not None:
+        flat_ids = torch.where(mask, flat_ids, torch.zeros_like(flat_ids))
+    dtype = compute_dtype(pred, table)
+    return Batch(pred.reshape(-1, dim).to(dtype), flat_ids, mask, ids.shape, dtype)
+
+
+def sum_count(per_token: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+    """Sum of the per-token losses over the tokens that count, and how many there are."""
+    if batch.mask is None:
+        return per_token.sum(), torch.tensor(per_token.shape[0], device=per_token.device)
+    # where(), not multiplication: it passes exactly zero gradient to ignored tokens.
+    kept = torch.where(batch.mask, per_token, torch.zeros_like(per_token))
+    return kept.sum(), batch.mask.sum()
+
+
+def reduce(per_token: Tensor, batch: Batch, reduction: str) -> Tensor:
+    """Apply ``reduction`` to ``[N]`` per-token losses; an all-ignored batch gives 0.
+
+    Example:
+        >>> b = prepare(torch.zeros(3, 2), torch.tensor([0, -1, 1]), torch.eye(2), -1)
+        >>> reduce(torch.tensor([1.0, 5.0, 3.0]), b, "mean"), reduce(torch.tensor([1.0, 5.0, 3.0]), b, "none")
+        (tensor(2.), tensor([1., 0., 3.]))
+    """
+    check_reduction(reduction)
+    if reduction == "none":
+        if batch.mask is not None:
+            per_token = torch.where(batch.mask, per_token, torch.zeros_like(per_token))
+        return per_token.reshape(batch.shape)
+    total, count = sum_count(per_token, batch)
+    if reduction == "sum":
+        return total
+    return total / count.clamp_min(1).to(total.dtype)

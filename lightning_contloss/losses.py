@@ -1,0 +1,502 @@
+"""The continuous losses as differentiable torchmetrics Metrics, bound to a target table.
+
+Each class wraps one function of :mod:`lightning_contloss.functional`. ``forward`` returns the
+batch loss with gradients (use it as the training loss); ``update``/``compute`` accumulate the
+token-weighted mean over an epoch (sum and count states, ``dist_reduce_fx="sum"``). Each class
+declares ``decode_space``, the similarity a decoder must rank by for that loss. Losses compose
+with torchmetrics arithmetic: ``VMFLoss() + 0.1 * CosineLoss()`` is a loss too; use
+:func:`decode_space_of` and :func:`bind_targets` on such compositions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.metric import CompositionalMetric
+
+from lightning_contloss.functional._checks import check_table
+from lightning_contloss.functional._negatives import check_sampler
+from lightning_contloss.functional.cosine import _cosine_loss_update
+from lightning_contloss.functional.info_nce import _check_info_nce, _info_nce_loss_update
+from lightning_contloss.functional.l2 import _l2_loss_update
+from lightning_contloss.functional.max_margin import _check_max_margin, _max_margin_loss_update
+from lightning_contloss.functional.rewe import DEFAULT_LAM, _rewe_loss_update
+from lightning_contloss.functional.scoring import Space
+from lightning_contloss.functional.vmf import (
+    DEFAULT_LAMBDA1,
+    DEFAULT_LAMBDA2,
+    _check_lambdas,
+    _vmf_nll_update,
+)
+from lightning_contloss.targets import TargetEmbeddings
+
+__all__ = [
+    "ContinuousLoss",
+    "CosineLoss",
+    "InfoNCELoss",
+    "L2Loss",
+    "MaxMarginLoss",
+    "ReWELoss",
+    "VMFLoss",
+    "bind_targets",
+    "decode_space_of",
+]
+
+Targets = TargetEmbeddings | Tensor
+
+# Attributes torchmetrics' forward changes while it runs and restores only on success.
+_FORWARD_FLAGS = (
+    "_update_count",
+    "_to_sync",
+    "_should_unsync",
+    "compute_on_cpu",
+    "_enable_grad",
+    "_is_synced",
+    "_computed",
+)
+
+
+class _TableBoundLoss(Metric):
+    """Sum/count states, the epoch mean, and a target table that is read but never owned."""
+
+    is_differentiable = True
+    higher_is_better = False
+    full_state_update = False
+    decode_space: ClassVar[Space] = "cosine"
+
+    loss_sum: Tensor
+    count: Tensor
+
+    def __init__(self, targets: Targets | None = None, *, ignore_index: int | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+        self.ignore_index = ignore_index
+        self.add_state("loss_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
+        # Stored in __dict__ so nn.Module does not register it: the LightningModule owns the
+        # table (one copy in state_dict, moved with the model); the loss only reads it.
+        self.__dict__["_targets"] = None
+        if targets is not None:
+            self.bind(targets)
+
+    def bind(self, targets: Targets) -> _TableBoundLoss:
+        """Use ``targets`` (a TargetEmbeddings or a ``[V, D]`` tensor) as the target table; returns self.
+
+        Example:
+            >>> loss = CosineLoss().bind(TargetEmbeddings.random(10, 4))
+            >>> loss.targets.dim
+            4
+        """
+        if isinstance(targets, TargetEmbeddings):
+            self.__dict__["_targets"] = targets
+        elif isinstance(targets, Tensor):
+            check_table(targets, "targets")
+            self.__dict__["_targets"] = targets.detach()
+        else:
+            raise ValueError(f"targets must be a TargetEmbeddings or a [V, D] tensor, got {type(targets).__name__}")
+        return self
+
+    @property
+    def targets(self) -> Targets | None:
+        """The bound target table, or ``None`` before :meth:`bind`."""
+        targets: Targets | None = self.__dict__["_targets"]
+        return targets
+
+    def _table(self, like: Tensor) -> Tensor:
+        targets = self.targets
+        if targets is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no target table; pass targets=... when building it or call "
+                ".bind(targets) first"
+            )
+        if isinstance(targets, TargetEmbeddings):
+            # Read on every call: the module may have moved since it was bound.
+            return targets.weight
+        if targets.device != like.device:
+            # A bare tensor does not move with any module; follow the predictions once.
+            targets = targets.to(like.device)
+            self.__dict__["_targets"] = targets
+        return targets
+
+    def _exclude(self) -> Tensor | None:
+        targets = self.targets
+        if isinstance(targets, TargetEmbeddings) and bool(targets.special_mask.any()):
+            return targets.special_mask
+        return None
+
+    def _batch(self, *args: Any) -> tuple[Tensor, Tensor]:
+        """Loss sum and token count of one batch, differentiable; subclasses define the inputs."""
+        raise TypeError(f"{type(self).__name__} must implement _batch; subclass CosineLoss & co. instead")
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The loss of this batch, with gradients; the batch is also added to the epoch state."""
+        if self.dist_sync_on_step:
+            return self._synced_forward(*args, **kwargs)
+        # torchmetrics' reduce-state forward (copy state, reset, update, compute, merge) gives the
+        # same value for sum/count states; computing the batch once and adding it is cheaper,
+        # and bad input raises before any state changes.
+        total, count = self._batch(*args, **kwargs)
+        self._accumulate(total.detach(), count)
+        self._update_count += 1
+        self._computed = None
+        value = total / count.clamp_min(1).to(total.dtype)
+        self._forward_cache = value  # type: ignore[assignment]
+        return value
+
+    def _synced_forward(self, *args: Any, **kwargs: Any) -> Any:
+        # torchmetrics' forward resets the state before calling update; if update raises on
+        # bad input, the epoch's accumulated state and the grad/sync flags would be lost.
+        # States are only ever replaced, never mutated, so keeping references is enough.
+        saved = {name: getattr(self, name) for name in (*self._defaults, *_FORWARD_FLAGS)}
+        try:
+            return super().forward(*args, **kwargs)
+        except BaseException:
+            for name, value in saved.items():
+                setattr(self, name, value)
+            raise
+
+    def _accumulate(self, total: Tensor, count: Tensor) -> None:
+        # Out of place, so the batch value computed in forward keeps its graph.
+        self.loss_sum = self.loss_sum + total
+        self.count = self.count + count
+
+    def compute(self) -> Tensor:
+        """Token-weighted mean of the loss over everything accumulated; 0 when nothing counted."""
+        return self.loss_sum / self.count.clamp_min(1).to(self.loss_sum.dtype)
+
+    def extra_repr(self) -> str:
+        targets = self.targets
+        if targets is None:
+            table = "unbound"
+        else:
+            weight = targets.weight if isinstance(targets, TargetEmbeddings) else targets
+            table = f"table={tuple(weight.shape)}"
+        return f"{table}, ignore_index={self.ignore_index}, decode_space={self.decode_space!r}"
+
+
+class ContinuousLoss(_TableBoundLoss):
+    """Base of the losses called as ``loss(pred [..., D], ids [...])``."""
+
+    def update(self, pred: Tensor, ids: Tensor) -> None:
+        """Add the loss of a batch to the running sum and count."""
+        self._accumulate(*self._batch(pred, ids))
+
+    def _batch(self, pred: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        return self._update(pred, ids, self._table(pred))
+
+    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        raise TypeError(f"{type(self).__name__} must implement _update; subclass CosineLoss & co. instead")
+
+
+class CosineLoss(ContinuousLoss):
+    """Cosine loss ``1 − cos(ê, e_w)`` (see :func:`~lightning_contloss.functional.cosine_loss`).
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = CosineLoss(TargetEmbeddings.random(100, 16), ignore_index=-100)
+        >>> pred = torch.randn(2, 5, 16, requires_grad=True)
+        >>> ids = torch.tensor([[1, 2, 3, -100, -100], [4, 5, 6, 7, 8]])
+        >>> batch = loss(pred, ids)
+        >>> batch.backward()
+        >>> pred.grad[0, 3].abs().sum().item(), loss.decode_space
+        (0.0, 'cosine')
+    """
+
+    decode_space: ClassVar[Space] = "cosine"
+
+    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        return _cosine_loss_update(pred, ids, table, self.ignore_index)
+
+
+class L2Loss(ContinuousLoss):
+    """Squared L2 loss ``‖ê − e_w‖²``, summed over D (see :func:`~lightning_contloss.functional.l2_loss`).
+
+    It trains the norm of ``pred`` as well as its direction, so it decodes by L2 distance.
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = L2Loss(torch.eye(3))
+        >>> loss(torch.tensor([[1.0, 1.0, 0.0]]), torch.tensor([0]))
+        tensor(1.)
+        >>> loss.decode_space
+        'l2'
+    """
+
+    decode_space: ClassVar[Space] = "l2"
+
+    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        return _l2_loss_update(pred, ids, table, self.ignore_index)
+
+
+class MaxMarginLoss(ContinuousLoss):
+    """Hinge loss with an informative negative (see :func:`~lightning_contloss.functional.max_margin_loss`).
+
+    Special ids of a bound TargetEmbeddings are never used as negatives. Decodes by cosine.
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        margin: the hinge margin.
+        negatives: ``"informative"`` (whole vocabulary, chunked), ``"sampled"`` or ``"in_batch"``.
+        num_negatives: K for ``negatives="sampled"``.
+        chunk_size: rows of the table scored at once in the search.
+        generator: random generator for ``negatives="sampled"``.
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = MaxMarginLoss(TargetEmbeddings.random(50, 8), negatives="in_batch")
+        >>> bool(loss(torch.randn(6, 8), torch.arange(6)) >= 0)
+        True
+    """
+
+    decode_space: ClassVar[Space] = "cosine"
+
+    def __init__(
+        self,
+        targets: Targets | None = None,
+        *,
+        margin: float = 0.5,
+        negatives: Literal["informative", "sampled", "in_batch"] = "informative",
+        num_negatives: int = 1024,
+        chunk_size: int = 2048,
+        generator: torch.Generator | None = None,
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_max_margin(margin, negatives, chunk_size)
+        if negatives == "sampled":
+            check_sampler(1, num_negatives, "uniform", None, 0.0)
+        super().__init__(targets, ignore_index=ignore_index, **kwargs)
+        self.margin = margin
+        self.negatives = negatives
+        self.num_negatives = num_negatives
+        self.chunk_size = chunk_size
+        self.generator = generator
+
+    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        return _max_margin_loss_update(
+            pred,
+            ids,
+            table,
+            self.margin,
+            self.negatives,
+            self.num_negatives,
+            self.chunk_size,
+            self.generator,
+            self._exclude(),
+            self.ignore_index,
+        )
+
+
+class VMFLoss(ContinuousLoss):
+    """Regularised von Mises-Fisher NLL (see :func:`~lightning_contloss.functional.vmf_nll`).
+
+    ``decode_space`` is ``"cosine"``: for a fixed prediction the vMF density ranks words by
+    ``ê·μ_w = ‖ê‖·cos(ê, e_w)`` with ``μ_w`` the unit target direction, and ``‖ê‖`` is the same
+    for every word. That is inner-product ranking on a normalised table, and stays right when
+    the table was built with ``normalize=False``, since the loss itself normalises the rows.
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        lambda1: weight of the ``‖ê‖`` penalty (reg1); default 0.02 as in the reference code.
+        lambda2: scale of the dot product (reg2); default 0.1 as in the reference code.
+        approx: use Kumar & Tsvetkov's approximation of ``log C_m`` (gradient only).
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = VMFLoss(TargetEmbeddings.random(100, 32))
+        >>> pred = torch.randn(4, 32, requires_grad=True)
+        >>> loss(pred, torch.tensor([1, 2, 3, 4])).backward()
+        >>> bool(torch.isfinite(pred.grad).all())
+        True
+    """
+
+    decode_space: ClassVar[Space] = "cosine"
+
+    def __init__(
+        self,
+        targets: Targets | None = None,
+        *,
+        lambda1: float = DEFAULT_LAMBDA1,
+        lambda2: float = DEFAULT_LAMBDA2,
+        approx: bool = False,
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_lambdas(lambda1, lambda2)
+        super().__init__(targets, ignore_index=ignore_index, **kwargs)
+        self.lambda1 = lambda1
+        self.lambda2 = lambda2
+        self.approx = approx
+
+    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        return _vmf_nll_update(pred, ids, table, self.lambda1, self.lambda2, self.approx, self.ignore_index)
+
+
+class InfoNCELoss(ContinuousLoss):
+    """InfoNCE with K negatives shared by a batch (see :func:`~lightning_contloss.functional.info_nce_loss`).
+
+    Its logits are ``cos / temperature``, so it decodes by cosine. Special ids of a bound
+    TargetEmbeddings are never used as negatives.
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        temperature: τ > 0.
+        num_negatives: K.
+        sampler: ``"uniform"`` or ``"unigram"``.
+        counts: ``[V]`` token counts for ``sampler="unigram"`` (kept as a non-persistent buffer).
+        power: exponent applied to ``counts``.
+        generator: random generator for the draws.
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = InfoNCELoss(TargetEmbeddings.random(100, 16), num_negatives=32)
+        >>> bool(loss(torch.randn(8, 16), torch.arange(8)) > 0)
+        True
+    """
+
+    decode_space: ClassVar[Space] = "cosine"
+    counts: Tensor | None
+
+    def __init__(
+        self,
+        targets: Targets | None = None,
+        *,
+        temperature: float = 0.05,
+        num_negatives: int = 1024,
+        sampler: Literal["uniform", "unigram"] = "uniform",
+        counts: Tensor | None = None,
+        power: float = 0.75,
+        generator: torch.Generator | None = None,
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if counts is not None:
+            counts = torch.as_tensor(counts).detach()
+        _check_info_nce(
+            temperature, counts.shape[0] if counts is not None else 1, num_negatives, sampler, counts, power
+        )
+        super().__init__(targets, ignore_index=ignore_index, **kwargs)
+        self.temperature = temperature
+        self.num_negatives = num_negatives
+        self.sampler = sampler
+        self.power = power
+        self.generator = generator
+        self.register_buffer("counts", counts, persistent=False)
+
+    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
+        return _info_nce_loss_update(
+            pred,
+            ids,
+            table,
+            self.temperature,
+            self.num_negatives,
+            self.sampler,
+            self.counts,
+            self.power,
+            self.generator,
+            self._exclude(),
+            self.ignore_index,
+        )
+
+
+class ReWELoss(_TableBoundLoss):
+    """ReWE: ``CE(logits, w) + λ·(1 − cos(ê, e_w))``, called as ``loss(logits, pred, ids)``.
+
+    For models that keep their softmax head and add a regression head (see
+    :func:`~lightning_contloss.functional.rewe_loss`). The regression head decodes by cosine.
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        lam: λ, the weight of the cosine term.
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = ReWELoss(torch.eye(2), lam=1.0)
+        >>> loss(torch.zeros(1, 2), torch.tensor([[1.0, 1.0]]), torch.tensor([0]))
+        tensor(0.9860)
+    """
+
+    decode_space: ClassVar[Space] = "cosine"
+
+    def __init__(
+        self,
+        targets: Targets | None = None,
+        *,
+        lam: float = DEFAULT_LAM,
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not lam >= 0:
+            raise ValueError(f"lam must be >= 0 (the weight of the cosine term), got {lam}")
+        super().__init__(targets, ignore_index=ignore_index, **kwargs)
+        self.lam = lam
+
+    def update(self, logits: Tensor, pred: Tensor, ids: Tensor) -> None:
+        """Add the loss of a batch to the running sum and count."""
+        self._accumulate(*self._batch(logits, pred, ids))
+
+    def _batch(self, logits: Tensor, pred: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
+        return _rewe_loss_update(logits, pred, ids, self._table(pred), self.lam, self.ignore_index)
+
+
+def _operands(metric: Metric) -> list[Metric]:
+    if isinstance(metric, CompositionalMetric):
+        return [m for m in (metric.metric_a, metric.metric_b) if isinstance(m, Metric)]
+    return []
+
+
+def decode_space_of(metric: Metric) -> Space:
+    """The similarity a decoder must rank by for ``metric``, a loss or a composition of losses.
+
+    A composition takes the space of its first loss operand (its main term, by convention:
+    write ``VMFLoss() + 0.1 * CosineLoss()``, not the reverse).
+
+    Example:
+        >>> decode_space_of(L2Loss() + 0.1 * CosineLoss()), decode_space_of(0.5 * CosineLoss())
+        ('l2', 'cosine')
+    """
+    if isinstance(metric, _TableBoundLoss):
+        return metric.decode_space
+    for operand in _operands(metric):
+        try:
+            return decode_space_of(operand)
+        except ValueError:
+            continue
+    raise ValueError(
+        f"{type(metric).__name__} is not a continuous loss and contains none; "
+        "use CosineLoss, L2Loss, MaxMarginLoss, VMFLoss, InfoNCELoss or ReWELoss"
+    )
+
+
+def bind_targets(metric: Metric, targets: Targets) -> Metric:
+    """Bind ``targets`` to every continuous loss inside ``metric`` (a loss or a composition); returns it.
+
+    Example:
+        >>> loss = bind_targets(VMFLoss() + 0.1 * CosineLoss(), TargetEmbeddings.random(10, 8))
+        >>> loss(torch.randn(3, 8), torch.tensor([1, 2, 3])).shape
+        torch.Size([])
+    """
+    bound = 0
+    for module in metric.modules():
+        if isinstance(module, _TableBoundLoss):
+            module.bind(targets)
+            bound += 1
+    if bound == 0:
+        raise ValueError(f"{type(metric).__name__} contains no continuous loss to bind targets to")
+    return metric

@@ -1,0 +1,306 @@
+"""ContinuousOutputMixin: turn a softmax LightningModule into a continuous-output one."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+
+from lightning_contloss.decoding import Decoder, make_decoder
+from lightning_contloss.heads import EmbeddingRegressionHead, replace_softmax_head
+from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
+from lightning_contloss.targets import TargetEmbeddings
+
+if TYPE_CHECKING:
+    import lightning as L
+
+    _Base = L.LightningModule
+else:
+    _Base = object
+
+__all__ = ["ContinuousOutputMixin", "JointHead"]
+
+
+class JointHead(nn.Module):
+    """ReWE's joint head: the softmax layer and a regression head side by side.
+
+    ``forward`` returns ``[..., V + D]``: the V logits of the kept softmax layer followed by
+    the D-dimensional predicted embedding, so a model whose code expects one tensor from its
+    head keeps working. :meth:`ContinuousOutputMixin.continuous_loss` splits it again.
+
+    Args:
+        softmax: the original ``nn.Linear(H, V)``.
+        regression: the new ``[..., H] -> [..., D]`` head.
+
+    Example:
+        >>> joint = JointHead(torch.nn.Linear(8, 100), EmbeddingRegressionHead(8, 16))
+        >>> joint(torch.randn(2, 8)).shape
+        torch.Size([2, 116])
+    """
+
+    def __init__(self, softmax: nn.Linear, regression: nn.Module) -> None:
+        super().__init__()
+        self.softmax = softmax
+        self.regression = regression
+        self.vocab_size = softmax.out_features
+        self.in_features = softmax.in_features
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.cat([self.softmax(hidden), self.regression(hidden)], dim=-1)
+
+    def split(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """``[..., V + D] -> (logits [..., V], pred [..., D])``."""
+        return out[..., : self.vocab_size], out[..., self.vocab_size :]
+
+
+class ContinuousOutputMixin(_Base):
+    """Adds a continuous output head to a ``LightningModule``; list it *before* ``L.LightningModule``.
+
+    Call :meth:`replace_softmax_head` once in ``__init__``; then
+    :meth:`continuous_loss` in ``training_step`` and :meth:`continuous_validation_step` in
+    ``validation_step``/``test_step``. Pair it with
+    :class:`~lightning_contloss.HNSWDecodingCallback`, which builds the decoder and logs
+    accuracy, recall and collapse metrics.
+
+    The targets, the loss and the head are registered as submodules (``continuous_targets``,
+    ``continuous_loss_fn`` and the head at its path), so they move with the module and go into
+    checkpoints. The mixin defines no ``__init__``, so ``save_hyperparameters`` keeps working;
+    its override only drops tensors and modules (tables are not hyper-parameters).
+
+    Example:
+        >>> import lightning as L
+        >>> from lightning_contloss.losses import CosineLoss
+        >>> class LM(ContinuousOutputMixin, L.LightningModule):
+        ...     def __init__(self) -> None:
+        ...         super().__init__()
+        ...         self.model = torch.nn.Sequential(torch.nn.Embedding(100, 16), torch.nn.Linear(16, 100))
+        ...         self.replace_softmax_head("model.1", TargetEmbeddings.random(100, 8), CosineLoss())
+        >>> lm = LM()
+        >>> pred = lm.model(torch.tensor([[1, 2, 3]]))
+        >>> pred.shape, lm.continuous_loss(pred, torch.tensor([[2, 3, 4]])).shape
+        (torch.Size([1, 3, 8]), torch.Size([]))
+    """
+
+    continuous_targets: TargetEmbeddings
+    continuous_loss_fn: Metric
+    # Class-level defaults: the mixin has no __init__, so these read as "no head yet".
+    _continuous_path: str | None = None
+    _continuous_keep_softmax: bool = False
+    _continuous_decoder: Decoder | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def replace_softmax_head(
+        self,
+        path: str,
+        targets: TargetEmbeddings,
+        loss: Metric,
+        head_hidden: int | None = None,
+        keep_softmax: bool = False,
+        rewe_lambda: float = 0.2,
+        *,
+        head: nn.Module | None = None,
+        activation: str = "relu",
+    ) -> nn.Module:
+        """Swap the softmax ``nn.Linear(H, V)`` at ``path`` for a regression head onto ``targets``.
+
+        Args:
+            path: dotted path of the softmax layer from this module, e.g. ``"model.lm_head"``.
+            targets: the ``[V, D]`` target table; V must equal the layer's ``out_features``.
+            loss: a continuous loss (``CosineLoss()``, ``VMFLoss() + 0.1 * CosineLoss()``, ...);
+                it is bound to ``targets`` here.
+            head_hidden: hidden width of an MLP head; ``None`` for a Linear head.
+            keep_softmax: ReWE joint mode: keep the softmax layer and add the regression head
+                beside it (the model then returns ``[..., V + D]``; the loss is ``ReWELoss``).
+            rewe_lambda: λ of ReWE when ``keep_softmax`` and ``loss`` is not already a ReWELoss.
+            head: a ready-made head instead of building an :class:`EmbeddingRegressionHead`.
+            activation: activation of the MLP head.
+
+        Returns:
+            The old softmax layer.
+        """
+        if not isinstance(targets, TargetEmbeddings):
+            raise ValueError(
+                f"targets must be a TargetEmbeddings, got {type(targets).__name__}; wrap a tensor with "
+                "TargetEmbeddings.from_tensor(weight)"
+            )
+        if not isinstance(loss, Metric):
+            raise ValueError(
+                f"loss must be a lightning_contloss loss (a torchmetrics Metric), got {type(loss).__name__}"
+            )
+        if self._continuous_path is not None:
+            raise ValueError(
+                f"replace_softmax_head was already called for {self._continuous_path!r}; call it once"
+            )
+        if keep_softmax and not any(isinstance(m, ReWELoss) for m in loss.modules()):
+            loss = ReWELoss(lam=rewe_lambda, ignore_index=_ignore_index(loss))
+        decode_space_of(loss)  # fails early, before anything is swapped, for a non-continuous loss
+        old = self._softmax_layer(path, len(targets))
+        new_head = head if head is not None else EmbeddingRegressionHead(
+            old.in_features, targets.dim, hidden=head_hidden, activation=activation
+        )
+        out_dim = getattr(new_head, "out_features", targets.dim)
+        if out_dim != targets.dim:
+            raise ValueError(
+                f"the head outputs dim {out_dim} but the targets have dim {targets.dim}; "
+                "build the head with out_features=targets.dim"
+            )
+        if keep_softmax:
+            new_head = JointHead(old, new_head)
+        replace_softmax_head(self, path, new_head, vocab_size=len(targets))
+        self.continuous_targets = targets
+        self.continuous_loss_fn = bind_targets(loss, targets)
+        self._continuous_path = path
+        self._continuous_keep_softmax = keep_softmax
+        self._continuous_decoder = None
+        return old
+
+    def _softmax_layer(self, path: str, vocab_size: int) -> nn.Linear:
+        try:
+            old = self.get_submodule(path)
+        except AttributeError:
+            old = None
+        if isinstance(old, nn.Linear) and old.out_features != vocab_size:
+            raise ValueError(
+                f"the targets have V={vocab_size} rows but {path!r} has out_features={old.out_features}; "
+                f"build targets for the model's vocabulary (V={old.out_features})"
+            )
+        if not isinstance(old, nn.Linear):
+            # replace_softmax_head raises with the list of candidate layers.
+            replace_softmax_head(self, path, nn.Identity(), vocab_size=vocab_size)
+        assert isinstance(old, nn.Linear)
+        return old
+
+    def save_hyperparameters(
+        self,
+        *args: Any,
+        ignore: Sequence[str] | str | None = None,
+        frame: Any = None,
+        logger: bool = True,
+    ) -> None:
+        """Lightning's ``save_hyperparameters``, ignoring tensors and modules (targets, models, losses)."""
+        if frame is None:
+            current = inspect.currentframe()
+            frame = current.f_back if current is not None else None
+        ignored = [ignore] if isinstance(ignore, str) else list(ignore or [])
+        if frame is not None:
+            ignored += [
+                name for name, value in frame.f_locals.items()
+                if name != "self" and isinstance(value, Tensor | nn.Module)
+            ]
+        super().save_hyperparameters(*args, ignore=ignored, frame=frame, logger=logger)
+
+    # ------------------------------------------------------------------ steps
+    def _check_ready(self, pred: Tensor) -> None:
+        if self._continuous_path is None:
+            raise RuntimeError(
+                f"{type(self).__name__} has no continuous head yet; call "
+                "self.replace_softmax_head('path.to.lm_head', targets=..., loss=...) in __init__ first"
+            )
+        expected = self.continuous_targets.dim + (self._joint_head().vocab_size if self._continuous_keep_softmax else 0)
+        if pred.shape[-1] != expected:
+            what = f"V + D = {expected}" if self._continuous_keep_softmax else f"dim {expected}"
+            raise ValueError(
+                f"predictions have last dim {pred.shape[-1]} but the continuous head outputs {what}; "
+                f"pass the output of the model whose head was replaced at {self._continuous_path!r}"
+            )
+
+    def _joint_head(self) -> JointHead:
+        head = self.get_submodule(self._continuous_path or "")
+        assert isinstance(head, JointHead)
+        return head
+
+    def split_output(self, out: Tensor) -> tuple[Tensor | None, Tensor]:
+        """``(logits or None, pred [..., D])`` from the model's output (logits only in ReWE mode)."""
+        self._check_ready(out)
+        if self._continuous_keep_softmax:
+            return self._joint_head().split(out)
+        return None, out
+
+    def _loss_value(self, out: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, int]:
+        logits, pred = self.split_output(out)
+        value = self.continuous_loss_fn(logits, pred, ids) if logits is not None else self.continuous_loss_fn(pred, ids)
+        ignore = _ignore_index(self.continuous_loss_fn)
+        tokens = int((ids != ignore).sum()) if ignore is not None else ids.numel()
+        return value, pred, tokens
+
+    def continuous_loss(self, pred: Tensor, ids: Tensor) -> Tensor:
+        """The training loss of a batch; logs ``train/loss`` (per step and epoch). Return it from ``training_step``.
+
+        Args:
+            pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode).
+            ids: ``[...]`` target token ids.
+        """
+        value, _, tokens = self._loss_value(pred, ids)
+        self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
+        return value
+
+    def continuous_validation_step(self, pred: Tensor, ids: Tensor) -> dict[str, Tensor]:
+        """Logs ``val/loss`` (``test/loss`` under ``trainer.test``) and returns what the callback decodes.
+
+        Args:
+            pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode).
+            ids: ``[...]`` target token ids.
+
+        Returns:
+            ``{"loss", "pred", "target"}`` (plus ``"logits"`` in ReWE mode); return it from
+            ``validation_step``/``test_step`` so :class:`~lightning_contloss.HNSWDecodingCallback`
+            can decode the predictions.
+        """
+        value, emb, tokens = self._loss_value(pred, ids)
+        prefix = "test" if self._trainer is not None and self.trainer.testing else "val"
+        self.log(f"{prefix}/loss", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=max(tokens, 1))
+        out = {"loss": value.detach(), "pred": emb.detach(), "target": ids.detach()}
+        logits, _ = self.split_output(pred)
+        if logits is not None:
+            out["logits"] = logits.detach()
+        return out
+
+    continuous_test_step = continuous_validation_step
+
+    # ------------------------------------------------------------------ decoding
+    @property
+    def decoder(self) -> Decoder:
+        """The decoder in use: the callback's, or an exact/HNSW one built on first use."""
+        if self._continuous_path is None:
+            raise RuntimeError("call self.replace_softmax_head(...) before decoding")
+        if self._continuous_decoder is None or len(self._continuous_decoder) == 0:
+            self._continuous_decoder = make_decoder(self.continuous_targets, decode_space_of(self.continuous_loss_fn))
+        return self._continuous_decoder
+
+    @decoder.setter
+    def decoder(self, value: Decoder) -> None:
+        self._continuous_decoder = value
+
+    @property
+    def decode_space(self) -> str:
+        """The similarity the decoder ranks by, as declared by the loss."""
+        return decode_space_of(self.continuous_loss_fn)
+
+    @torch.no_grad()
+    def decode(self, pred: Tensor, k: int = 1) -> Tensor:
+        """Token ids of the k nearest targets: ``pred [..., D] -> ids [..., k]`` (best first).
+
+        In ReWE mode pass the model's ``[..., V + D]`` output: as in ReWE, tokens come from the
+        kept softmax (its top-k logits); the regression head only regularises training.
+        """
+        logits, emb = self.split_output(pred)
+        if logits is not None:
+            return logits.topk(k, dim=-1).indices
+        ids, _ = self.decoder.query(emb.reshape(-1, emb.shape[-1]).float(), k)
+        return ids.reshape(*emb.shape[:-1], k).to(pred.device)
+
+    def continuous_predict_step(self, pred: Tensor, k: int = 1) -> Tensor:
+        """``predict_step`` helper: token ids ``[..., k]`` of the model's predictions."""
+        return self.decode(pred, k)
+
+
+def _ignore_index(loss: Metric) -> int | None:
+    for module in loss.modules():
+        ignore = getattr(module, "ignore_index", None)
+        if ignore is not None:
+            return int(ignore)
+    return None

@@ -1,0 +1,93 @@
+"""A tiny continuous-output LM and data shared by the mixin, callback and lifecycle tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, TensorDataset
+from torchmetrics import Metric
+
+from lightning_contloss import ContinuousOutputMixin, TargetEmbeddings
+from lightning_contloss.losses import CosineLoss
+
+VOCAB = 200
+HIDDEN = 32
+DIM = 16
+
+
+class TinyBody(nn.Module):
+    """Embedding -> MLP -> lm_head, so a position's output depends on its own token only."""
+
+    def __init__(self, vocab: int = VOCAB, hidden: int = HIDDEN) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.mlp = nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU())
+        self.lm_head = nn.Linear(hidden, vocab)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.lm_head(self.mlp(self.embed(x)))
+        return out
+
+
+class TinyContinuousLM(ContinuousOutputMixin, L.LightningModule):
+    def __init__(
+        self,
+        lr: float = 1e-2,
+        targets: TargetEmbeddings | None = None,
+        loss: Metric | None = None,
+        keep_softmax: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = TinyBody()
+        self.replace_softmax_head(
+            "model.lm_head",
+            targets if targets is not None else TargetEmbeddings.random(VOCAB, DIM, seed=0),
+            loss if loss is not None else CosineLoss(),
+            keep_softmax=keep_softmax,
+        )
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        return self.continuous_loss(self.model(x), y)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        return self.continuous_validation_step(self.model(x), y)
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        x, y = batch
+        return self.continuous_test_step(self.model(x), y)
+
+    def predict_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
+        return self.continuous_predict_step(self.model(batch[0]), k=1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.hparams["lr"])
+
+
+def mapping_data(n: int = 512, length: int = 8, seed: int = 0) -> TensorDataset:
+    """Token i maps to (7·i + 3) mod V: learnable by a per-position model."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, VOCAB, (n, length), generator=g)
+    return TensorDataset(x, (x * 7 + 3) % VOCAB)
+
+
+def loader(ds: TensorDataset, batch_size: int = 64, shuffle: bool = False) -> DataLoader[Any]:
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle)
+
+
+def quiet_trainer(**kwargs: Any) -> L.Trainer:
+    defaults: dict[str, Any] = {
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "accelerator": "cpu",
+        "devices": 1,
+    }
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)

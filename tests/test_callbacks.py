@@ -1,0 +1,250 @@
+"""HNSWDecodingCallback end to end: metrics, cache, rebuilds, test/predict, resume, bf16, compile, DDP."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from helpers import DIM, VOCAB, TinyContinuousLM, loader, mapping_data, quiet_trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from lightning_contloss import HNSWDecoder, HNSWDecodingCallback, TargetEmbeddings
+from lightning_contloss.losses import CosineLoss, VMFLoss
+
+HERE = Path(__file__).parent
+
+
+def metrics(trainer: L.Trainer, prefix: str = "val") -> dict[str, float]:
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(prefix + "/")}
+
+
+@pytest.mark.slow
+def test_fit_validate_test_predict(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    cb = HNSWDecodingCallback(k=5, decoder="hnsw", num_threads=1, cache_dir=tmp_path, brier_lm=True)
+    train, val = loader(mapping_data(512), shuffle=True), loader(mapping_data(128, seed=1))
+    trainer = quiet_trainer(max_epochs=3, callbacks=[cb])
+    trainer.fit(lm, train, val)
+    m = metrics(trainer)
+    expected = {"loss", "acc@1", "acc@5", "mean_cos", "decode_recall", "decode_qps", "distinct_pred",
+                "top_pred_share", "vmf_ppl", "brier_lm"}
+    assert {k.split("/")[1] for k in m} == expected
+    assert m["val/acc@1"] > 0.2 and m["val/acc@5"] >= m["val/acc@1"]
+    assert m["val/decode_recall"] >= 0.95
+    assert 1 <= m["val/distinct_pred"] <= VOCAB and 0 < m["val/top_pred_share"] <= 1
+    assert math.isfinite(m["val/vmf_ppl"]) and 1 <= m["val/vmf_ppl"] < VOCAB
+    assert isinstance(cb.decoder, HNSWDecoder) and cb.tuned_ef is not None and cb.build_count == 1
+
+    # acc@1 agrees with a brute-force decode of the same predictions.
+    x, y = mapping_data(128, seed=1)[:]
+    with torch.no_grad():
+        pred = lm.model(x)
+    exact = (torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T).argmax(-1)
+    assert abs(float((exact == y).float().mean()) - m["val/acc@1"]) < 0.02
+
+    (result,) = trainer.test(lm, val, verbose=False)
+    assert set(result) == {"test/" + k for k in expected}
+    assert abs(result["test/acc@1"] - m["val/acc@1"]) < 1e-6
+
+    out = trainer.predict(lm, loader(torch.utils.data.TensorDataset(x[:16])))
+    assert out is not None and out[0].shape == (16, 8, 1)
+    assert torch.equal(out[0][..., 0], exact[:16])
+
+
+def test_second_fit_loads_index_from_cache(tmp_path: Path) -> None:
+    data = loader(mapping_data(64))
+    first = HNSWDecodingCallback(decoder="hnsw", ef=32, num_threads=1, cache_dir=tmp_path)
+    quiet_trainer(max_epochs=1, callbacks=[first]).validate(TinyContinuousLM(), data, verbose=False)
+    second = HNSWDecodingCallback(decoder="hnsw", ef=32, num_threads=1, cache_dir=tmp_path)
+    quiet_trainer(max_epochs=1, callbacks=[second]).validate(TinyContinuousLM(), data, verbose=False)
+    assert first.build_count == 1 and second.build_count == 0
+    assert isinstance(second.decoder, HNSWDecoder) and second.decoder.from_cache
+
+
+def test_rebuilds_when_targets_change(tmp_path: Path) -> None:
+    lm = TinyContinuousLM()
+    cb = HNSWDecodingCallback(decoder="hnsw", ef=32, num_threads=1, cache_dir=False)
+    trainer = quiet_trainer(callbacks=[cb])
+    data = loader(mapping_data(64))
+    trainer.validate(lm, data, verbose=False)
+    trainer.validate(lm, data, verbose=False)
+    assert cb.build_count == 1  # same table: reused
+    with torch.no_grad():
+        lm.continuous_targets.weight.copy_(TargetEmbeddings.random(VOCAB, DIM, seed=5).weight)
+    trainer.validate(lm, data, verbose=False)
+    assert cb.build_count == 2
+
+
+def test_special_ids_are_never_predicted() -> None:
+    targets = TargetEmbeddings.random(VOCAB, DIM, seed=0)
+    targets.mark_special(*range(0, VOCAB, 2))  # every even id
+    lm = TinyContinuousLM(targets=targets)
+    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer.validate(lm, loader(mapping_data(64)), verbose=False)
+    x, _ = mapping_data(64)[:]
+    with torch.no_grad():
+        ids = lm.decode(lm.model(x), k=3)
+    assert bool((ids % 2 == 1).all())
+    assert math.isfinite(float(trainer.callback_metrics["val/vmf_ppl"]))
+
+
+def test_rewe_mode_acc_comes_from_softmax() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM(keep_softmax=True)
+    trainer = quiet_trainer(max_epochs=3, callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(64, seed=1)))
+    x, y = mapping_data(64, seed=1)[:]
+    with torch.no_grad():
+        logits, _ = lm.split_output(lm.model(x))
+    softmax_acc = float((logits.argmax(-1) == y).float().mean())
+    assert abs(float(trainer.callback_metrics["val/acc@1"]) - softmax_acc) < 1e-6
+
+
+def test_state_dict_round_trip() -> None:
+    cb = HNSWDecodingCallback()
+    cb.tuned_ef = 48
+    fresh = HNSWDecodingCallback()
+    fresh.load_state_dict(cb.state_dict())
+    assert fresh.tuned_ef == 48
+
+
+# ---------------------------------------------------------------------- bad input
+class Plain(L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 2)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        return None
+
+
+def test_callback_on_module_without_mixin() -> None:
+    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback()])
+    expected = r"needs a LightningModule with ContinuousOutputMixin.*class Plain\(ContinuousOutputMixin"
+    with pytest.raises(ValueError, match=expected):
+        trainer.validate(Plain(), loader(mapping_data(8)), verbose=False)
+
+
+class ReturnsLoss(TinyContinuousLM):
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        return {"loss": self.continuous_validation_step(self.model(batch[0]), batch[1])["loss"]}
+
+
+def test_validation_step_must_return_predictions() -> None:
+    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact")])
+    with pytest.raises(ValueError, match=r"return self.continuous_validation_step\(pred, ids\)"):
+        trainer.validate(ReturnsLoss(), loader(mapping_data(8)), verbose=False)
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        HNSWDecodingCallback(k=0)
+    with pytest.raises(ValueError, match="decoder must be"):
+        HNSWDecodingCallback(decoder="faiss")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- lifecycle
+@pytest.mark.slow
+def test_resume_gives_same_next_step_loss(tmp_path: Path) -> None:
+    """A run resumed from a mid-training checkpoint continues exactly like an uninterrupted one."""
+
+    class Recorder(L.Callback):
+        def __init__(self) -> None:
+            self.losses: list[float] = []
+
+        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object,
+                               batch: object, batch_idx: int) -> None:
+            assert isinstance(outputs, dict)
+            self.losses.append(float(outputs["loss"]))
+
+    def run(max_steps: int, ckpt: str | None = None, save: bool = False) -> Recorder:
+        L.seed_everything(0, verbose=False)
+        rec = Recorder()
+        callbacks: list[L.Callback] = [rec, HNSWDecodingCallback(decoder="exact")]
+        if save:
+            callbacks.append(ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=16, save_top_k=-1))
+        trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, enable_checkpointing=save)
+        # 16 steps per epoch; the checkpoint at step 16 is an epoch boundary. No shuffling, so
+        # the batch order after the resume does not depend on the global RNG's state.
+        data = loader(mapping_data(512), batch_size=32)
+        trainer.fit(TinyContinuousLM(loss=VMFLoss()), data, ckpt_path=ckpt)
+        return rec
+
+    full = run(20, save=True)
+    ckpt = next(tmp_path.glob("*step=16.ckpt"))
+    resumed = run(20, ckpt=str(ckpt))
+    assert len(resumed.losses) == 4
+    torch.testing.assert_close(torch.tensor(resumed.losses), torch.tensor(full.losses[16:]), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_mixed_vmf_fit_stays_finite() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM(loss=VMFLoss())
+    trainer = quiet_trainer(max_epochs=2, precision="bf16-mixed", callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(64, seed=1)))
+    m = metrics(trainer)
+    assert all(math.isfinite(v) for v in m.values()), m
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert all(torch.isfinite(p).all() for p in lm.parameters())
+
+
+@pytest.mark.slow
+def test_torch_compile_body_with_head_and_loss() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    lm.model = torch.compile(lm.model)  # type: ignore[assignment]
+    trainer = quiet_trainer(max_steps=6, callbacks=[HNSWDecodingCallback(decoder="exact")], limit_val_batches=1)
+    trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(64, seed=1)))
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
+    assert "val/acc@1" in trainer.callback_metrics
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
+    """gloo DDP on 2 CPU processes: index built once, val metrics equal a 1-process run."""
+    script = HERE / "ddp_script.py"
+    results = {}
+    for devices in (1, 2):
+        out = tmp_path / f"metrics{devices}.json"
+        subprocess.run(
+            [sys.executable, str(script), str(devices), str(out), str(tmp_path / f"cache{devices}")],
+            check=True, cwd=HERE, timeout=600,
+        )
+        results[devices] = json.loads(out.read_text())
+    one, two = results[1], results[2]
+    assert two["build_count"] == 1 and two["cache_loads"] == 1  # rank 0 built, rank 1 loaded
+    for key in ("val/acc@1", "val/acc@5", "val/mean_cos", "val/distinct_pred", "val/top_pred_share", "val/loss"):
+        assert abs(one[key] - two[key]) < 1e-4, (key, one[key], two[key])
+
+
+def test_special_ids_with_padding_and_small_vocab() -> None:
+    """Padding (-100) next to marked special ids must not index the table (V < 100 here)."""
+    from torch import nn
+
+    vocab = 30
+
+    class Small(TinyContinuousLM):
+        def __init__(self) -> None:
+            super(TinyContinuousLM, self).__init__()
+            self.model = nn.Sequential(nn.Embedding(vocab, 8), nn.Linear(8, vocab))
+            targets = TargetEmbeddings.random(vocab, 4, special_ids=[0])
+            self.replace_softmax_head("model.1", targets, CosineLoss(ignore_index=-100))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+    x = torch.randint(1, vocab, (32, 6))
+    y = x.clone()
+    y[:, -2:] = -100
+    y[:, 0] = 0  # a special target
+    data = loader(torch.utils.data.TensorDataset(x, y))
+    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact", brier_lm=True)])
+    trainer.validate(Small(), data, verbose=False)
+    assert math.isfinite(float(trainer.callback_metrics["val/vmf_ppl"]))

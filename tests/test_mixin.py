@@ -1,0 +1,139 @@
+"""ContinuousOutputMixin: set-up, steps, ReWE mode, decoding and bad input."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from helpers import DIM, HIDDEN, VOCAB, TinyBody, TinyContinuousLM, loader, mapping_data, quiet_trainer
+from torch import nn
+
+from lightning_contloss import ContinuousOutputMixin, EmbeddingRegressionHead, TargetEmbeddings
+from lightning_contloss.decoding import ExactDecoder
+from lightning_contloss.losses import CosineLoss, ReWELoss, VMFLoss
+from lightning_contloss.mixin import JointHead
+
+
+def test_replace_registers_targets_loss_and_head() -> None:
+    lm = TinyContinuousLM()
+    assert isinstance(lm.model.lm_head, EmbeddingRegressionHead)
+    assert lm.model.lm_head.out_features == DIM
+    keys = lm.state_dict().keys()
+    assert "continuous_targets.weight" in keys and "continuous_targets.special_mask" in keys
+    assert "model.lm_head.net.weight" in keys
+    # The loss reads the table but does not hold a second copy of it.
+    assert not any(k.startswith("continuous_loss_fn") and k.endswith("weight") for k in keys)
+    assert lm.continuous_loss_fn.targets is lm.continuous_targets
+    assert lm.decode_space == "cosine"
+
+
+def test_save_hyperparameters_drops_tables_and_modules() -> None:
+    lm = TinyContinuousLM(lr=0.5, targets=TargetEmbeddings.random(VOCAB, DIM), loss=VMFLoss())
+    assert dict(lm.hparams) == {"lr": 0.5, "keep_softmax": False}
+
+
+def test_loss_and_gradients_reach_head_and_body() -> None:
+    lm = TinyContinuousLM()
+    x, y = mapping_data(8)[:]
+    loss = lm.continuous_loss(lm.model(x), y)
+    loss.backward()
+    assert lm.model.lm_head.net.weight.grad is not None
+    assert lm.model.embed.weight.grad is not None
+    assert lm.continuous_targets.weight.grad is None
+
+
+def test_validation_step_returns_what_the_callback_needs() -> None:
+    lm = TinyContinuousLM()
+    x, y = mapping_data(4)[:]
+    out = lm.continuous_validation_step(lm.model(x), y)
+    assert set(out) == {"loss", "pred", "target"}
+    assert out["pred"].shape == (4, 8, DIM) and not out["pred"].requires_grad
+
+
+def test_decode_uses_exact_search_by_default() -> None:
+    lm = TinyContinuousLM()
+    table = lm.continuous_targets.weight
+    ids = lm.decode(table[[5, 9, 11]] * 3.0, k=2)
+    assert ids.shape == (3, 2)
+    assert ids[:, 0].tolist() == [5, 9, 11]
+    assert isinstance(lm.decoder, ExactDecoder)
+
+
+def test_rewe_mode_keeps_softmax_and_adds_regression() -> None:
+    lm = TinyContinuousLM(keep_softmax=True)
+    assert isinstance(lm.model.lm_head, JointHead)
+    assert isinstance(lm.continuous_loss_fn, ReWELoss)
+    x, y = mapping_data(4)[:]
+    out = lm.model(x)
+    assert out.shape == (4, 8, VOCAB + DIM)
+    logits, pred = lm.split_output(out)
+    assert logits is not None and logits.shape == (4, 8, VOCAB) and pred.shape == (4, 8, DIM)
+    loss = lm.continuous_loss(out, y)
+    loss.backward()
+    assert lm.model.lm_head.softmax.weight.grad is not None
+    assert lm.decode(out).shape == (4, 8, 1)
+
+
+def test_rewe_mode_trains_end_to_end() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM(keep_softmax=True)
+    data = loader(mapping_data(256), shuffle=True)
+    x, y = mapping_data(64, seed=1)[:]
+    cos_before = float(torch.cosine_similarity(lm.split_output(lm.model(x))[1], lm.continuous_targets(y), -1).mean())
+    quiet_trainer(max_epochs=4).fit(lm, data)
+    out = lm.model(x)
+    assert float((lm.decode(out)[..., 0] == y).float().mean()) > 0.5  # the softmax decodes
+    cos_after = float(torch.cosine_similarity(lm.split_output(out)[1], lm.continuous_targets(y), -1).mean())
+    assert cos_after > cos_before + 0.2  # and the regression head learnt too
+
+
+# ---------------------------------------------------------------------- bad input
+class NoHead(ContinuousOutputMixin, L.LightningModule):
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = TinyBody()
+
+
+def test_loss_before_replace() -> None:
+    with pytest.raises(RuntimeError, match=r"call self.replace_softmax_head\('path.to.lm_head'"):
+        NoHead().continuous_loss(torch.randn(2, DIM), torch.tensor([1, 2]))
+
+
+def test_targets_of_wrong_size() -> None:
+    with pytest.raises(ValueError, match=r"targets have V=50 rows but 'model.lm_head' has out_features=200"):
+        NoHead().replace_softmax_head("model.lm_head", TargetEmbeddings.random(50, DIM), CosineLoss())
+
+
+def test_wrong_path_lists_candidates_and_swaps_nothing() -> None:
+    m = NoHead()
+    with pytest.raises(ValueError, match=r"no submodule 'model.head'.*'model.lm_head'"):
+        m.replace_softmax_head("model.head", TargetEmbeddings.random(VOCAB, DIM), CosineLoss())
+    assert isinstance(m.model.lm_head, nn.Linear)
+    assert getattr(m, "_continuous_path", None) is None
+
+
+def test_predictions_of_wrong_dim() -> None:
+    lm = TinyContinuousLM()
+    with pytest.raises(ValueError, match=r"predictions have last dim 7 but the continuous head outputs dim 16"):
+        lm.continuous_loss(torch.randn(3, 7), torch.tensor([1, 2, 3]))
+
+
+def test_head_and_targets_dim_mismatch() -> None:
+    with pytest.raises(ValueError, match=r"build the head with out_features=targets\.dim"):
+        NoHead().replace_softmax_head(
+            "model.lm_head", TargetEmbeddings.random(VOCAB, DIM), CosineLoss(), head=EmbeddingRegressionHead(HIDDEN, 8)
+        )
+
+
+def test_not_a_loss_and_called_twice() -> None:
+    with pytest.raises(ValueError, match="torchmetrics Metric"):
+        NoHead().replace_softmax_head("model.lm_head", TargetEmbeddings.random(VOCAB, DIM), nn.MSELoss())  # type: ignore[arg-type]
+    lm = TinyContinuousLM()
+    with pytest.raises(ValueError, match="already called"):
+        lm.replace_softmax_head("model.lm_head", TargetEmbeddings.random(VOCAB, DIM), CosineLoss())
+
+
+def test_joint_head_split() -> None:
+    joint = JointHead(nn.Linear(4, 10), EmbeddingRegressionHead(4, 3))
+    logits, pred = joint.split(joint(torch.randn(2, 4)))
+    assert logits.shape == (2, 10) and pred.shape == (2, 3)
