@@ -14,10 +14,9 @@ from torch import Tensor
 
 from lightning_contloss.decoding import Decoder, HNSWDecoder, make_decoder, tune_ef
 from lightning_contloss.decoding.cache import default_cache_dir
-from lightning_contloss.examples.prediction_spread import PredictionSpread
 from lightning_contloss.functional.vmf_distribution import fit_kappa, vmf_sample
 from lightning_contloss.losses import VMFLoss
-from lightning_contloss.metrics import BrierLM, DecodingRecall, NeighborAccuracy, VMFPerplexity
+from lightning_contloss.metrics import BrierLM, DecodingRecall, NeighborAccuracy, PredictionSpread, VMFPerplexity
 from lightning_contloss.mixin import ContinuousOutputMixin, _ignore_index
 
 __all__ = ["HNSWDecodingCallback"]

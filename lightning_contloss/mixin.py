@@ -100,7 +100,7 @@ class ContinuousOutputMixin(_Base):
         loss: Metric,
         head_hidden: int | None = None,
         keep_softmax: bool = False,
-        rewe_lambda: float = 0.2,
+        rewe_lambda: float | None = None,
         *,
         head: nn.Module | None = None,
         activation: str = "relu",
@@ -115,7 +115,8 @@ class ContinuousOutputMixin(_Base):
             head_hidden: hidden width of an MLP head; ``None`` for a Linear head.
             keep_softmax: ReWE joint mode: keep the softmax layer and add the regression head
                 beside it (the model then returns ``[..., V + D]``; the loss is ``ReWELoss``).
-            rewe_lambda: λ of ReWE when ``keep_softmax`` and ``loss`` is not already a ReWELoss.
+            rewe_lambda: λ of ReWE when ``keep_softmax`` and ``loss`` is not already a ReWELoss;
+                ``None`` keeps ``ReWELoss``'s default.
             head: a ready-made head instead of building an :class:`EmbeddingRegressionHead`.
             activation: activation of the MLP head.
 
@@ -136,7 +137,11 @@ class ContinuousOutputMixin(_Base):
                 f"replace_softmax_head was already called for {self._continuous_path!r}; call it once"
             )
         if keep_softmax and not any(isinstance(m, ReWELoss) for m in loss.modules()):
-            loss = ReWELoss(lam=rewe_lambda, ignore_index=_ignore_index(loss))
+            ignore = _ignore_index(loss)
+            if rewe_lambda is None:
+                loss = ReWELoss(ignore_index=ignore)
+            else:
+                loss = ReWELoss(lam=rewe_lambda, ignore_index=ignore)
         decode_space_of(loss)  # fails early, before anything is swapped, for a non-continuous loss
         old = self._softmax_layer(path, len(targets))
         new_head = head if head is not None else EmbeddingRegressionHead(

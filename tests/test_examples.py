@@ -20,7 +20,6 @@ from lightning_contloss.examples import (
     CausalTransformerLM,
     LMDataModule,
     LMWindows,
-    PredictionSpread,
     PTBDataModule,
     SoftmaxLM,
     TextDataModule,
@@ -29,6 +28,7 @@ from lightning_contloss.examples import (
     lines_to_tokens,
     warmup_adamw,
 )
+from lightning_contloss.metrics import PredictionSpread
 
 TINY: dict[str, Any] = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dim_feedforward": 64}
 

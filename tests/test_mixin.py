@@ -76,7 +76,7 @@ def test_rewe_mode_keeps_softmax_and_adds_regression() -> None:
 
 def test_rewe_mode_trains_end_to_end() -> None:
     torch.manual_seed(0)
-    lm = TinyContinuousLM(keep_softmax=True)
+    lm = TinyContinuousLM(keep_softmax=True, loss=ReWELoss(lam=1.0))
     data = loader(mapping_data(256), shuffle=True)
     x, y = mapping_data(64, seed=1)[:]
     cos_before = float(torch.cosine_similarity(lm.split_output(lm.model(x))[1], lm.continuous_targets(y), -1).mean())

@@ -15,7 +15,6 @@ from lightning_contloss.examples.data import (
     lines_to_tokens,
 )
 from lightning_contloss.examples.optim import WarmupSchedule, warmup_adamw
-from lightning_contloss.examples.prediction_spread import PredictionSpread
 from lightning_contloss.examples.softmax_lm import SoftmaxLM
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 
@@ -25,7 +24,6 @@ __all__ = [
     "LMDataModule",
     "LMWindows",
     "PTBDataModule",
-    "PredictionSpread",
     "SoftmaxLM",
     "TextDataModule",
     "Vocabulary",

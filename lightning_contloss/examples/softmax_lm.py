@@ -12,8 +12,8 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lightning_contloss.examples.optim import Schedule, warmup_adamw
-from lightning_contloss.examples.prediction_spread import PredictionSpread
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
+from lightning_contloss.metrics.prediction_spread import PredictionSpread
 
 __all__ = ["SoftmaxLM"]
 

@@ -7,12 +7,14 @@ processes; each has a functional twin for one-off use.
 from lightning_contloss.metrics.brier_lm import BrierLM, brier_lm
 from lightning_contloss.metrics.decoding_recall import DecodingRecall, decoding_recall
 from lightning_contloss.metrics.neighbor_accuracy import NeighborAccuracy, neighbor_accuracy
+from lightning_contloss.metrics.prediction_spread import PredictionSpread
 from lightning_contloss.metrics.vmf_perplexity import VMFPerplexity, vmf_perplexity
 
 __all__ = [
     "BrierLM",
     "DecodingRecall",
     "NeighborAccuracy",
+    "PredictionSpread",
     "VMFPerplexity",
     "brier_lm",
     "decoding_recall",
