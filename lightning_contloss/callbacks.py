@@ -17,7 +17,7 @@ from lightning_contloss.decoding.cache import default_cache_dir
 from lightning_contloss.functional.vmf_distribution import fit_kappa, vmf_sample
 from lightning_contloss.losses import VMFLoss
 from lightning_contloss.metrics import BrierLM, DecodingRecall, NeighborAccuracy, PredictionSpread, VMFPerplexity
-from lightning_contloss.mixin import ContinuousOutputMixin, _ignore_index
+from lightning_contloss.mixin import ContinuousOutputMixin
 
 __all__ = ["HNSWDecodingCallback"]
 
@@ -203,7 +203,7 @@ class HNSWDecodingCallback(Callback):
     # ------------------------------------------------------------------ metrics
     def _reset(self, pl_module: L.LightningModule) -> None:
         module = self._module(pl_module)
-        ignore = _ignore_index(module.continuous_loss_fn)
+        ignore = module.continuous_ignore_index
         self._skip_id = ignore if ignore is not None else -100
         device = module.continuous_targets.weight.device
         self._metrics = {
@@ -289,7 +289,7 @@ class HNSWDecodingCallback(Callback):
         m["acc@1"].update(ids, flat_target)
         m[f"acc@{self.k}"].update(ids, flat_target)
         m["spread"].update(ids[:, 0], flat_target)
-        ignore = _ignore_index(module.continuous_loss_fn)
+        ignore = module.continuous_ignore_index
         keep = flat_target != ignore if ignore is not None else torch.ones_like(flat_target, dtype=torch.bool)
         kept_target = flat_target[keep]
         cos = torch.nn.functional.cosine_similarity(flat_pred.to(table.device)[keep], table[kept_target], dim=-1)

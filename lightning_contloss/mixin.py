@@ -91,6 +91,8 @@ class ContinuousOutputMixin(_Base):
     _continuous_path: str | None = None
     _continuous_keep_softmax: bool = False
     _continuous_decoder: Decoder | None = None
+    # The loss's padding id, read once here rather than by walking the loss on every step.
+    continuous_ignore_index: int | None = None
 
     # ------------------------------------------------------------------ set-up
     def replace_softmax_head(
@@ -158,6 +160,7 @@ class ContinuousOutputMixin(_Base):
         replace_softmax_head(self, path, new_head, vocab_size=len(targets))
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
+        self.continuous_ignore_index = _ignore_index(loss)
         self._continuous_path = path
         self._continuous_keep_softmax = keep_softmax
         self._continuous_decoder = None
@@ -228,7 +231,7 @@ class ContinuousOutputMixin(_Base):
     def _loss_value(self, out: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, int]:
         logits, pred = self.split_output(out)
         value = self.continuous_loss_fn(logits, pred, ids) if logits is not None else self.continuous_loss_fn(pred, ids)
-        ignore = _ignore_index(self.continuous_loss_fn)
+        ignore = self.continuous_ignore_index
         tokens = int((ids != ignore).sum()) if ignore is not None else ids.numel()
         return value, pred, tokens
 
