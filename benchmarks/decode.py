@@ -110,7 +110,7 @@ class Row:
 
 @dataclass
 class Build:
-    ef_construction: int
+    ef_construction: str
     build_s: float
     build_cpu_s: float
     cache_load_s: float
@@ -129,7 +129,7 @@ class SizeResult:
 
 def bench_build(
     table: torch.Tensor,
-    ef_construction: int,
+    ef_construction: int | None,
     queries: torch.Tensor,
     exact: tuple[float, float, torch.Tensor, torch.Tensor],
     args: argparse.Namespace,
@@ -141,6 +141,8 @@ def bench_build(
         wall, cpu = time.perf_counter(), time.process_time()
         dec = HNSWDecoder(table, "cosine", cache_dir=cache_dir, **params)
         build_s, build_cpu_s = time.perf_counter() - wall, time.process_time() - cpu
+        label = str(dec.ef_construction) if ef_construction is not None else f"auto ({dec.ef_construction})"
+        ef_construction = dec.ef_construction
         index_mb = sum(f.stat().st_size for f in Path(cache_dir).rglob("*") if f.is_file()) / 2**20
         print(
             f"[V={size} efc={ef_construction}] build (incl. writing the cache entry): {build_s:.1f} s, "
@@ -166,7 +168,7 @@ def bench_build(
             f"{hnsw_cpu_qps:.0f} q/CPU-s",
             flush=True,
         )
-    return Build(ef_construction, build_s, build_cpu_s, cache_load_s, index_mb, rows)
+    return Build(label, build_s, build_cpu_s, cache_load_s, index_mb, rows)
 
 
 def bench_size(table: torch.Tensor, args: argparse.Namespace, queries_file: torch.Tensor | None) -> SizeResult:
@@ -287,7 +289,7 @@ def markdown(
         lines += [
             "## Crossover: when is exact search cheaper? (`make_decoder` rule)",
             "",
-            f"GloVe rows, noisy-row queries, HNSW with ef=64 (ef_construction={args.ef_construction[0]}), "
+            f"GloVe rows, noisy-row queries, HNSW with ef=64 (ef_construction={args.ef_construction[0] or 'auto'}), "
             f"{args.crossover_threads} thread(s) per decoder. Throughput at validation-sized batches (each batch "
             "decoded in one call, repeated to ~4k queries).",
             "",
@@ -356,7 +358,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--calib", type=int, default=500, help="queries used to calibrate the noise")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--M", type=int, default=16)
-    parser.add_argument("--ef-construction", type=int, nargs="+", default=[200], help="one build per value")
+    parser.add_argument(
+        "--ef-construction",
+        type=lambda v: None if v == "auto" else int(v),
+        nargs="+",
+        default=[None],
+        help="one build per value; 'auto' (default) uses HNSWDecoder's size-dependent default",
+    )
     parser.add_argument("--repeat", type=int, default=2, help="timing repeats (best kept)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--crossover", action="store_true", help="also measure the make_decoder crossover")

@@ -2,7 +2,14 @@
 
 from lightning_contloss import functional
 from lightning_contloss.callbacks import HNSWDecodingCallback
-from lightning_contloss.decoding import ExactDecoder, HNSWDecoder, beam_search, greedy_decode, make_decoder
+from lightning_contloss.decoding import (
+    ExactDecoder,
+    HNSWDecoder,
+    RerankedDecoder,
+    beam_search,
+    greedy_decode,
+    make_decoder,
+)
 from lightning_contloss.heads import EmbeddingRegressionHead, replace_softmax_head
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import Coverage, TargetEmbeddings
@@ -16,6 +23,7 @@ __all__ = [
     "ExactDecoder",
     "HNSWDecoder",
     "HNSWDecodingCallback",
+    "RerankedDecoder",
     "TargetEmbeddings",
     "__version__",
     "beam_search",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from typing import Any, Literal
@@ -12,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
-from lightning_contloss.decoding import Decoder, HNSWDecoder, make_decoder, tune_ef
+from lightning_contloss.decoding import Decoder, HNSWDecoder, RerankedDecoder, make_decoder, tune_ef
 from lightning_contloss.decoding.cache import default_cache_dir
 from lightning_contloss.functional.vmf_distribution import fit_kappa, vmf_sample
 from lightning_contloss.losses import VMFLoss
@@ -24,6 +25,8 @@ __all__ = ["HNSWDecodingCallback"]
 log = logging.getLogger(__name__)
 
 KAPPA_FIT_TOKENS = 2048
+# Predictions CSLS's hubness term is estimated on, per epoch (cost: this many × V similarities).
+CSLS_SAMPLE_TOKENS = 4096
 
 
 class HNSWDecodingCallback(Callback):
@@ -37,6 +40,18 @@ class HNSWDecodingCallback(Callback):
     decoded in large batches (hnswlib runs small batches on one thread). On the first buffer
     it sees, an HNSW decoder's ``ef`` is tuned to ``target_recall`` against exact search,
     unless ``ef`` was given.
+
+    With ``hubness="csls"`` the tokens are chosen by CSLS instead of plain similarity
+    (:class:`~lightning_contloss.decoding.RerankedDecoder`): each epoch the hubness ``r_w`` of
+    every target is estimated on the first buffer's predictions, and the decoder's
+    ``rerank_candidates`` nearest ids are re-ranked by ``sim − r_w / 2``. It counters collapse
+    onto frequent words (more distinct predictions) at some cost in acc@1; ``predict`` then
+    uses the last estimate. With ``hubness="prior"`` the candidates are re-ranked by
+    ``sim + β·log p(w)`` instead, ``p`` the add-one unigram of ``prior_counts`` (default:
+    ``trainer.datamodule.unigram_counts``) and ``β = prior_weight`` or, when that is ``None``,
+    ``1/κ̂`` with κ̂ fitted each epoch on the first buffer: the Bayes rule under a vMF likelihood
+    ``p(ê | w) ∝ exp(κ·cos(ê, e_w))``. It helps where rare words crowd the space near the
+    predictions (GloVe's 400k words), not on a 10k vocabulary with random targets.
 
     Logged at the end of each validation (prefix ``test/`` under ``trainer.test``):
 
@@ -62,7 +77,8 @@ class HNSWDecodingCallback(Callback):
         decoder: ``"auto"``, ``"exact"`` or ``"hnsw"`` (see ``make_decoder``).
         ef: HNSW search breadth; ``None`` tunes it on the first validation buffer.
         M: HNSW graph degree.
-        ef_construction: HNSW build breadth.
+        ef_construction: HNSW build breadth; ``None`` sizes it to the table
+            (``decoding.auto_ef_construction``: 200 up to 160k rows, less above).
         num_threads: HNSW threads (``None``: all available CPUs).
         target_recall: recall@1 that ``ef`` tuning aims for.
         recall_sample: tokens per epoch checked against exact search.
@@ -73,6 +89,11 @@ class HNSWDecodingCallback(Callback):
         cache_dir: index cache folder; ``None`` uses the default user cache dir, ``False``
             disables the cache (then every DDP rank builds its own index).
         seed: seed of sampling for BrierLM.
+        hubness: ``"none"`` (rank by similarity), ``"csls"`` or ``"prior"``.
+        csls_k: CSLS neighbourhood size.
+        rerank_candidates: neighbours re-ranked per token with ``hubness`` ``"csls"`` or ``"prior"``.
+        prior_weight: β of ``hubness="prior"``; ``None`` uses ``1/κ̂``.
+        prior_counts: ``[V]`` word counts of ``hubness="prior"``; ``None`` reads the datamodule's.
 
     Example:
         >>> trainer = L.Trainer(callbacks=[HNSWDecodingCallback(k=5)], logger=False, enable_checkpointing=False)
@@ -84,7 +105,7 @@ class HNSWDecodingCallback(Callback):
         decoder: Literal["auto", "exact", "hnsw"] = "auto",
         ef: int | None = None,
         M: int = 16,
-        ef_construction: int = 200,
+        ef_construction: int | None = None,
         num_threads: int | None = None,
         target_recall: float = 0.99,
         recall_sample: int = 1024,
@@ -93,11 +114,26 @@ class HNSWDecodingCallback(Callback):
         buffer_tokens: int = 16384,
         cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
         seed: int = 0,
+        hubness: Literal["none", "csls", "prior"] = "none",
+        csls_k: int = 10,
+        rerank_candidates: int = 32,
+        prior_weight: float | None = None,
+        prior_counts: Tensor | None = None,
     ) -> None:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         if decoder not in ("auto", "exact", "hnsw"):
             raise ValueError(f"decoder must be 'auto', 'exact' or 'hnsw', got {decoder!r}")
+        if hubness not in ("none", "csls", "prior"):
+            raise ValueError(f"hubness must be 'none', 'csls' or 'prior', got {hubness!r}")
+        if prior_weight is not None and not (math.isfinite(prior_weight) and prior_weight >= 0):
+            raise ValueError(f"prior_weight must be a finite number >= 0 or None, got {prior_weight}")
+        if prior_counts is not None and (prior_counts.dim() != 1 or bool((prior_counts < 0).any())):
+            raise ValueError("prior_counts must be a [V] tensor of non-negative counts")
+        if csls_k < 1 or rerank_candidates < k:
+            raise ValueError(
+                f"csls_k must be >= 1 and rerank_candidates >= k={k}, got {csls_k} and {rerank_candidates}"
+            )
         if buffer_tokens < 1 or recall_sample < 0 or metric_tokens < 0:
             raise ValueError("buffer_tokens must be >= 1, recall_sample and metric_tokens >= 0")
         self.k = k
@@ -113,6 +149,13 @@ class HNSWDecodingCallback(Callback):
         self.buffer_tokens = buffer_tokens
         self.cache_dir = cache_dir
         self.seed = seed
+        self.hubness = hubness
+        self.csls_k = csls_k
+        self.rerank_candidates = rerank_candidates
+        self.prior_weight = prior_weight
+        self.prior_counts = prior_counts
+        self._log_prior: Tensor | None = None
+        self._reranked: RerankedDecoder | None = None
         self.tuned_ef: int | None = None
         self.decoder: Decoder | None = None
         self.build_count = 0
@@ -224,6 +267,24 @@ class HNSWDecodingCallback(Callback):
         self._decode_tokens, self._decode_seconds = 0, 0.0
         self._recall_seen = self._metric_seen = 0
         self._kappa = None
+        self._reranked = None
+        if self.hubness == "prior":
+            self._log_prior = self._read_log_prior(pl_module, len(module.continuous_targets))
+
+    def _read_log_prior(self, pl_module: L.LightningModule, vocab: int) -> Tensor:
+        counts = self.prior_counts
+        if counts is None:
+            trainer = pl_module._trainer
+            counts = getattr(getattr(trainer, "datamodule", None), "unigram_counts", None)
+        if counts is None:
+            raise ValueError(
+                "hubness='prior' needs word counts: pass HNSWDecodingCallback(prior_counts=...) or use a "
+                "datamodule with a unigram_counts property (as the example datamodules have)"
+            )
+        if counts.shape != (vocab,):
+            raise ValueError(f"prior_counts has shape {tuple(counts.shape)} but the vocabulary has {vocab} ids")
+        smoothed = counts.detach().double().cpu() + 1.0
+        return (smoothed / smoothed.sum()).log().float()
 
     def _collect(self, outputs: Any, batch_idx: int) -> None:
         if not isinstance(outputs, dict) or "pred" not in outputs or "target" not in outputs:
@@ -277,8 +338,15 @@ class HNSWDecodingCallback(Callback):
             log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
         elif isinstance(self.decoder, HNSWDecoder) and self.tuned_ef is not None and self.ef is None:
             self.decoder.ef = self.tuned_ef
+        decoder: Decoder = self.decoder
+        if self.hubness != "none":
+            if self._reranked is None or self._reranked.base is not self.decoder:
+                # Re-estimated each epoch: r_w and κ̂ depend on where the predictions are now.
+                self._reranked = self._rerank(module, flat_pred, flat_target)
+                module.decoder = self._reranked
+            decoder = self._reranked
         start = time.perf_counter()
-        ids, _ = self.decoder.query(flat_pred, self.k)
+        ids, _ = decoder.query(flat_pred, self.k)
         self._decode_seconds += time.perf_counter() - start
         self._decode_tokens += flat_pred.shape[0]
         ids = ids.to(table.device)
@@ -299,13 +367,41 @@ class HNSWDecodingCallback(Callback):
         self._likelihood_metrics(module)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
 
+    def _rerank(self, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor) -> RerankedDecoder:
+        assert self.decoder is not None
+        if self.hubness == "csls":
+            return RerankedDecoder.csls(
+                self.decoder, flat_pred[:CSLS_SAMPLE_TOKENS], k=self.csls_k, candidates=self.rerank_candidates
+            )
+        assert self._log_prior is not None
+        weight = self.prior_weight
+        if weight is None:
+            targets = module.continuous_targets
+            sample_t = flat_target[:KAPPA_FIT_TOKENS]
+            # Padding and special targets have no likelihood: leave them out of the fit.
+            valid = sample_t != self._skip_id
+            keep = valid & ~targets.special_mask[torch.where(valid, sample_t, 0)]
+            if bool(keep.any()):
+                sample_p = flat_pred[:KAPPA_FIT_TOKENS].to(targets.weight.device)
+                exclude = targets.special_mask if bool(targets.special_mask.any()) else None
+                kappa = fit_kappa(sample_p[keep], sample_t[keep], targets.weight, exclude_mask=exclude)
+            else:
+                kappa = 0.0
+            # κ̂ = 0 means the predictions say nothing about the word: the prior alone decides.
+            weight = 1.0 / kappa if kappa > 0 else 1e3
+        return RerankedDecoder(self.decoder, weight * self._log_prior, self.rerank_candidates)
+
     def _recall(self, module: ContinuousOutputMixin, flat_pred: Tensor, ids: Tensor) -> None:
         take = min(self.recall_sample - self._recall_seen, flat_pred.shape[0])
         if take <= 0 or self.decoder is None:
             return
         if self._exact is None:
             self._exact = make_decoder(module.continuous_targets, self.decoder.space, "exact")
-        exact_ids, _ = self._exact.query(flat_pred[:take], 1)
+        exact: Decoder = self._exact
+        if self._reranked is not None:
+            # The same re-ranking over exact candidates: recall measures the index, not the rule.
+            exact = RerankedDecoder(exact, self._reranked.bias, self._reranked.candidates)
+        exact_ids, _ = exact.query(flat_pred[:take], 1)
         self._metrics["decode_recall"].update(ids[:take, :1], exact_ids.to(ids.device))
         self._recall_seen += take
 
@@ -341,8 +437,11 @@ class HNSWDecodingCallback(Callback):
             # Each Newton step is a pass over the table: fit on a sample, it is one scalar.
             flat_p, flat_t = pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1)
             self._kappa = fit_kappa(
-                flat_p[:KAPPA_FIT_TOKENS], flat_t[:KAPPA_FIT_TOKENS], targets.weight,
-                exclude_mask=exclude, ignore_index=self._skip_id,
+                flat_p[:KAPPA_FIT_TOKENS],
+                flat_t[:KAPPA_FIT_TOKENS],
+                targets.weight,
+                exclude_mask=exclude,
+                ignore_index=self._skip_id,
             )
             self._metrics["vmf_ppl"].kappa = self._kappa
         self._metrics["vmf_ppl"].update(pred_seq, target_seq, targets.weight, exclude_mask=exclude)

@@ -72,6 +72,13 @@ class EmbeddingRegressionHead(nn.Module):
                 nn.Linear(hidden, out_features, bias=bias),
             )
 
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The last ``Linear``, whose bias is the prediction for an all-zero hidden state."""
+        layer = self.net if isinstance(self.net, nn.Linear) else list(self.net.children())[-1]
+        assert isinstance(layer, nn.Linear)
+        return layer
+
     def forward(self, hidden_states: Tensor) -> Tensor:
         if hidden_states.shape[-1] != self.in_features:
             raise ValueError(
@@ -160,9 +167,7 @@ def replace_softmax_head(
             f"{path!r} takes {old.in_features} hidden features but the new head takes {head_in}; "
             f"build the head with in_features={old.in_features}"
         )
-    tied = [
-        p for p, m in root.named_modules() if isinstance(m, nn.Embedding) and m.weight is old.weight
-    ]
+    tied = [p for p, m in root.named_modules() if isinstance(m, nn.Embedding) and m.weight is old.weight]
     if tied:
         warnings.warn(
             f"{path!r} shares its weight with the input embedding {tied[0]!r}; the continuous head unties "

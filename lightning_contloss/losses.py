@@ -376,7 +376,7 @@ class InfoNCELoss(ContinuousLoss):
         self,
         targets: Targets | None = None,
         *,
-        temperature: float = 0.05,
+        temperature: float = 0.1,
         num_negatives: int = 1024,
         sampler: Literal["uniform", "unigram"] = "uniform",
         counts: Tensor | None = None,

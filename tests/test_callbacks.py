@@ -33,8 +33,18 @@ def test_fit_validate_test_predict(tmp_path: Path) -> None:
     trainer = quiet_trainer(max_epochs=3, callbacks=[cb])
     trainer.fit(lm, train, val)
     m = metrics(trainer)
-    expected = {"loss", "acc@1", "acc@5", "mean_cos", "decode_recall", "decode_qps", "distinct_pred",
-                "top_pred_share", "vmf_ppl", "brier_lm"}
+    expected = {
+        "loss",
+        "acc@1",
+        "acc@5",
+        "mean_cos",
+        "decode_recall",
+        "decode_qps",
+        "distinct_pred",
+        "top_pred_share",
+        "vmf_ppl",
+        "brier_lm",
+    }
     assert {k.split("/")[1] for k in m} == expected
     assert m["val/acc@1"] > 0.2 and m["val/acc@5"] >= m["val/acc@1"]
     assert m["val/decode_recall"] >= 0.95
@@ -159,8 +169,9 @@ def test_resume_gives_same_next_step_loss(tmp_path: Path) -> None:
         def __init__(self) -> None:
             self.losses: list[float] = []
 
-        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object,
-                               batch: object, batch_idx: int) -> None:
+        def on_train_batch_end(
+            self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: object, batch: object, batch_idx: int
+        ) -> None:
             assert isinstance(outputs, dict)
             self.losses.append(float(outputs["loss"]))
 
@@ -215,7 +226,9 @@ def test_ddp_two_processes_match_one(tmp_path: Path) -> None:
         out = tmp_path / f"metrics{devices}.json"
         subprocess.run(
             [sys.executable, str(script), str(devices), str(out), str(tmp_path / f"cache{devices}")],
-            check=True, cwd=HERE, timeout=600,
+            check=True,
+            cwd=HERE,
+            timeout=600,
         )
         results[devices] = json.loads(out.read_text())
     one, two = results[1], results[2]
@@ -248,3 +261,54 @@ def test_special_ids_with_padding_and_small_vocab() -> None:
     trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact", brier_lm=True)])
     trainer.validate(Small(), data, verbose=False)
     assert math.isfinite(float(trainer.callback_metrics["val/vmf_ppl"]))
+
+
+@pytest.mark.slow
+def test_csls_hubness_spreads_predictions_and_keeps_recall(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    train, val = loader(mapping_data(512), shuffle=True), loader(mapping_data(256, seed=1))
+    results = {}
+    for hubness in ("none", "csls"):
+        torch.manual_seed(0)
+        lm = TinyContinuousLM()
+        cb = HNSWDecodingCallback(k=5, decoder="hnsw", num_threads=1, cache_dir=tmp_path, hubness=hubness)
+        trainer = quiet_trainer(max_epochs=1, callbacks=[cb])
+        trainer.fit(lm, train, val)
+        results[hubness] = (metrics(trainer), cb)
+    plain, csls = results["none"][0], results["csls"][0]
+    cb = results["csls"][1]
+    assert cb._reranked is not None and lm.decoder is cb._reranked
+    # The re-ranked HNSW agrees with re-ranked exact search, as the plain one does with exact search.
+    assert csls["val/decode_recall"] >= 0.95
+    assert csls["val/distinct_pred"] >= plain["val/distinct_pred"]
+    with pytest.raises(ValueError, match="hubness"):
+        HNSWDecodingCallback(hubness="mnn")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="rerank_candidates"):
+        HNSWDecodingCallback(k=5, hubness="csls", rerank_candidates=4)
+
+
+@pytest.mark.slow
+def test_prior_reranking_matches_brute_force_biased_decoding(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    train, val = loader(mapping_data(512), shuffle=True), loader(mapping_data(256, seed=1))
+    quiet_trainer(max_epochs=1).fit(lm, train)
+    counts = torch.arange(VOCAB, dtype=torch.float64) ** 2  # a skewed prior: high ids are frequent
+    log_prior = ((counts + 1) / (counts + 1).sum()).log()
+    x, y = mapping_data(256, seed=1)[:]
+    with torch.no_grad():
+        pred = lm.model(x)
+    cos = torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T
+    for weight in (0.0, 0.02):
+        cb = HNSWDecodingCallback(decoder="exact", hubness="prior", prior_weight=weight, prior_counts=counts)
+        trainer = quiet_trainer(callbacks=[cb])
+        trainer.validate(lm, val, verbose=False)
+        brute = (cos + weight * log_prior).argmax(-1)
+        assert metrics(trainer)["val/acc@1"] == pytest.approx(float((brute == y).float().mean()), abs=1e-6)
+    # Without counts or a datamodule that has them, it says what to pass.
+    with pytest.raises(ValueError, match="prior_counts"):
+        quiet_trainer(callbacks=[HNSWDecodingCallback(hubness="prior")]).validate(lm, val, verbose=False)
+    # prior_weight=None fits κ̂ and uses 1/κ̂.
+    cb = HNSWDecodingCallback(decoder="exact", hubness="prior", prior_counts=counts)
+    quiet_trainer(callbacks=[cb]).validate(lm, val, verbose=False)
+    assert cb._reranked is not None and float(cb._reranked.bias.abs().max()) > 0

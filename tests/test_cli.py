@@ -13,13 +13,20 @@ from lightning_contloss.cli import main, make_cli
 from lightning_contloss.compare.data import build_datamodule, glove_vocabulary
 from lightning_contloss.compare.spec import DataOptions
 from lightning_contloss.examples import ContinuousLM, LMDataModule, SoftmaxLM, Vocabulary
+from lightning_contloss.functional import fit_vmf
 from lightning_contloss.losses import InfoNCELoss, VMFLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
-TINY = ["--model.init_args.d_model=32", "--model.init_args.n_heads=2", "--model.init_args.dim_feedforward=64",
-        "--data.init_args.max_train_tokens=4000", "--data.init_args.max_valid_tokens=600",
-        "--data.init_args.batch_size=4", "--data.init_args.seq_len=16"]
+TINY = [
+    "--model.init_args.d_model=32",
+    "--model.init_args.n_heads=2",
+    "--model.init_args.dim_feedforward=64",
+    "--data.init_args.max_train_tokens=4000",
+    "--data.init_args.max_valid_tokens=600",
+    "--data.init_args.batch_size=4",
+    "--data.init_args.seq_len=16",
+]
 # LightningCLI warns when given args while pytest's own argv is set; that is how the tests call it.
 pytestmark = pytest.mark.filterwarnings("ignore:LightningCLI's args parameter:UserWarning")
 
@@ -58,9 +65,18 @@ def test_config_parses_and_instantiates(config: Path) -> None:
 @pytest.mark.slow
 def test_fit_via_cli_on_ppmi_targets(tmp_path: Path) -> None:
     cli = make_cli(
-        ["fit", "--config", str(ROOT / "configs/ptb_cosine_ppmi.yaml"), *TINY, "--trainer.max_steps=4",
-         "--trainer.val_check_interval=4", "--trainer.limit_val_batches=2", "--trainer.enable_progress_bar=false",
-         f"--trainer.default_root_dir={tmp_path}", "--model.init_args.target_dim=16"]
+        [
+            "fit",
+            "--config",
+            str(ROOT / "configs/ptb_cosine_ppmi.yaml"),
+            *TINY,
+            "--trainer.max_steps=4",
+            "--trainer.val_check_interval=4",
+            "--trainer.limit_val_batches=2",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.default_root_dir={tmp_path}",
+            "--model.init_args.target_dim=16",
+        ]
     )
     model = cli.model
     assert cli.trainer.global_step == 4 and model.tokens_seen == 4 * 4 * 16
@@ -94,10 +110,8 @@ def test_setup_builds_ppmi_targets_in_place_and_fit_trains() -> None:
     lm = tiny_lm(targets="ppmi", warmup_steps=1)
     before = lm.continuous_targets.weight.clone()
     table = lm.continuous_targets
-    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
     dm = tiny_data()
-    trainer.fit(lm, datamodule=dm)
+    _quiet_fit(lm, dm, steps=3)
     assert lm.continuous_targets is table, "the loss and decoder keep their reference to the table"
     assert not torch.allclose(before, table.weight)
     expected = TargetEmbeddings.from_corpus(dm.train_ids, dm.vocab_size, 8).weight
@@ -133,12 +147,55 @@ def test_loss_options_reach_the_loss() -> None:
     assert sum(p.numel() for p in mlp.model.lm_head.parameters()) == 16 * 24 + 24 + 24 * 8 + 8
 
 
+def _quiet_fit(lm: ContinuousLM, dm: LMDataModule, steps: int = 1) -> None:
+    L.Trainer(
+        max_steps=steps,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    ).fit(lm, datamodule=dm)
+
+
+def test_prior_bias_starts_at_the_unigram_vmf_fit_of_the_final_targets() -> None:
+    lm = tiny_lm(targets="ppmi", lr=1e-12, pad_id=0)
+    dm = tiny_data()
+    _quiet_fit(lm, dm)
+    table = lm.continuous_targets
+    weights = dm.unigram_counts.double() + 1.0
+    weights[0] = 0.0  # the pad id is special: no weight
+    mu, kappa = fit_vmf(table.weight, weights)
+    bias = lm.model.lm_head.output_layer.bias
+    assert bool(lm.output_bias_initialized)
+    assert torch.allclose(bias, kappa * mu, atol=1e-5), "built from the PPMI table of setup(), not the random one"
+    # Set once: a second fit (e.g. a resumed run) keeps the trained bias.
+    with torch.no_grad():
+        bias.fill_(0.25)
+    _quiet_fit(lm, dm, steps=2)
+    assert torch.allclose(bias, torch.full_like(bias, 0.25), atol=1e-6)
+
+
+def test_prior_bias_off_and_bad_counts() -> None:
+    lm = tiny_lm(prior_bias=False, lr=1e-12)
+    before = lm.model.lm_head.output_layer.bias.clone()
+    _quiet_fit(lm, tiny_data())
+    assert torch.allclose(before, lm.model.lm_head.output_layer.bias, atol=1e-6)
+    assert not bool(lm.output_bias_initialized)
+    with pytest.raises(ValueError, match="one count per vocabulary id"):
+        lm.init_output_bias(torch.ones(5))
+    with pytest.raises(ValueError, match="non-negative"):
+        lm.init_output_bias(-torch.ones(60))
+    assert torch.equal(before, lm.model.lm_head.output_layer.bias)
+    mlp = tiny_lm(head_hidden=12)
+    mlp.init_output_bias(torch.arange(60.0))
+    assert float(mlp.model.lm_head.output_layer.bias.detach().norm()) > 0
+
+
 def test_checkpoint_round_trip_keeps_targets(tmp_path: Path) -> None:
     lm = tiny_lm(targets="ppmi", warmup_steps=1)
-    trainer = L.Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
-    trainer.fit(lm, datamodule=tiny_data())
-    trainer.save_checkpoint(tmp_path / "lm.ckpt")
+    _quiet_fit(lm, tiny_data(), steps=2)
+    lm.trainer.save_checkpoint(tmp_path / "lm.ckpt")
     loaded = ContinuousLM.load_from_checkpoint(tmp_path / "lm.ckpt")
     assert torch.equal(loaded.continuous_targets.weight, lm.continuous_targets.weight)
     assert loaded.tokens_seen == lm.tokens_seen
@@ -150,8 +207,10 @@ def test_checkpoint_round_trip_keeps_targets(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------- GloVe output vocabulary
 def test_glove_vocabulary_maps_ptb_words() -> None:
-    vocab = glove_vocabulary("the cat <unk> zzqqxx the".split())
-    assert len(vocab) == 400_003 and vocab.words[:4] == ["<pad>", "<unk>", "<eos>", "the"]
+    vocab, input_size = glove_vocabulary("the cat <unk> zzqqxx the".split())
+    assert len(vocab) == 400_003 and vocab.words[:5] == ["<pad>", "<unk>", "<eos>", "the", "cat"]
+    # Only the specials and the two GloVe words the corpus uses need input embeddings.
+    assert input_size == 5 and vocab.words[5] == ","
     assert vocab.counts[3] == 2 and vocab.counts[vocab.unk_id] == 2
 
 
@@ -159,6 +218,9 @@ def test_glove_vocabulary_maps_ptb_words() -> None:
 def test_glove_datamodule_and_targets() -> None:
     dm = build_datamodule(DataOptions(output_vocab="glove", max_train_tokens=2000, max_valid_tokens=300))
     assert dm.vocab_size == 400_003
+    # The specials plus the GloVe words PTB's training split uses (9,809 of its 9,999 words).
+    assert dm.input_vocab_size == 3 + 9809
+    assert int(dm.train_ids.max()) < dm.input_vocab_size
     # Whole PTB words, mapped into GloVe's vocabulary (not characters, not all <unk>).
     assert dm.vocab.decode(dm.train_ids[:3]) == ["aer", "banknote", "berlitz"]
     assert float((dm.valid_ids == dm.vocab.unk_id).float().mean()) < 0.1

@@ -31,10 +31,30 @@ def fake_row(head: str, acc: float, tps: float, rss: float, distinct: float) -> 
         {"seconds": 10.0, "tokens": int(tps * 10), "epochs": tps * 10 / 1e5, "acc1": acc},
     ]
     return {
-        "spec": spec.to_dict(), "label": spec.label, "vocab_size": 1000, "output_params": 1234,
-        "tokens_per_s": tps, "peak_rss_mb": rss, "acc1": acc, "acc5": acc + 0.1, "ppl": 300.0,
-        "ppl_kind": "softmax" if head == "softmax" else "vMF", "brier_lm": 1.5,
-        "decode_recall": None if head == "softmax" else 0.99, "decode_qps": 5e4, "distinct_pred": distinct,
+        "spec": spec.to_dict(),
+        "label": spec.label,
+        "vocab_size": 1000,
+        "output_params": 1234,
+        "tokens_per_s": tps,
+        "peak_rss_mb": rss,
+        "acc1": acc,
+        "acc5": acc + 0.1,
+        "ppl": 300.0,
+        "ppl_kind": "softmax" if head == "softmax" else "vMF",
+        "brier_lm": 1.5,
+        "decode_recall": None if head == "softmax" else 0.99,
+        "decode_qps": 5e4,
+        "distinct_pred": distinct,
+        **(
+            {}
+            if head == "softmax"
+            else {
+                "acc1_csls": acc - 0.01,
+                "distinct_pred_csls": 2 * distinct,
+                "acc1_prior": acc,
+                "distinct_pred_prior": 1,
+            }
+        ),
         "curve": curve,
     }
 
@@ -49,8 +69,13 @@ def test_parse_run_accepts(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "word"),
-    [("conv:cosine:random", "head"), ("linear:hinge:random", "loss"), ("linear:cosine:w2v", "targets"),
-     ("linear:cosine", "HEAD:LOSS:TARGETS"), ("softmax:vmf", "cross-entropy")],
+    [
+        ("conv:cosine:random", "head"),
+        ("linear:hinge:random", "loss"),
+        ("linear:cosine:w2v", "targets"),
+        ("linear:cosine", "HEAD:LOSS:TARGETS"),
+        ("softmax:vmf", "cross-entropy"),
+    ],
 )
 def test_parse_run_rejects(text: str, word: str) -> None:
     with pytest.raises(ValueError, match=word):
@@ -63,8 +88,15 @@ def test_wall_clock_budget_stops_and_records() -> None:
     x = torch.randint(0, 50, (4096, 8))
     model = SoftmaxLM(50, d_model=16, n_layers=1, n_heads=2, dim_feedforward=32, warmup_steps=1, prior_bias=False)
     cb = WallClockBudget(0.6, 0.2, lambda module: 0.5)
-    trainer = L.Trainer(max_epochs=100, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0, callbacks=[cb])
+    trainer = L.Trainer(
+        max_epochs=100,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[cb],
+    )
     trainer.fit(model, DataLoader(TensorDataset(x, x), batch_size=8))
     assert trainer.current_epoch < 99, "the budget, not max_epochs, must stop training"
     assert 0.6 <= cb.train_seconds < 5.0
@@ -90,6 +122,8 @@ def test_report_has_every_column_and_plot(tmp_path: Path) -> None:
         assert f" {column} |" in header
     assert "| linear · cosine · random | 1.05 |" in text  # 0.21 / 0.20 at equal wall-clock
     assert "3.0×" in text and "0.50" in text and "0.75" in text
+    assert "| 0.200, 1200 | 0.210, 1 |" in text  # CSLS and prior: acc@1, distinct
+    assert "| 1.00, 1.50 | 1.05, 0.00 |" in text  # the same against softmax
     assert (tmp_path / "report.png").stat().st_size > 10_000
     assert "- a note" in (tmp_path / "report.md").read_text()
 
@@ -148,11 +182,15 @@ def test_glove_not_installed_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pyt
 def test_bad_input_through_python_m(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "lightning_contloss", "compare", "--budget", "0"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
     )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == ["lightning-contloss compare: error: --budget must be a positive "
-                                                "number of seconds, got 0"]
+    assert proc.stderr.strip().splitlines() == [
+        "lightning-contloss compare: error: --budget must be a positive number of seconds, got 0"
+    ]
 
 
 # ---------------------------------------------------------------------- Ctrl-C
@@ -169,8 +207,19 @@ def test_ctrl_c_writes_report_of_finished_runs(
         return done
 
     monkeypatch.setattr(runner_mod, "_run_one", fake_run_one)
-    code = main(["compare", "--budget", "10", "--out", str(tmp_path), "--runs", "softmax", "linear:cosine:random",
-                 "linear:vmf:random"])
+    code = main(
+        [
+            "compare",
+            "--budget",
+            "10",
+            "--out",
+            str(tmp_path),
+            "--runs",
+            "softmax",
+            "linear:cosine:random",
+            "linear:vmf:random",
+        ]
+    )
     assert code == 130 and calls == ["softmax", "linear"]
     report = (tmp_path / "report.md").read_text()
     assert "| softmax · CE |" in report and "interrupted (Ctrl-C) after 1 of 3 runs" in report
@@ -183,11 +232,38 @@ def test_ctrl_c_writes_report_of_finished_runs(
 def test_tiny_compare_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "cmp"
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_contloss", "compare", "--budget", "6", "--out", str(out),
-         "--max-train-tokens", "6000", "--max-valid-tokens", "600", "--evals", "2", "--d-model", "32",
-         "--n-layers", "1", "--batch-size", "8", "--seq-len", "16", "--no-progress",
-         "--runs", "softmax", "linear:cosine:random"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lightning_contloss",
+            "compare",
+            "--budget",
+            "6",
+            "--out",
+            str(out),
+            "--max-train-tokens",
+            "6000",
+            "--max-valid-tokens",
+            "600",
+            "--evals",
+            "2",
+            "--d-model",
+            "32",
+            "--n-layers",
+            "1",
+            "--batch-size",
+            "8",
+            "--seq-len",
+            "16",
+            "--no-progress",
+            "--runs",
+            "softmax",
+            "linear:cosine:random",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "report.md").read_text()

@@ -394,3 +394,16 @@ def test_make_decoder_auto_rule_and_kwargs() -> None:
         make_decoder(small, bogus=1)
     with pytest.raises(ValueError, match="decoder must be"):
         make_decoder(small, decoder="faiss")  # type: ignore[arg-type]
+
+
+def test_auto_ef_construction_keeps_build_work_flat() -> None:
+    from lightning_contloss.decoding import auto_ef_construction
+
+    sizes = [1, 1000, 160_000, 160_001, 250_000, 400_000, 500_000, 10**7]
+    values = [auto_ef_construction(n) for n in sizes]
+    assert values[:3] == [200, 200, 200] and values[5] == 80 and values[-1] == 64
+    assert values == sorted(values, reverse=True)
+    # Above the full-quality size, rows × ef_construction stays within the budget of 160k × 200.
+    assert all(n * v <= 160_000 * 200 for n, v in zip(sizes[3:-2], values[3:-2], strict=True))
+    dec = HNSWDecoder(randn(300, 8), num_threads=1)
+    assert dec.ef_construction == 200

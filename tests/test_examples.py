@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from lightning_contloss.examples import (
     CausalTransformerLM,
+    ContinuousLM,
     LMDataModule,
     LMWindows,
     PTBDataModule,
@@ -180,6 +181,9 @@ def test_lm_datamodule_bad_input() -> None:
         LMDataModule(v, ok, ok, batch_size=0)
     with pytest.raises(ValueError, match="no test split"):
         LMDataModule(v, ok, ok, seq_len=4).test_dataloader()
+    with pytest.raises(ValueError, match="input_vocab_size"):
+        LMDataModule(v, ok, ok, seq_len=4, input_vocab_size=len(v) + 1)
+    assert LMDataModule(v, ok, ok, seq_len=4).input_vocab_size == len(v)
 
 
 # ---------------------------------------------------------------- PTB
@@ -310,6 +314,34 @@ def test_model_shapes_pad_row_and_swapped_head() -> None:
     assert model(x).shape == (4, 8, 6)
 
 
+def test_input_vocab_size_shares_one_row_for_output_only_ids() -> None:
+    model = CausalTransformerLM(50, **TINY, input_vocab_size=10).eval()
+    assert model.embed.num_embeddings == 11 and model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 50)
+    a = torch.tensor([[3, 12, 4]])
+    # Every id at or above input_vocab_size reads the shared row, so they give identical outputs.
+    assert torch.equal(model(a), model(torch.tensor([[3, 49, 4]])))
+    assert not torch.equal(model(a), model(torch.tensor([[3, 9, 4]])))
+    # Ids below it keep their own rows, exactly as without the option.
+    full = CausalTransformerLM(50, **TINY).eval()
+    rows = torch.cat([model.embed.weight[:10], full.embed.weight[10:]])
+    full.load_state_dict(model.state_dict() | {"embed.weight": rows})
+    low = torch.tensor([[1, 2, 9]])
+    assert torch.allclose(model(low), full(low))
+    assert CausalTransformerLM(50, **TINY, input_vocab_size=50).embed.num_embeddings == 50
+
+
+def test_custom_lm_head_and_meta_head_of_continuous_lm() -> None:
+    head = torch.nn.Linear(32, 7)
+    model = CausalTransformerLM(20, **TINY, lm_head=head)
+    assert model.lm_head is head and model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 7)
+    with pytest.raises(ValueError, match=r"nn\.Linear lm_head"):
+        CausalTransformerLM(20, **TINY, lm_head=torch.nn.Identity(), tie_weights=True)
+    # ContinuousLM never allocates the V × d_model softmax weight it replaces.
+    lm = ContinuousLM(50_000, d_model=32, n_layers=1, n_heads=2, dim_feedforward=64, target_dim=8)
+    assert all(p.device.type == "cpu" for p in lm.parameters())
+    assert sum(p.numel() for p in lm.model.lm_head.parameters()) == 32 * 8 + 8
+
+
 def test_model_bad_input() -> None:
     model = CausalTransformerLM(20, **TINY, max_len=8)
     with pytest.raises(ValueError, match="max_len=8"):
@@ -320,6 +352,12 @@ def test_model_bad_input() -> None:
         CausalTransformerLM(20, d_model=30, n_heads=4)
     with pytest.raises(ValueError, match="pad_id"):
         CausalTransformerLM(20, pad_id=20)
+    with pytest.raises(ValueError, match=r"input_vocab_size must be in 1\.\.vocab_size=20"):
+        CausalTransformerLM(20, input_vocab_size=21)
+    with pytest.raises(ValueError, match="tie_weights"):
+        CausalTransformerLM(20, input_vocab_size=10, tie_weights=True)
+    with pytest.raises(ValueError, match="pad_id=12 must be below"):
+        CausalTransformerLM(20, input_vocab_size=10, pad_id=12)
 
 
 # ---------------------------------------------------------------- optimiser and metrics

@@ -477,3 +477,16 @@ def test_brier_lm_errors_and_short_sequences() -> None:
     short = BrierLM()
     short.update(y[:, :2], y[:, :2], y[:, :2])  # no 3- or 4-grams: BrierLM is undefined
     assert math.isnan(short.compute().item())
+
+
+def test_many_queries_use_smaller_chunks_with_the_same_result() -> None:
+    from lightning_contloss.functional.vmf_distribution import _PAIR_BUDGET, _chunk_for
+
+    assert _chunk_for(4096, 100) == 4096 and _chunk_for(4096, 8192) == _PAIR_BUDGET // 8192
+    assert _chunk_for(4096, 10**9) == 1
+    g = torch.Generator().manual_seed(0)
+    table = torch.randn(3000, 8, generator=g, dtype=torch.float64)
+    pred = torch.randn(5000, 8, generator=g, dtype=torch.float64)
+    big = vmf_log_partition(pred, table, kappa=5.0, chunk_size=4096)  # capped to 419 rows per chunk
+    small = torch.cat([vmf_log_partition(p, table, kappa=5.0, chunk_size=4096) for p in pred.split(100)])
+    assert torch.allclose(big, small, atol=1e-5)

@@ -23,21 +23,32 @@ from lightning_contloss.examples.data import (
 __all__ = ["DataOptions", "build_datamodule", "glove_vocabulary"]
 
 
-def glove_vocabulary(train_tokens: list[str]) -> Vocabulary:
-    """The three specials followed by GloVe's 400k words, with counts taken from ``train_tokens``.
+def glove_vocabulary(train_tokens: list[str]) -> tuple[Vocabulary, int]:
+    """GloVe's 400k words as a vocabulary whose first ids are the words ``train_tokens`` uses.
+
+    Order: the three specials, the GloVe words that occur in ``train_tokens`` (in GloVe's own
+    frequency order), then the rest of GloVe. The second value, the number of ids up to the
+    last training word, is the input-vocabulary size: a model needs input embeddings only
+    for those, while its output layer covers all 400k.
 
     Args:
-        train_tokens: the training token stream (only for the counts).
+        train_tokens: the training token stream (for the order and the counts).
+
+    Returns:
+        ``(vocabulary, input_vocab_size)``.
     """
     _, index = _glove_arrays()  # insertion order is GloVe's id (frequency) order
     specials = (PAD, UNK, EOS)
-    words = [*specials, *(w for w in index if w not in specials)]
+    seen = set(train_tokens)
+    glove_words = [w for w in index if w not in specials]
+    words = [*specials, *(w for w in glove_words if w in seen), *(w for w in glove_words if w not in seen)]
+    input_size = len(specials) + sum(1 for w in glove_words if w in seen)
     position = {w: i for i, w in enumerate(words)}
     counts = torch.zeros(len(words), dtype=torch.int64)
     unk = position[UNK]
     ids = torch.tensor([position.get(t, unk) for t in train_tokens], dtype=torch.int64)
     counts.index_add_(0, ids, torch.ones_like(ids))
-    return Vocabulary(words, counts, specials)
+    return Vocabulary(words, counts, specials), input_size
 
 
 def _corpus_lines(options: DataOptions) -> tuple[list[str], list[str]]:
@@ -76,5 +87,11 @@ def build_datamodule(options: DataOptions) -> LMDataModule:
         raise ValueError(f"output_vocab must be 'corpus' or 'glove', got {options.output_vocab!r}")
     train_lines, valid_lines = _corpus_lines(options)
     train_tokens = list(lines_to_tokens(train_lines))
-    vocab = glove_vocabulary(train_tokens)
-    return LMDataModule(vocab, vocab.encode(train_tokens), vocab.encode(lines_to_tokens(valid_lines)), **common)
+    vocab, input_size = glove_vocabulary(train_tokens)
+    return LMDataModule(
+        vocab,
+        vocab.encode(train_tokens),
+        vocab.encode(lines_to_tokens(valid_lines)),
+        input_vocab_size=input_size,
+        **common,
+    )

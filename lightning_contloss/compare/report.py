@@ -24,6 +24,8 @@ COLUMNS = (
     "HNSW recall",
     "decode queries/s",
     "distinct predictions",
+    "acc@1, distinct (CSLS decoding)",
+    "acc@1, distinct (prior decoding)",
 )
 
 
@@ -38,6 +40,11 @@ def _count(value: float | None) -> str:
         if abs(value) >= size:
             return f"{value / size:.1f}{unit}"
     return f"{value:.0f}"
+
+
+def _reranked(r: dict[str, Any], rule: str) -> str:
+    acc = r.get(f"acc1_{rule}")
+    return "—" if acc is None else f"{acc:.3f}, {r.get(f'distinct_pred_{rule}') or 0:.0f}"
 
 
 def _row(r: dict[str, Any]) -> list[str]:
@@ -62,6 +69,12 @@ def _row(r: dict[str, Any]) -> list[str]:
         _num(r.get("decode_recall")),
         _count(r.get("decode_qps")),
         share,
+        *(
+            "—"
+            if r.get(f"acc1_{rule}") is None
+            else f"{r[f'acc1_{rule}']:.3f}, {r.get(f'distinct_pred_{rule}') or 0:.0f}"
+            for rule in ("csls", "prior")
+        ),
     ]
 
 
@@ -73,7 +86,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
     Example:
         >>> format_table([]).splitlines()[1].count("---")
-        14
+        16
     """
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in rows]
@@ -102,8 +115,9 @@ def summary(rows: Sequence[dict[str, Any]]) -> str:
         return ""
     lines = [
         "| run | acc@1 / softmax (equal wall-clock) | acc@1 / softmax (equal epochs) | tokens/s × softmax "
-        "| peak RSS / softmax | distinct predictions / softmax |",
-        "|---|---|---|---|---|---|",
+        "| peak RSS / softmax | distinct predictions / softmax | with CSLS: acc@1, distinct / softmax "
+        "| with the prior: acc@1, distinct / softmax |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     ref_epochs = ref["curve"][-1]["epochs"] if ref["curve"] else 0.0
     ref_at_epochs = _acc_at(ref["curve"], "epochs", ref_epochs)
@@ -116,10 +130,18 @@ def summary(rows: Sequence[dict[str, Any]]) -> str:
         distinct = None
         if r.get("distinct_pred") is not None and ref.get("distinct_pred"):
             distinct = r["distinct_pred"] / ref["distinct_pred"]
+        reranked = []
+        for rule in ("csls", "prior"):
+            acc, spread = r.get(f"acc1_{rule}"), r.get(f"distinct_pred_{rule}")
+            if acc is None or spread is None or not ref.get("distinct_pred"):
+                reranked.append("—")
+            else:
+                reranked.append(f"{acc / max(ref['acc1'], 1e-9):.2f}, {spread / ref['distinct_pred']:.2f}")
         lines.append(
             f"| {r['label']} | {_num(wall, '{:.2f}')} | {_num(epochs, '{:.2f}')} | "
             f"{r['tokens_per_s'] / max(ref['tokens_per_s'], 1e-9):.1f}× | "
-            f"{r['peak_rss_mb'] / max(ref['peak_rss_mb'], 1e-9):.2f} | {_num(distinct, '{:.2f}')} |"
+            f"{r['peak_rss_mb'] / max(ref['peak_rss_mb'], 1e-9):.2f} | {_num(distinct, '{:.2f}')} | "
+            f"{reranked[0]} | {reranked[1]} |"
         )
     return "\n".join(lines)
 

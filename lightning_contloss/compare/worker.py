@@ -38,13 +38,16 @@ MODEL_DEFAULTS: dict[str, Any] = {"d_model": 256, "n_layers": 2, "n_heads": 4, "
 METRIC_TOKENS = 8192
 
 
-def build_model(spec: RunSpec, vocab_size: int, model: dict[str, Any] | None = None) -> L.LightningModule:
+def build_model(
+    spec: RunSpec, vocab_size: int, model: dict[str, Any] | None = None, input_vocab_size: int | None = None
+) -> L.LightningModule:
     """The LightningModule of ``spec`` with the shared body.
 
     Args:
         spec: the run.
         vocab_size: V.
         model: overrides of :data:`MODEL_DEFAULTS`.
+        input_vocab_size: input-embedding rows (the datamodule's ``input_vocab_size``); ``None`` for V.
 
     Example:
         >>> from lightning_contloss.compare.spec import parse_run
@@ -52,6 +55,8 @@ def build_model(spec: RunSpec, vocab_size: int, model: dict[str, Any] | None = N
         'ContinuousLM'
     """
     kwargs = {**MODEL_DEFAULTS, **(model or {})}
+    if input_vocab_size is not None and input_vocab_size < vocab_size:
+        kwargs["input_vocab_size"] = input_vocab_size
     if not spec.continuous:
         return SoftmaxLM(vocab_size, **kwargs)
     return ContinuousLM(vocab_size, loss=spec.loss, targets=spec.targets, **kwargs, **spec.model_kwargs)  # type: ignore[arg-type]
@@ -118,6 +123,20 @@ def _metric(metrics: Mapping[str, float], name: str) -> float | None:
     return None if value is None else float(value)
 
 
+def _validate(module: L.LightningModule, dm: LMDataModule, callbacks: list[Any], progress: bool) -> Mapping[str, float]:
+    """One validation pass over the datamodule's validation split; its logged metrics."""
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        callbacks=callbacks,
+    )
+    return trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]
+
+
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one run; returns the result row (also written to ``job["result"]``).
 
@@ -131,12 +150,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     L.seed_everything(job.get("seed", 0), verbose=False)
     dm: LMDataModule = build_datamodule(options)
     val_batches = list(dm.val_dataloader())
-    module = build_model(spec, dm.vocab_size, job.get("model"))
+    module = build_model(spec, dm.vocab_size, job.get("model"), dm.input_vocab_size)
     budget = WallClockBudget(job["budget_s"], job["budget_s"] / max(job.get("evals", 6), 1), _accuracy_on(val_batches))
     progress = bool(job.get("progress", True))
     callbacks: list[Any] = [budget]
+    # One decoding callback for fit and every evaluation pass: they share its index (built or
+    # loaded once) and its tuned ef, instead of each holding a copy of a 400k-row graph.
+    evaluator = HNSWDecodingCallback(k=5, decoder="hnsw", brier_lm=True)
     if spec.continuous:
-        callbacks.append(HNSWDecodingCallback(k=5, decoder="hnsw", brier_lm=True))
+        callbacks.append(evaluator)
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
@@ -151,20 +173,12 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     )
     trainer.fit(module, datamodule=dm)
     tokens = int(getattr(module, "tokens_seen", 0))
-    validator = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        callbacks=[HNSWDecodingCallback(k=5, decoder="hnsw", brier_lm=True)] if spec.continuous else [],
-    )
-    metrics = validator.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]
+    metrics = _validate(module, dm, [evaluator] if spec.continuous else [], progress)
     row: dict[str, Any] = {
         "spec": spec.to_dict(),
         "label": spec.label,
         "vocab_size": dm.vocab_size,
+        "input_vocab_size": dm.input_vocab_size,
         "output_params": _output_params(module),
         "train_seconds": budget.train_seconds,
         "tokens": tokens,
@@ -181,6 +195,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         ],
     }
     if spec.continuous:
+        # The same model decoded with hubness-aware re-ranking (CSLS, a frequency prior), same index.
+        evaluator.metric_tokens, evaluator.brier_lm, evaluator.prior_counts = 0, False, dm.unigram_counts
+        for rule in ("csls", "prior"):
+            evaluator.hubness = rule
+            rule_metrics = _validate(module, dm, [evaluator], progress=False)
+            row[f"acc1_{rule}"] = _metric(rule_metrics, "val/acc@1")
+            row[f"distinct_pred_{rule}"] = _metric(rule_metrics, "val/distinct_pred")
         row.update(
             ppl=_metric(metrics, "val/vmf_ppl"),
             ppl_kind="vMF",

@@ -22,7 +22,7 @@ from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.recall import knn_recall
 from lightning_contloss.functional.scoring import Space
 
-__all__ = ["DEFAULT_EF_CANDIDATES", "HNSWDecoder", "tune_ef"]
+__all__ = ["DEFAULT_EF_CANDIDATES", "HNSWDecoder", "auto_ef_construction", "tune_ef"]
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,32 @@ DEFAULT_EF_CANDIDATES: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256,
 # Bumped whenever the saved layout changes, so old cache entries are never misread.
 _FORMAT = 1
 _INDEX_FILE, _META_FILE, _TABLE_FILE = "index.bin", "meta.pt", "table.pt"
+
+
+# Build work grows about linearly in rows × ef_construction, so above _FULL_QUALITY_ROWS the
+# default breadth shrinks to keep that product (and the build time) flat. Measured with
+# benchmarks/decode.py on 2 idle cores, GloVe 50-d, M=16 (docs/decoding.md): 100k rows at 200
+# build in ~20 s; 400k rows take 108 s at 200, 61 s at 100 and 45 s at 80 (the rule's value).
+_FULL_QUALITY_EF_CONSTRUCTION = 200
+_FULL_QUALITY_ROWS = 160_000
+_MIN_AUTO_EF_CONSTRUCTION = 64
+
+
+def auto_ef_construction(rows: int) -> int:
+    """The default ``ef_construction`` for an index of ``rows`` entries.
+
+    200 up to 160k rows; above, ``32e6 / rows`` (80 at 400k), never below 64, so the build time
+    stops growing with ``rows`` (about 45 s for 400k rows of dim 50 on 2 cores) while
+    :func:`tune_ef` recovers recall at query time with a larger ``ef``.
+
+    Example:
+        >>> auto_ef_construction(100_000), auto_ef_construction(400_000), auto_ef_construction(2_000_000)
+        (200, 80, 64)
+    """
+    if rows <= _FULL_QUALITY_ROWS:
+        return _FULL_QUALITY_EF_CONSTRUCTION
+    budget = _FULL_QUALITY_EF_CONSTRUCTION * _FULL_QUALITY_ROWS
+    return max(_MIN_AUTO_EF_CONSTRUCTION, budget // rows)
 
 
 def _hnswlib_version() -> str:
@@ -82,7 +108,9 @@ class HNSWDecoder:
         table: a ``TargetEmbeddings`` or a ``[V, D]`` floating-point tensor.
         space: ``"cosine"``, ``"ip"`` or ``"l2"``; use the loss's decode space.
         M: graph degree (hnswlib's ``M``); higher is more accurate, bigger and slower to build.
-        ef_construction: search breadth while building.
+        ef_construction: search breadth while building; ``None`` (default) picks it from the
+            number of indexed rows with :func:`auto_ef_construction` (200 up to 160k rows, less
+            above, so a 400k-row build stays under a minute on 2 cores).
         ef: search breadth while querying.
         num_threads: threads for building and querying; ``None`` uses every available CPU.
         seed: seed of the level generator.
@@ -113,7 +141,7 @@ class HNSWDecoder:
         space: str = "cosine",
         *,
         M: int = 16,
-        ef_construction: int = 200,
+        ef_construction: int | None = None,
         ef: int = 64,
         num_threads: int | None = None,
         seed: int = 0,
@@ -123,7 +151,8 @@ class HNSWDecoder:
     ) -> None:
         space = check_space(space)
         self._M = _positive_int("M", M, minimum=2)
-        self._ef_construction = _positive_int("ef_construction", ef_construction)
+        if ef_construction is not None:
+            ef_construction = _positive_int("ef_construction", ef_construction)
         self._ef = _positive_int("ef", ef)
         self.num_threads = _positive_int("num_threads", num_threads) if num_threads is not None else _available_cpus()
         self._seed = _positive_int("seed", seed, minimum=0)
@@ -133,6 +162,7 @@ class HNSWDecoder:
         self._table = resolved.weight
         self._returnable = resolved.returnable.cpu()
         self._count = int(self._returnable.sum())
+        self._ef_construction = ef_construction if ef_construction is not None else auto_ef_construction(self._count)
         self.from_cache = False
         self.tuning: dict[int, float] = {}
         self._exact: ExactDecoder | None = None

@@ -11,8 +11,11 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
+from lightning_contloss.functional.vmf_fit import fit_vmf
+from lightning_contloss.heads import EmbeddingRegressionHead
 from lightning_contloss.losses import CosineLoss, InfoNCELoss, L2Loss, MaxMarginLoss, VMFLoss
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
@@ -24,13 +27,16 @@ TargetKind = Literal["random", "ppmi", "glove", "file"]
 LOSSES: tuple[str, ...] = ("cosine", "vmf", "infonce", "maxmargin", "l2")
 TARGETS: tuple[str, ...] = ("random", "ppmi", "glove", "file")
 GLOVE_DIM = 50
+# A single frequent word can hold most of the unigram mass, and then κ is huge; past this the
+# bias would only slow the context's way in, while its direction is what matters.
+_MAX_BIAS_NORM = 100.0
 
 
 def build_loss(
     name: str,
     *,
     ignore_index: int | None = None,
-    temperature: float = 0.05,
+    temperature: float = 0.1,
     num_negatives: int = 1024,
     sampler: Literal["uniform", "unigram"] = "uniform",
     counts: Tensor | None = None,
@@ -144,6 +150,13 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
     loading one never rebuilds it. Pass ``vocab_size`` (``LightningCLI`` links it from
     ``data.vocab_size``); everything else has a default.
 
+    With ``prior_bias`` (the default) the head's output bias starts at the maximum-likelihood
+    vMF fit of the target rows weighted by the add-one-smoothed training unigram counts
+    (:func:`~lightning_contloss.functional.fit_vmf`): ``κ·μ``, the best context-free prediction.
+    It is the continuous twin of :class:`~lightning_contloss.examples.SoftmaxLM`'s log-unigram
+    bias and is set once, when fitting starts, from ``trainer.datamodule.unigram_counts`` (or by
+    :meth:`init_output_bias`); the ``output_bias_initialized`` buffer travels in checkpoints.
+
     Args:
         vocab_size: V.
         d_model: hidden size.
@@ -155,6 +168,8 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         weight_decay: AdamW weight decay on matrices.
         warmup_steps: linear warm-up steps.
         pad_id: target id ignored by the loss and metrics, also marked special (never decoded).
+        input_vocab_size: input-embedding rows when only the first ids occur as input (see
+            :class:`CausalTransformerLM`); ``None`` gives every id a row.
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
         loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"`` or ``"l2"``.
@@ -170,6 +185,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_lambda1: vMF's norm penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of a cosine term added to a non-cosine loss.
+        prior_bias: start the head's output bias at the unigram vMF fit of the targets.
 
     Example:
         >>> lm = ContinuousLM(vocab_size=50, d_model=16, n_layers=1, n_heads=2, dim_feedforward=32, target_dim=8)
@@ -177,6 +193,8 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         >>> lm(x).shape, lm.predict_step((x, x), 0).shape
         (torch.Size([2, 6, 8]), torch.Size([2, 6, 1]))
     """
+
+    output_bias_initialized: Tensor
 
     def __init__(
         self,
@@ -190,6 +208,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 100,
         pad_id: int | None = None,
+        input_vocab_size: int | None = None,
         max_len: int = 512,
         schedule: Schedule = "constant",
         loss: LossName = "cosine",
@@ -198,13 +217,14 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         targets_path: str | None = None,
         target_seed: int = 0,
         head_hidden: int | None = None,
-        temperature: float = 0.05,
+        temperature: float = 0.1,
         num_negatives: int = 1024,
         sampler: Literal["uniform", "unigram"] = "uniform",
         margin: float = 0.5,
         vmf_lambda1: float = 0.02,
         vmf_lambda2: float = 0.1,
         cosine_weight: float = 0.0,
+        prior_bias: bool = True,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
@@ -228,6 +248,10 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             dropout=dropout,
             max_len=max_len,
             pad_id=pad_id,
+            input_vocab_size=input_vocab_size,
+            # The softmax layer only exists to be replaced below: on the meta device its V × d_model
+            # weight (102M floats for a 400k-word vocabulary) is never allocated.
+            lm_head=torch.nn.Linear(d_model, vocab_size, device="meta"),
         )
         specials = [pad_id] if pad_id is not None else []
         table = TargetEmbeddings.random(vocab_size, dim, seed=target_seed, special_ids=specials)
@@ -248,6 +272,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         # Random targets are final now; the others wait for the datamodule in setup().
         self._targets_ready = targets == "random"
         self.tokens_seen = 0
+        self.register_buffer("output_bias_initialized", torch.tensor(False))
 
     # ------------------------------------------------------------------ targets from the data
     def setup(self, stage: str) -> None:
@@ -300,6 +325,48 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         old.set_extra_state({"vocab": new.vocab, "normalized": new.normalized})
         self._continuous_decoder = None
         self._targets_ready = True
+
+    @torch.no_grad()
+    def init_output_bias(self, counts: Tensor) -> None:
+        """Set the head's output bias to ``κ·μ``, the vMF fit of the targets under the unigram.
+
+        Args:
+            counts: ``[V]`` training counts of each id, e.g. ``datamodule.unigram_counts``
+                (add-one smoothed here; special ids get no weight).
+
+        Example:
+            >>> lm = ContinuousLM(vocab_size=50, d_model=16, n_layers=1, n_heads=2, dim_feedforward=32)
+            >>> counts = torch.zeros(50)
+            >>> counts[7] = 1000.0
+            >>> lm.init_output_bias(counts)
+            >>> bias = lm.model.lm_head.output_layer.bias
+            >>> int(torch.cosine_similarity(bias[None], lm.continuous_targets.weight).argmax())
+            7
+        """
+        table = self.continuous_targets
+        head = self.model.lm_head
+        layer = head.output_layer if isinstance(head, EmbeddingRegressionHead) else None
+        if layer is None or layer.bias is None:
+            raise ValueError(f"the head is {type(head).__name__} without an output bias; nothing to set")
+        if counts.shape != (len(table),):
+            raise ValueError(
+                f"counts has shape {tuple(counts.shape)} but the vocabulary has {len(table)} ids; "
+                "pass one count per vocabulary id"
+            )
+        if bool((counts < 0).any()):
+            raise ValueError("counts must be non-negative")
+        weights = (counts.to(torch.float64).cpu() + 1.0).masked_fill(table.special_mask.cpu(), 0.0)
+        mu, kappa = fit_vmf(table.weight.detach().cpu(), weights)
+        layer.bias.copy_((min(kappa, _MAX_BIAS_NORM) * mu).to(layer.bias))
+        self.output_bias_initialized.fill_(True)
+
+    def on_fit_start(self) -> None:
+        # Runs after a checkpoint is restored, so a resumed model keeps its trained bias.
+        if not self.hparams["prior_bias"] or bool(self.output_bias_initialized):
+            return
+        counts = unigram_counts_of(self.trainer, "ContinuousLM")
+        if counts is not None:
+            self.init_output_bias(counts)
 
     def _set_counts(self, counts: Tensor) -> None:
         for module in self.continuous_loss_fn.modules():

@@ -14,10 +14,19 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-__all__ = ["LMDataModule", "LMWindows", "PTBDataModule", "TextDataModule", "Vocabulary", "lines_to_tokens"]
+__all__ = [
+    "LMDataModule",
+    "LMWindows",
+    "PTBDataModule",
+    "TextDataModule",
+    "Vocabulary",
+    "lines_to_tokens",
+    "unigram_counts_of",
+]
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
@@ -62,9 +71,7 @@ class Vocabulary:
         else:
             count_tensor = torch.as_tensor(counts, dtype=torch.int64).flatten().clone()
             if count_tensor.numel() != len(words):
-                raise ValueError(
-                    f"counts has {count_tensor.numel()} entries for {len(words)} words; give one per word"
-                )
+                raise ValueError(f"counts has {count_tensor.numel()} entries for {len(words)} words; give one per word")
         self._words = words
         self._index = index
         self._counts = count_tensor
@@ -146,9 +153,7 @@ class Vocabulary:
         try:
             return self._index[word]
         except KeyError:
-            raise KeyError(
-                f"{word!r} is not in the vocabulary; encode() maps unknown words to {UNK}"
-            ) from None
+            raise KeyError(f"{word!r} is not in the vocabulary; encode() maps unknown words to {UNK}") from None
 
     def _special_id(self, word: str) -> int:
         if word not in self._index:
@@ -284,6 +289,9 @@ class LMDataModule(L.LightningDataModule):
         max_train_tokens: keep only the first this many training ids (quick runs).
         max_valid_tokens: same for validation.
         max_test_tokens: same for test.
+        input_vocab_size: how many leading ids occur as model input, when the output
+            vocabulary is larger than the corpus's (e.g. GloVe's 400k words for a 10k-word
+            corpus); models read it to size their input embedding. ``None``: all of V.
 
     Example:
         >>> v = Vocabulary.build("a b c".split())
@@ -306,8 +314,13 @@ class LMDataModule(L.LightningDataModule):
         max_train_tokens: int | None = None,
         max_valid_tokens: int | None = None,
         max_test_tokens: int | None = None,
+        input_vocab_size: int | None = None,
     ) -> None:
         super().__init__()
+        if input_vocab_size is not None and not 1 <= input_vocab_size <= len(vocab):
+            raise ValueError(
+                f"input_vocab_size must be in 1..{len(vocab)} (the vocabulary size), got {input_vocab_size}"
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if seq_len < 1:
@@ -324,10 +337,9 @@ class LMDataModule(L.LightningDataModule):
                     f"use vocab.encode(...)"
                 )
             if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < len(vocab):
-                raise ValueError(
-                    f"{split}_ids holds ids outside 0..{len(vocab) - 1}; encode it with this vocabulary"
-                )
+                raise ValueError(f"{split}_ids holds ids outside 0..{len(vocab) - 1}; encode it with this vocabulary")
         self.vocab = vocab
+        self.input_vocab_size = len(vocab) if input_vocab_size is None else input_vocab_size
         self.train_ids = _truncate(train_ids, max_train_tokens, "max_train_tokens")
         self.valid_ids = _truncate(valid_ids, max_valid_tokens, "max_valid_tokens")
         self.test_ids: Tensor | None = (
@@ -370,9 +382,7 @@ class LMDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         if self.test_ids is None:
-            raise ValueError(
-                f"{type(self).__name__} has no test split; run validate instead, or give it a test corpus"
-            )
+            raise ValueError(f"{type(self).__name__} has no test split; run validate instead, or give it a test corpus")
         return self._loader(self.test_ids, shuffle=False)
 
 
@@ -432,13 +442,9 @@ class PTBDataModule(LMDataModule):
 
 def _read_corpus(path: Path, encoding: str, what: str) -> list[str]:
     if not path.exists():
-        raise ValueError(
-            f"{what} {str(path)!r} does not exist; pass a plain-text file, one sentence per line"
-        )
+        raise ValueError(f"{what} {str(path)!r} does not exist; pass a plain-text file, one sentence per line")
     if not path.is_file():
-        raise ValueError(
-            f"{what} {str(path)!r} is not a regular file; pass a plain-text file, not a directory"
-        )
+        raise ValueError(f"{what} {str(path)!r} is not a regular file; pass a plain-text file, not a directory")
     try:
         text = path.read_text(encoding=encoding)
     except UnicodeDecodeError as err:
@@ -448,9 +454,7 @@ def _read_corpus(path: Path, encoding: str, what: str) -> list[str]:
         ) from None
     lines = [line for line in text.splitlines() if line.split()]
     if not lines:
-        raise ValueError(
-            f"{what} {str(path)!r} is empty (no words); pass a file with whitespace-separated text"
-        )
+        raise ValueError(f"{what} {str(path)!r} is empty (no words); pass a file with whitespace-separated text")
     return lines
 
 
@@ -524,3 +528,21 @@ class TextDataModule(LMDataModule):
             max_valid_tokens=max_valid_tokens,
         )
         self.save_hyperparameters()
+
+
+def unigram_counts_of(trainer: L.Trainer | None, owner: str) -> Tensor | None:
+    """``trainer.datamodule.unigram_counts``, or ``None`` with a warning naming ``owner`` when absent.
+
+    The example LMs read it in ``on_fit_start`` to start their output bias at the unigram prior.
+
+    Args:
+        trainer: the trainer fitting the model.
+        owner: the model's name, for the warning.
+    """
+    counts: Tensor | None = getattr(getattr(trainer, "datamodule", None), "unigram_counts", None)
+    if counts is None:
+        rank_zero_warn(
+            f"{owner}(prior_bias=True) found no datamodule.unigram_counts, so the output bias starts "
+            "at zero; call init_output_bias(counts) before fit or pass prior_bias=False"
+        )
+    return counts

@@ -7,10 +7,10 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.metrics.prediction_spread import PredictionSpread
@@ -97,6 +97,8 @@ class SoftmaxLM(L.LightningModule):
         warmup_steps: linear warm-up steps.
         tie_weights: tie the output layer to the input embedding.
         pad_id: target id ignored by the loss and metrics (and the embedding's padding row).
+        input_vocab_size: input-embedding rows when only the first ids occur as input (see
+            :class:`CausalTransformerLM`); ``None`` gives every id a row.
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
         prior_bias: start the output bias at the training data's log unigram distribution.
@@ -123,6 +125,7 @@ class SoftmaxLM(L.LightningModule):
         warmup_steps: int = 100,
         tie_weights: bool = False,
         pad_id: int | None = None,
+        input_vocab_size: int | None = None,
         max_len: int = 512,
         schedule: Schedule = "constant",
         prior_bias: bool = True,
@@ -141,6 +144,7 @@ class SoftmaxLM(L.LightningModule):
             max_len=max_len,
             tie_weights=tie_weights,
             pad_id=pad_id,
+            input_vocab_size=input_vocab_size,
         )
         self.val_metrics = _EvalMetrics(vocab_size, pad_id)
         self.test_metrics = _EvalMetrics(vocab_size, pad_id)
@@ -172,14 +176,9 @@ class SoftmaxLM(L.LightningModule):
         # Runs after a checkpoint is restored, so a resumed model keeps its trained bias.
         if not self.hparams["prior_bias"] or bool(self.output_bias_initialized):
             return
-        counts = getattr(getattr(self.trainer, "datamodule", None), "unigram_counts", None)
-        if counts is None:
-            rank_zero_warn(
-                "SoftmaxLM(prior_bias=True) found no datamodule.unigram_counts, so the output bias starts "
-                "at zero; call init_output_bias(counts) before fit or pass prior_bias=False"
-            )
-            return
-        self.init_output_bias(counts)
+        counts = unigram_counts_of(self.trainer, "SoftmaxLM")
+        if counts is not None:
+            self.init_output_bias(counts)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, T, V]`` for ids ``x [B, T]``."""

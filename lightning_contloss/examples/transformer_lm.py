@@ -29,6 +29,10 @@ class CausalTransformerLM(nn.Module):
         max_len: longest sequence the position table covers.
         tie_weights: share ``lm_head.weight`` with ``embed.weight`` (saves ``V·H`` parameters).
         pad_id: ``padding_idx`` of the token embedding (its row stays zero), or ``None``.
+        input_vocab_size: rows of the input embedding, when fewer ids can appear as input than
+            as output: ids ``>= input_vocab_size`` share one extra learned row. With a 400k-word
+            output vocabulary and a corpus that uses 10k of its words, this keeps the input table
+            (and its optimiser state) at 10k rows. ``None`` (default) gives every id its own row.
 
     Example:
         >>> model = CausalTransformerLM(vocab_size=100, d_model=32, n_layers=1, n_heads=2, dim_feedforward=64)
@@ -47,6 +51,8 @@ class CausalTransformerLM(nn.Module):
         max_len: int = 512,
         tie_weights: bool = False,
         pad_id: int | None = None,
+        input_vocab_size: int | None = None,
+        lm_head: nn.Module | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -67,10 +73,26 @@ class CausalTransformerLM(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if pad_id is not None and not 0 <= pad_id < vocab_size:
             raise ValueError(f"pad_id={pad_id} is outside the vocabulary 0..{vocab_size - 1}")
+        if input_vocab_size is not None:
+            if not 1 <= input_vocab_size <= vocab_size:
+                raise ValueError(
+                    f"input_vocab_size must be in 1..vocab_size={vocab_size}, got {input_vocab_size}; "
+                    "pass None to give every id an input row"
+                )
+            if tie_weights and input_vocab_size < vocab_size:
+                raise ValueError(
+                    f"tie_weights needs one input row per output id, but input_vocab_size={input_vocab_size} "
+                    f"< vocab_size={vocab_size}; drop one of the two"
+                )
+            if pad_id is not None and pad_id >= input_vocab_size:
+                raise ValueError(f"pad_id={pad_id} must be below input_vocab_size={input_vocab_size}")
         self.vocab_size = vocab_size
         self.d_model = d_model
         self.max_len = max_len
-        self.embed = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        # The shared row for ids outside the input vocabulary is index input_vocab_size.
+        self.input_vocab_size = vocab_size if input_vocab_size is None else input_vocab_size
+        rows = vocab_size if self.input_vocab_size == vocab_size else self.input_vocab_size + 1
+        self.embed = nn.Embedding(rows, d_model, padding_idx=pad_id)
         self.pos_embed = nn.Embedding(max_len, d_model)
         self.dropout = nn.Dropout(dropout)
         layer = nn.TransformerEncoderLayer(
@@ -85,10 +107,12 @@ class CausalTransformerLM(nn.Module):
         # Nested tensors only help with padding masks, which a causal LM does not use.
         self.blocks = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
-        head = nn.Linear(d_model, vocab_size)
+        head = nn.Linear(d_model, vocab_size) if lm_head is None else lm_head
         self.lm_head: nn.Module = head
         self._init_weights(n_layers)
         if tie_weights:
+            if not isinstance(head, nn.Linear):
+                raise ValueError(f"tie_weights needs an nn.Linear lm_head, got {type(head).__name__}")
             head.weight = self.embed.weight
 
     def _init_weights(self, n_layers: int) -> None:
@@ -130,6 +154,8 @@ class CausalTransformerLM(nn.Module):
                 f"build the model with max_len >= {seq_len} or use shorter windows"
             )
         positions = torch.arange(seq_len, device=x.device)
+        if self.input_vocab_size < self.vocab_size:
+            x = x.clamp(max=self.input_vocab_size)
         h = self.dropout(self.embed(x) + self.pos_embed(positions))
         mask = nn.Transformer.generate_square_subsequent_mask(seq_len, device=x.device, dtype=h.dtype)
         h = self.blocks(h, mask=mask, is_causal=True)

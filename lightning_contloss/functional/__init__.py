@@ -6,6 +6,7 @@ differentiable tensor. :mod:`lightning_contloss.losses` wraps them as torchmetri
 """
 
 from lightning_contloss.functional.cosine import cosine_loss
+from lightning_contloss.functional.hubness import csls_penalty
 from lightning_contloss.functional.info_nce import info_nce_loss
 from lightning_contloss.functional.l2 import l2_loss
 from lightning_contloss.functional.max_margin import max_margin_loss
@@ -27,6 +28,7 @@ from lightning_contloss.functional.vmf_distribution import (
     vmf_log_prob,
     vmf_sample,
 )
+from lightning_contloss.functional.vmf_fit import fit_vmf
 from lightning_contloss.functional.vmf_normalizer import bessel_ratio, log_bessel_iv, log_vmf_normalizer
 
 __all__ = [
@@ -36,7 +38,9 @@ __all__ = [
     "TokenScore",
     "bessel_ratio",
     "cosine_loss",
+    "csls_penalty",
     "fit_kappa",
+    "fit_vmf",
     "info_nce_loss",
     "l2_loss",
     "log_bessel_iv",

@@ -1,0 +1,121 @@
+"""RerankedDecoder: a decoder's candidates re-ranked by similarity plus a per-id bias (CSLS, priors)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from lightning_contloss.decoding.base import Decoder, check_k
+from lightning_contloss.functional.hubness import csls_penalty
+from lightning_contloss.functional.scoring import Space
+
+__all__ = ["RerankedDecoder"]
+
+
+class RerankedDecoder:
+    """Ranks by ``sim(x, w) + bias[w]``: the base decoder's top ``candidates``, re-scored.
+
+    The base decoder (exact or HNSW) finds the ``candidates`` most similar ids; adding
+    ``bias`` and sorting gives the final ``k``. It is exact for the biased score whenever the
+    biased best lies among those candidates; raise ``candidates`` for larger biases. Two uses:
+
+    * hubness correction with CSLS: ``bias = −r_w / 2`` (:meth:`csls`), which spreads the
+      predictions of a model that collapses onto frequent words;
+    * a prior: ``bias = β · log p(w)``.
+
+    Args:
+        base: the decoder that proposes candidates.
+        bias: ``[V]`` additive score per id (finite).
+        candidates: neighbours fetched from ``base`` per query before re-ranking (at least ``k``).
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder
+        >>> base = ExactDecoder(torch.eye(3))
+        >>> dec = RerankedDecoder(base, torch.tensor([-1.0, 0.0, 0.0]), candidates=3)
+        >>> dec.query(torch.tensor([[1.0, 0.5, 0.0]]), k=1)[0].tolist()  # id 0 is nearest, but penalised
+        [[1]]
+    """
+
+    def __init__(self, base: Decoder, bias: Tensor, candidates: int = 32) -> None:
+        if bias.dim() != 1 or bias.shape[0] != len(base):
+            raise ValueError(
+                f"bias has shape {tuple(bias.shape)} but the decoder's table has {len(base)} rows; "
+                "pass one value per id"
+            )
+        if not bias.is_floating_point() or not bool(torch.isfinite(bias).all()):
+            raise ValueError("bias must hold finite floating-point numbers")
+        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
+            raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
+        self.base = base
+        self.bias = bias.detach().float().cpu()
+        self.candidates = candidates
+        self._count = int(base.returnable.sum())
+
+    @classmethod
+    def csls(cls, base: Decoder, queries: Tensor, k: int = 10, candidates: int = 32) -> RerankedDecoder:
+        """CSLS re-ranking, ``bias = −r_w / 2`` with ``r_w`` from :func:`~lightning_contloss.functional.csls_penalty`.
+
+        Args:
+            base: the decoder that proposes candidates.
+            queries: ``[N, D]`` real predictions to estimate ``r_w`` on (a few thousand suffice).
+            k: CSLS neighbourhood size.
+            candidates: neighbours re-ranked per query.
+
+        Example:
+            >>> from lightning_contloss.decoding import ExactDecoder
+            >>> g = torch.Generator().manual_seed(0)
+            >>> table = torch.randn(50, 8, generator=g)
+            >>> dec = RerankedDecoder.csls(ExactDecoder(table), torch.randn(200, 8, generator=g))
+            >>> dec.query(torch.randn(4, 8, generator=g), k=3)[0].shape
+            torch.Size([4, 3])
+        """
+        penalty = csls_penalty(base.table, queries.reshape(-1, base.dim), k=k, space=base.space)
+        return cls(base, -0.5 * penalty, candidates)
+
+    @property
+    def space(self) -> Space:
+        """The base decoder's similarity space (scores are that similarity plus the bias)."""
+        return self.base.space
+
+    @property
+    def dim(self) -> int:
+        """D, the dimension queries must have."""
+        return self.base.dim
+
+    @property
+    def table(self) -> Tensor:
+        """The base decoder's ``[V, D]`` table."""
+        return self.base.table
+
+    @property
+    def returnable(self) -> Tensor:
+        """``[V]`` bool: ids that may be returned (the base decoder's)."""
+        return self.base.returnable
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def query(self, x: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+        """The ``k`` best ids by ``sim + bias`` among the base decoder's candidates.
+
+        Args:
+            x: ``[..., D]`` queries.
+            k: ids per query.
+
+        Returns:
+            ``(ids [..., k] int64, scores [..., k] float32)``, best first, on ``x``'s device.
+        """
+        k = check_k(k, self._count)
+        fetch = min(max(k, self.candidates), self._count)
+        ids, scores = self.base.query(x, fetch)
+        biased = scores.float() + self.bias.to(ids.device)[ids]
+        top, order = biased.topk(k, dim=-1)
+        return ids.gather(-1, order), top
+
+    def __getattr__(self, name: str) -> Any:
+        # ef, tune_ef, ...: what the base decoder offers beyond the protocol.
+        if name == "base":
+            raise AttributeError(name)
+        return getattr(self.base, name)

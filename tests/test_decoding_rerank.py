@@ -1,0 +1,87 @@
+"""csls_penalty and RerankedDecoder against brute force, and their bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_contloss import TargetEmbeddings
+from lightning_contloss.decoding import ExactDecoder, HNSWDecoder, RerankedDecoder
+from lightning_contloss.functional import csls_penalty
+
+
+def randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
+def test_csls_penalty_matches_brute_force(space: str) -> None:
+    table, queries = randn(70, 6, seed=1), randn(40, 6, seed=2)
+    if space == "cosine":
+        sims = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T
+    elif space == "ip":
+        sims = queries @ table.T
+    else:
+        sims = -torch.cdist(queries, table).pow(2)
+    expected = torch.stack([sims[:, w].sort(descending=True).values[:7].mean() for w in range(70)])
+    got = csls_penalty(table, queries, k=7, space=space, chunk_size=16)  # type: ignore[arg-type]
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 50), st.integers(2, 30), st.integers(0, 10_000))
+def test_reranked_exact_equals_brute_force_biased_argmax(n: int, v: int, seed: int) -> None:
+    table, queries = randn(v, 5, seed=seed), randn(n, 5, seed=seed + 1)
+    bias = randn(v, seed=seed + 2)
+    dec = RerankedDecoder(ExactDecoder(table), bias, candidates=v)
+    ids, scores = dec.query(queries, k=1)
+    brute = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T + bias
+    assert torch.allclose(scores[:, 0], brute.max(-1).values, atol=1e-5)
+    assert torch.allclose(brute.gather(1, ids), scores, atol=1e-5)
+
+
+def test_csls_spreads_predictions_that_crowd_a_hub() -> None:
+    # Queries scattered around a hub row plus rows of their own: plain cosine picks the hub far more often.
+    table = F.normalize(randn(100, 8, seed=3), dim=-1)
+    hub = table[0]
+    own = torch.randint(1, 100, (2000,), generator=torch.Generator().manual_seed(4))
+    queries = 0.8 * hub + 0.6 * table[own] + 0.05 * randn(2000, 8, seed=5)
+    base = ExactDecoder(table)
+    plain = base.query(queries, 1)[0][:, 0]
+    csls = RerankedDecoder.csls(base, queries, k=10).query(queries, 1)[0][:, 0]
+    assert csls.unique().numel() > plain.unique().numel()
+    assert float((csls == own).float().mean()) > float((plain == own).float().mean())
+
+
+def test_reranked_decoder_keeps_the_protocol_and_specials() -> None:
+    targets = TargetEmbeddings.random(50, 8, seed=0, special_ids=[0, 1])
+    base = HNSWDecoder(targets, num_threads=1, ef=40)
+    bias = torch.zeros(50)
+    bias[0] = 100.0  # a special id is never returned, however large its bias
+    dec = RerankedDecoder(base, bias, candidates=8)
+    ids, scores = dec.query(randn(3, 4, 8, seed=6), k=5)
+    assert ids.shape == scores.shape == (3, 4, 5)
+    assert not bool(((ids == 0) | (ids == 1)).any())
+    assert bool((scores[..., :-1] >= scores[..., 1:]).all())
+    assert dec.space == "cosine" and dec.dim == 8 and len(dec) == 50 and dec.ef == 40
+    assert torch.equal(dec.returnable, base.returnable)
+    assert dec.query(randn(2, 8), k=48)[0].shape == (2, 48)  # k above candidates fetches k
+
+
+def test_bad_input() -> None:
+    base = ExactDecoder(randn(10, 4))
+    with pytest.raises(ValueError, match="one value per id"):
+        RerankedDecoder(base, torch.zeros(9))
+    with pytest.raises(ValueError, match="finite"):
+        RerankedDecoder(base, torch.full((10,), float("nan")))
+    with pytest.raises(ValueError, match="candidates"):
+        RerankedDecoder(base, torch.zeros(10), candidates=0)
+    with pytest.raises(ValueError, match="k=11"):
+        RerankedDecoder(base, torch.zeros(10)).query(randn(1, 4), k=11)
+    with pytest.raises(ValueError, match="same D"):
+        csls_penalty(randn(10, 4), randn(5, 3))
+    with pytest.raises(ValueError, match="number of queries"):
+        csls_penalty(randn(10, 4), randn(5, 4), k=6)
