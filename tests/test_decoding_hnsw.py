@@ -407,3 +407,24 @@ def test_auto_ef_construction_keeps_build_work_flat() -> None:
     assert all(n * v <= 160_000 * 200 for n, v in zip(sizes[3:-2], values[3:-2], strict=True))
     dec = HNSWDecoder(randn(300, 8), num_threads=1)
     assert dec.ef_construction == 200
+
+
+@pytest.mark.parametrize("space", ["cosine", "l2"])
+def test_reach_check_returns_rows_the_graph_cannot_reach(space: str, tmp_path: Path) -> None:
+    # A deliberately poor graph (M=2, ef_construction=4) leaves rows no search reaches.
+    table = randn(3000, 16, seed=31)
+    plain = HNSWDecoder(table, space, M=2, ef_construction=4, ef=32, num_threads=1, reach_check=False)
+    assert plain.unreachable_count == 0
+    lost = int((plain.query(table, 1)[0][:, 0] != torch.arange(3000)).sum())
+    assert lost > 0, "the poor graph should lose some rows for this test to mean anything"
+    dec = HNSWDecoder(table, space, M=2, ef_construction=4, ef=32, num_threads=1, cache_dir=tmp_path)
+    assert dec.unreachable_count >= lost and dec.reach_check_seconds > 0
+    assert torch.equal(dec.query(table, 1)[0][:, 0], torch.arange(3000))
+    # Merged results stay sorted, best first.
+    _, scores = dec.query(randn(200, 16, seed=32), 5)
+    assert bool((scores[:, :-1] >= scores[:, 1:]).all())
+    # The unreachable rows travel with the index: cache hits and save/load keep them.
+    again = HNSWDecoder(table, space, M=2, ef_construction=4, ef=32, num_threads=1, cache_dir=tmp_path)
+    assert again.from_cache and again.unreachable_count == dec.unreachable_count
+    loaded = HNSWDecoder.load(dec.save(tmp_path / "saved"))
+    assert torch.equal(loaded.query(table, 1)[0][:, 0], torch.arange(3000))
