@@ -127,7 +127,7 @@ class HNSWDecoder:
         reach_check: after building, look every indexed row up with its own vector (``ef`` =
             32); rows the graph does not return are searched exactly next to it on every query,
             so they can still be returned. An HNSW graph can leave rows unreachable: in
-            GloVe's 400k words, 5,539 (1.4%), among them ``<unk>``'s random target. Costs
+            GloVe's 400k words, 4,362-5,539 (1.1-1.4%), among them ``<unk>``'s random target. Costs
             one query per row at build time (19 s for 400k rows on 2 cores); cached with the
             index.
 
