@@ -165,6 +165,7 @@ class HNSWDecodingCallback(Callback):
         self._buffered = 0
         self._metrics: dict[str, Any] = {}
         self._kappa: float | None = None
+        self._fitted_kappa: float | None = None
         self._skip_id = -100
         self._exact: Decoder | None = None
         self._decode_tokens = 0
@@ -267,6 +268,7 @@ class HNSWDecodingCallback(Callback):
         self._decode_tokens, self._decode_seconds = 0, 0.0
         self._recall_seen = self._metric_seen = 0
         self._kappa = None
+        self._fitted_kappa = None
         self._reranked = None
         if self.hubness == "prior":
             self._log_prior = self._read_log_prior(pl_module, len(module.continuous_targets))
@@ -376,20 +378,29 @@ class HNSWDecodingCallback(Callback):
         assert self._log_prior is not None
         weight = self.prior_weight
         if weight is None:
-            targets = module.continuous_targets
-            sample_t = flat_target[:KAPPA_FIT_TOKENS]
-            # Padding and special targets have no likelihood: leave them out of the fit.
-            valid = sample_t != self._skip_id
-            keep = valid & ~targets.special_mask[torch.where(valid, sample_t, 0)]
-            if bool(keep.any()):
-                sample_p = flat_pred[:KAPPA_FIT_TOKENS].to(targets.weight.device)
-                exclude = targets.special_mask if bool(targets.special_mask.any()) else None
-                kappa = fit_kappa(sample_p[keep], sample_t[keep], targets.weight, exclude_mask=exclude)
-            else:
-                kappa = 0.0
+            kappa = self._epoch_kappa(module, flat_pred, flat_target)
             # κ̂ = 0 means the predictions say nothing about the word: the prior alone decides.
             weight = 1.0 / kappa if kappa > 0 else 1e3
         return RerankedDecoder(self.decoder, weight * self._log_prior, self.rerank_candidates)
+
+    def _epoch_kappa(self, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor) -> float:
+        """κ̂ of ``fit_kappa`` on the epoch's first tokens, fitted once and shared by ``vmf_ppl`` and the prior."""
+        if self._fitted_kappa is None:
+            targets = module.continuous_targets
+            # Each Newton step is a pass over the table: fit on a sample, it is one scalar.
+            sample_t = flat_target[:KAPPA_FIT_TOKENS].to(targets.weight.device)
+            sample_p = flat_pred[:KAPPA_FIT_TOKENS].to(targets.weight.device)
+            exclude = targets.special_mask if bool(targets.special_mask.any()) else None
+            # Padding and special targets have no likelihood: leave them out of the fit.
+            keep = sample_t != self._skip_id
+            if exclude is not None:
+                keep &= ~exclude[torch.where(keep, sample_t, 0)]
+            self._fitted_kappa = (
+                fit_kappa(sample_p[keep], sample_t[keep], targets.weight, exclude_mask=exclude)
+                if bool(keep.any())
+                else 0.0
+            )
+        return self._fitted_kappa
 
     def _recall(self, module: ContinuousOutputMixin, flat_pred: Tensor, ids: Tensor) -> None:
         take = min(self.recall_sample - self._recall_seen, flat_pred.shape[0])
@@ -434,15 +445,7 @@ class HNSWDecodingCallback(Callback):
             special = valid & exclude[torch.where(valid, target_seq, 0)]
             target_seq = torch.where(special, self._skip_id, target_seq)
         if self._kappa is None and not any(isinstance(x, VMFLoss) for x in module.continuous_loss_fn.modules()):
-            # Each Newton step is a pass over the table: fit on a sample, it is one scalar.
-            flat_p, flat_t = pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1)
-            self._kappa = fit_kappa(
-                flat_p[:KAPPA_FIT_TOKENS],
-                flat_t[:KAPPA_FIT_TOKENS],
-                targets.weight,
-                exclude_mask=exclude,
-                ignore_index=self._skip_id,
-            )
+            self._kappa = self._epoch_kappa(module, pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1))
             self._metrics["vmf_ppl"].kappa = self._kappa
         self._metrics["vmf_ppl"].update(pred_seq, target_seq, targets.weight, exclude_mask=exclude)
         if self.brier_lm:
