@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import io
 import logging
 import os
@@ -17,6 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lightning_contloss._fingerprint import table_fingerprint
 
 __all__ = ["Coverage", "TargetEmbeddings"]
 
@@ -211,12 +212,7 @@ class TargetEmbeddings(nn.Module):
             >>> TargetEmbeddings.random(10, 4).content_hash() == TargetEmbeddings.random(10, 4).content_hash()
             True
         """
-        h = hashlib.blake2b(digest_size=16)
-        w = self.weight.detach().to("cpu", torch.float32).contiguous()
-        h.update(str(tuple(w.shape)).encode())
-        h.update(w.numpy().tobytes())
-        h.update(self.special_mask.detach().cpu().numpy().tobytes())
-        return h.hexdigest()
+        return table_fingerprint(self.weight, self.special_mask)
 
     def extra_repr(self) -> str:
         vocab = "with vocab" if self._vocab is not None else "no vocab"

@@ -12,8 +12,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import torch
-from torch import Tensor
+from lightning_contloss._fingerprint import table_fingerprint
 
 __all__ = ["CACHE_ENV_VAR", "IndexCache", "cache_key", "default_cache_dir", "table_fingerprint"]
 
@@ -42,29 +41,6 @@ def default_cache_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "lightning-contloss"
-
-
-def table_fingerprint(weight: Tensor, returnable: Tensor) -> str:
-    """A hex digest of a table's values and of which ids may be returned.
-
-    Args:
-        weight: ``[V, D]`` table.
-        returnable: ``[V]`` bool mask.
-
-    Example:
-        >>> w = torch.eye(3)
-        >>> mask = torch.ones(3, dtype=torch.bool)
-        >>> table_fingerprint(w, mask) == table_fingerprint(w.clone(), mask)
-        True
-        >>> table_fingerprint(w, mask) == table_fingerprint(w, torch.tensor([True, True, False]))
-        False
-    """
-    h = hashlib.blake2b(digest_size=16)
-    w = weight.detach().to("cpu", torch.float32).contiguous()
-    h.update(str(tuple(w.shape)).encode())
-    h.update(w.numpy().tobytes())
-    h.update(returnable.detach().to("cpu", torch.bool).contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def cache_key(fingerprint: str, params: Mapping[str, object]) -> str:
