@@ -1,8 +1,19 @@
-"""lightning-contloss: continuous-output heads for PyTorch Lightning."""
+"""lightning-contloss: continuous-output heads for PyTorch Lightning.
 
-from lightning_contloss import functional
-from lightning_contloss.callbacks import HNSWDecodingCallback
+What is exported here, and where the rest lives (the one rule): the top level holds the
+objects a user needs to convert a LightningModule and decode its predictions: the target
+table, the head, the mixin, the callback, the decoders with their factory, and the search
+functions. Families with many members stay in their own modules and are imported from there:
+``lightning_contloss.losses`` (``CosineLoss``, ``VMFLoss``, ...), ``lightning_contloss.metrics``
+(``NeighborAccuracy``, ``VMFPerplexity``, ...), ``lightning_contloss.functional`` (the maths, as
+``CF``), ``lightning_contloss.decoding`` (re-ranking rules, recall, the cache) and
+``lightning_contloss.examples``.
+"""
+
+from lightning_contloss import decoding, functional, losses, metrics
+from lightning_contloss.callbacks import DecodingCallback, HNSWDecodingCallback
 from lightning_contloss.decoding import (
+    DecoderFactory,
     ExactDecoder,
     HNSWDecoder,
     RerankedDecoder,
@@ -19,6 +30,8 @@ __version__ = "0.1.0"
 __all__ = [
     "ContinuousOutputMixin",
     "Coverage",
+    "DecoderFactory",
+    "DecodingCallback",
     "EmbeddingRegressionHead",
     "ExactDecoder",
     "HNSWDecoder",
@@ -27,8 +40,11 @@ __all__ = [
     "TargetEmbeddings",
     "__version__",
     "beam_search",
+    "decoding",
     "functional",
     "greedy_decode",
+    "losses",
     "make_decoder",
+    "metrics",
     "replace_softmax_head",
 ]

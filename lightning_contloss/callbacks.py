@@ -1,59 +1,62 @@
-"""HNSWDecodingCallback: builds the decoder and logs decoding metrics during validation and test."""
+"""DecodingCallback: builds the decoder, decodes buffered predictions and logs what they are worth."""
 
 from __future__ import annotations
 
 import logging
-import math
-import os
 import time
+import warnings
 from typing import Any, Literal
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
+from torchmetrics import MeanMetric, Metric, MetricCollection
 
-from lightning_contloss.decoding import Decoder, HNSWDecoder, RerankedDecoder, make_decoder, tune_ef
-from lightning_contloss.decoding.cache import default_cache_dir
+from lightning_contloss.decoding import Decoder, RerankedDecoder, make_decoder
+from lightning_contloss.decoding.factory import DecoderFactory
+from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
 from lightning_contloss.functional.vmf_distribution import fit_kappa, vmf_sample
 from lightning_contloss.losses import VMFLoss
 from lightning_contloss.metrics import BrierLM, DecodingRecall, NeighborAccuracy, PredictionSpread, VMFPerplexity
 from lightning_contloss.mixin import ContinuousOutputMixin
 
-__all__ = ["HNSWDecodingCallback"]
+__all__ = ["DecodingCallback", "HNSWDecodingCallback"]
 
 log = logging.getLogger(__name__)
 
 KAPPA_FIT_TOKENS = 2048
-# Predictions CSLS's hubness term is estimated on, per epoch (cost: this many × V similarities).
-CSLS_SAMPLE_TOKENS = 4096
+# Arguments that moved to DecoderFactory / the re-ranking rules; still accepted, with a warning.
+_FACTORY_ARGS = ("ef", "M", "ef_construction", "num_threads", "cache_dir", "target_recall")
+_RERANK_ARGS = ("csls_k", "rerank_candidates", "prior_weight", "prior_counts")
+_SKIP_ID = -100
 
 
-class HNSWDecodingCallback(Callback):
+def _int_arg(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be >= {minimum} (a whole number), got {value!r}")
+    return value
+
+
+class DecodingCallback(Callback):
     """Decodes a continuous model's predictions by k-NN and logs what they are worth.
 
-    At the start of fit, validate, test and predict it builds the decoder from the module's
-    ``continuous_targets`` in the loss's ``decode_space`` (or loads the index from the on-disk
-    cache), and rebuilds it whenever the targets' content changes. Under DDP global rank 0
-    builds and writes the cache; the other ranks load it after a barrier, so the index is
-    built once. Predictions returned by ``continuous_validation_step`` are buffered and
-    decoded in large batches (hnswlib runs small batches on one thread). On the first buffer
-    it sees, an HNSW decoder's ``ef`` is tuned to ``target_recall`` against exact search,
-    unless ``ef`` was given.
+    At the start of fit, validate, test and predict it asks its :class:`~lightning_contloss.decoding.DecoderFactory`
+    for the decoder of the module's ``continuous_targets`` in the loss's ``decode_space`` (an
+    HNSW index comes from the on-disk cache when it can), and asks again whenever the targets'
+    content changes. Under DDP with a shared cache, global rank 0 builds and writes the index;
+    the other ranks load it after a barrier, so it is built once. Predictions returned by
+    ``continuous_validation_step`` are buffered and decoded in large batches (hnswlib runs small
+    batches on one thread); the first buffer also adapts the decoder (an HNSW ``ef`` is tuned
+    to a target recall unless it was given).
 
-    With ``hubness="csls"`` the tokens are chosen by CSLS instead of plain similarity
-    (:class:`~lightning_contloss.decoding.RerankedDecoder`): each epoch the hubness ``r_w`` of
-    every target is estimated on the first buffer's predictions, and the decoder's
-    ``rerank_candidates`` nearest ids are re-ranked by ``sim − r_w / 2``. It counters collapse
-    onto frequent words (more distinct predictions) at some cost in acc@1; ``predict`` then
-    uses the last estimate. With ``hubness="prior"`` the candidates are re-ranked by
-    ``sim + β·log p(w)`` instead, ``p`` the add-one unigram of ``prior_counts`` (default:
-    ``trainer.datamodule.unigram_counts``) and ``β = prior_weight`` or, when that is ``None``,
-    ``1/κ̂`` with κ̂ fitted each epoch on the first buffer: the Bayes rule under a vMF likelihood
-    ``p(ê | w) ∝ exp(κ·cos(ê, e_w))``. It helps where rare words crowd the space near the
-    predictions (GloVe's 400k words), not on a 10k vocabulary with random targets.
+    With ``hubness`` the tokens are chosen by a re-ranking rule fitted to each epoch's first
+    buffer: ``"csls"`` (:class:`~lightning_contloss.decoding.CSLSReranking`, counters collapse
+    onto frequent words) or ``"prior"`` (:class:`~lightning_contloss.decoding.PriorReranking`,
+    ``sim + β·log p(w)`` with the datamodule's ``unigram_counts`` and β = 1/κ̂), or a rule object
+    of your own. ``predict`` then uses the last fitted rule.
 
-    Logged at the end of each validation (prefix ``test/`` under ``trainer.test``):
+    Logged at the end of each validation (prefix ``test/`` under ``trainer.test``), one ``log_dict``:
 
     - ``val/acc@1``, ``val/acc@k``: the target is the nearest / among the k nearest targets
       (in ReWE mode, among the top-k logits of the kept softmax);
@@ -70,115 +73,148 @@ class HNSWDecodingCallback(Callback):
     - ``val/brier_lm`` (when ``brier_lm=True``): BrierLM from two samples of the same
       distribution per position, on the same tokens.
 
-    Means are synced across processes (torchmetrics states are summed).
+    The metrics are one ``torchmetrics.MetricCollection`` (:attr:`metrics`), synced across processes.
 
     Args:
         k: the k of ``acc@k``.
-        decoder: ``"auto"``, ``"exact"`` or ``"hnsw"`` (see ``make_decoder``).
-        ef: HNSW search breadth; ``None`` tunes it on the first validation buffer.
-        M: HNSW graph degree.
-        ef_construction: HNSW build breadth; ``None`` sizes it to the table
-            (``decoding.auto_ef_construction``: 200 up to 160k rows, less above).
-        num_threads: HNSW threads (``None``: all available CPUs).
-        target_recall: recall@1 that ``ef`` tuning aims for.
+        decoder: ``"auto"``, ``"exact"``, ``"hnsw"``, a ``DecoderFactory`` (for HNSW settings:
+            ``DecoderFactory("hnsw", ef=64, M=32, num_threads=4, cache_dir=...)``), a ready
+            ``Decoder``, or a callable ``(targets, space) -> Decoder``.
+        hubness: ``"none"`` (rank by similarity), ``"csls"``, ``"prior"``, or a re-ranking rule
+            (``CSLSReranking(k=10, candidates=32)``, ``PriorReranking(counts=..., weight=...)``).
         recall_sample: tokens per epoch checked against exact search.
         metric_tokens: tokens per epoch used for ``vmf_ppl`` and ``brier_lm`` (each costs
             ``O(V·D)`` per token); 0 turns both off.
         brier_lm: also log BrierLM.
         buffer_tokens: predictions buffered before a decode.
-        cache_dir: index cache folder; ``None`` uses the default user cache dir, ``False``
-            disables the cache (then every DDP rank builds its own index).
-        seed: seed of sampling for BrierLM.
-        hubness: ``"none"`` (rank by similarity), ``"csls"`` or ``"prior"``.
-        csls_k: CSLS neighbourhood size.
-        rerank_candidates: neighbours re-ranked per token with ``hubness`` ``"csls"`` or ``"prior"``.
-        prior_weight: β of ``hubness="prior"``; ``None`` uses ``1/κ̂``.
-        prior_counts: ``[V]`` word counts of ``hubness="prior"``; ``None`` reads the datamodule's.
+        seed: seed of sampling for BrierLM and of the ``ef`` tuning sample.
+        **deprecated: ``ef``, ``M``, ``ef_construction``, ``num_threads``, ``cache_dir``,
+            ``target_recall`` (now :class:`DecoderFactory` arguments) and ``csls_k``,
+            ``rerank_candidates``, ``prior_weight``, ``prior_counts`` (now re-ranking rule
+            arguments) still work, with a ``FutureWarning``.
 
     Example:
-        >>> trainer = L.Trainer(callbacks=[HNSWDecodingCallback(k=5)], logger=False, enable_checkpointing=False)
+        >>> trainer = L.Trainer(callbacks=[DecodingCallback(k=5)], logger=False, enable_checkpointing=False)
+        >>> DecodingCallback(decoder=DecoderFactory("hnsw", ef=64, num_threads=2)).factory
+        DecoderFactory('hnsw', ef=64, tuned_ef=None)
     """
 
     def __init__(
         self,
         k: int = 5,
-        decoder: Literal["auto", "exact", "hnsw"] = "auto",
-        ef: int | None = None,
-        M: int = 16,
-        ef_construction: int | None = None,
-        num_threads: int | None = None,
-        target_recall: float = 0.99,
+        decoder: Literal["auto", "exact", "hnsw"] | DecoderFactory | Decoder | Any = "auto",
+        hubness: Literal["none", "csls", "prior"] | Reranking = "none",
+        *,
         recall_sample: int = 1024,
         metric_tokens: int = 8192,
         brier_lm: bool = False,
         buffer_tokens: int = 16384,
-        cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
         seed: int = 0,
-        hubness: Literal["none", "csls", "prior"] = "none",
-        csls_k: int = 10,
-        rerank_candidates: int = 32,
-        prior_weight: float | None = None,
-        prior_counts: Tensor | None = None,
+        **deprecated: Any,
     ) -> None:
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
-        if decoder not in ("auto", "exact", "hnsw"):
-            raise ValueError(f"decoder must be 'auto', 'exact' or 'hnsw', got {decoder!r}")
-        if hubness not in ("none", "csls", "prior"):
-            raise ValueError(f"hubness must be 'none', 'csls' or 'prior', got {hubness!r}")
-        if prior_weight is not None and not (math.isfinite(prior_weight) and prior_weight >= 0):
-            raise ValueError(f"prior_weight must be a finite number >= 0 or None, got {prior_weight}")
-        if prior_counts is not None and (prior_counts.dim() != 1 or bool((prior_counts < 0).any())):
-            raise ValueError("prior_counts must be a [V] tensor of non-negative counts")
-        if csls_k < 1 or rerank_candidates < k:
-            raise ValueError(
-                f"csls_k must be >= 1 and rerank_candidates >= k={k}, got {csls_k} and {rerank_candidates}"
-            )
-        if buffer_tokens < 1 or recall_sample < 0 or metric_tokens < 0:
-            raise ValueError("buffer_tokens must be >= 1, recall_sample and metric_tokens >= 0")
-        self.k = k
-        self.decoder_kind = decoder
-        self.ef = ef
-        self.M = M
-        self.ef_construction = ef_construction
-        self.num_threads = num_threads
-        self.target_recall = target_recall
-        self.recall_sample = recall_sample
-        self.metric_tokens = metric_tokens
+        self.k = _int_arg("k", k, 1)
+        self.recall_sample = _int_arg("recall_sample", recall_sample, 0)
+        self.metric_tokens = _int_arg("metric_tokens", metric_tokens, 0)
+        self.buffer_tokens = _int_arg("buffer_tokens", buffer_tokens, 1)
+        if not isinstance(brier_lm, bool):
+            raise ValueError(f"brier_lm must be True or False, got {brier_lm!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
         self.brier_lm = brier_lm
-        self.buffer_tokens = buffer_tokens
-        self.cache_dir = cache_dir
         self.seed = seed
-        self.hubness = hubness
-        self.csls_k = csls_k
-        self.rerank_candidates = rerank_candidates
-        self.prior_weight = prior_weight
-        self.prior_counts = prior_counts
-        self._log_prior: Tensor | None = None
-        self._reranked: RerankedDecoder | None = None
-        self.tuned_ef: int | None = None
+        unknown = sorted(set(deprecated) - set(_FACTORY_ARGS) - set(_RERANK_ARGS))
+        if unknown:
+            raise TypeError(f"DecodingCallback got unexpected arguments {unknown}")
+        self.factory = self._factory(decoder, {n: v for n, v in deprecated.items() if n in _FACTORY_ARGS})
+        self.reranking = self._reranking(hubness, {n: v for n, v in deprecated.items() if n in _RERANK_ARGS})
+        if self.reranking is not None and self.reranking.candidates < self.k:
+            raise ValueError(
+                f"the re-ranking's candidates (rerank_candidates) must be >= k={self.k}, got "
+                f"{self.reranking.candidates}"
+            )
         self.decoder: Decoder | None = None
         self.build_count = 0
+        self.metrics = MetricCollection({}, compute_groups=False)
         self._targets_hash: str | None = None
+        self._tuned_for: str | None = None
+        self._reranked: RerankedDecoder | None = None
+        self._exact: Decoder | None = None
         self._buffer: list[tuple[Tensor, Tensor]] = []
         self._logit_ids: list[Tensor] = []
         self._buffered = 0
-        self._metrics: dict[str, Any] = {}
         self._kappa: float | None = None
         self._fitted_kappa: float | None = None
-        self._skip_id = -100
-        self._exact: Decoder | None = None
         self._decode_tokens = 0
         self._decode_seconds = 0.0
         self._recall_seen = 0
         self._metric_seen = 0
+
+    # ------------------------------------------------------------------ configuration
+    def _factory(self, decoder: Any, moved: dict[str, Any]) -> DecoderFactory:
+        if moved:
+            warnings.warn(
+                f"DecodingCallback({', '.join(f'{n}=' for n in moved)}...) is deprecated: pass "
+                f"decoder=DecoderFactory({decoder!r}, {', '.join(f'{n}=...' for n in moved)}) instead",
+                FutureWarning,
+                stacklevel=3,
+            )
+        if isinstance(decoder, DecoderFactory):
+            if moved:
+                raise ValueError(f"pass {sorted(moved)} to the DecoderFactory, not to the callback")
+            return decoder
+        factory_args = {n: moved.pop(n) for n in ("ef", "target_recall", "cache_dir") if n in moved}
+        if not isinstance(decoder, str) and moved:
+            raise ValueError(f"{sorted(moved)} only apply to decoder='auto', 'exact' or 'hnsw'")
+        if decoder == "exact":
+            moved = {}  # HNSW settings did not apply to exact search and were ignored; keep that.
+            factory_args.pop("ef", None)
+        return DecoderFactory(decoder, seed=self.seed, **factory_args, **moved)
+
+    def _reranking(self, hubness: Any, moved: dict[str, Any]) -> Reranking | None:
+        if moved:
+            warnings.warn(
+                f"DecodingCallback({', '.join(f'{n}=' for n in moved)}...) is deprecated: pass "
+                "hubness=CSLSReranking(k=..., candidates=...) or PriorReranking(counts=..., weight=..., "
+                "candidates=...) instead",
+                FutureWarning,
+                stacklevel=3,
+            )
+        candidates = moved.get("rerank_candidates", 32)
+        if isinstance(hubness, Reranking):
+            if moved:
+                raise ValueError(f"pass {sorted(moved)} to the re-ranking rule, not to the callback")
+            return hubness
+        if hubness == "none":
+            return None
+        if hubness == "csls":
+            return CSLSReranking(k=moved.get("csls_k", 10), candidates=candidates)
+        if hubness == "prior":
+            return PriorReranking(moved.get("prior_counts"), moved.get("prior_weight"), candidates=candidates)
+        raise ValueError(
+            f"hubness must be 'none', 'csls', 'prior' or a re-ranking rule (CSLSReranking, PriorReranking), "
+            f"got {hubness!r}"
+        )
+
+    @property
+    def tuned_ef(self) -> int | None:
+        """The HNSW ``ef`` tuned on the first validation buffer (``None`` before, or when not tuned)."""
+        return self.factory.tuned_ef
+
+    @tuned_ef.setter
+    def tuned_ef(self, value: int | None) -> None:
+        self.factory.load_state_dict({"tuned_ef": value})
+
+    @property
+    def state_key(self) -> str:
+        kind = self.factory.kind if isinstance(self.factory.kind, str) else type(self.factory.kind).__name__
+        return self._generate_state_key(k=self.k, decoder=kind)
 
     # ------------------------------------------------------------------ decoder life cycle
     @staticmethod
     def _module(pl_module: L.LightningModule) -> ContinuousOutputMixin:
         if not isinstance(pl_module, ContinuousOutputMixin):
             raise ValueError(
-                f"HNSWDecodingCallback needs a LightningModule with ContinuousOutputMixin, got "
+                f"DecodingCallback needs a LightningModule with ContinuousOutputMixin, got "
                 f"{type(pl_module).__name__}; declare it as class {type(pl_module).__name__}"
                 "(ContinuousOutputMixin, L.LightningModule)"
             )
@@ -188,42 +224,30 @@ class HNSWDecodingCallback(Callback):
             )
         return pl_module
 
-    def _cache_dir(self) -> str | os.PathLike[str] | None:
-        if self.cache_dir is False:
-            return None
-        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
-
-    def _build(self, module: ContinuousOutputMixin) -> Decoder:
-        kwargs: dict[str, Any] = {
-            "M": self.M,
-            "ef_construction": self.ef_construction,
-            "ef": self.ef or self.tuned_ef or 64,
-            "num_threads": self.num_threads,
-            "cache_dir": self._cache_dir(),
-        }
-        if self.decoder_kind == "exact":
-            kwargs = {}
-        return make_decoder(module.continuous_targets, module.decode_space, self.decoder_kind, **kwargs)
-
     def _ensure_decoder(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         module = self._module(pl_module)
         digest = module.continuous_targets.content_hash()
         if self.decoder is not None and digest == self._targets_hash:
-            module.decoder = self.decoder
+            module.decoder = self._reranked if self._reranked is not None else self.decoder
             return
-        shared_cache = self._cache_dir() is not None and trainer.world_size > 1
+        if self._tuned_for is not None and self._tuned_for != digest:
+            # An ef tuned on another table says nothing about this one.
+            self.factory.load_state_dict({"tuned_ef": None})
+        space = module.decode_space
+        shared = self.factory.shares_cache and trainer.world_size > 1
         decoder: Decoder | None = None
-        if trainer.is_global_zero or not shared_cache:
-            decoder = self._build(module)
+        if trainer.is_global_zero or not shared:
+            decoder = self.factory(module.continuous_targets, space)
         # Every rank reaches this barrier; the others then load what rank 0 wrote to the cache.
         trainer.strategy.barrier("lightning_contloss_decoder_built")
         if decoder is None:
-            decoder = self._build(module)
-        if isinstance(decoder, HNSWDecoder) and not decoder.from_cache:
+            decoder = self.factory(module.continuous_targets, space)
+        if not getattr(decoder, "from_cache", True):
             self.build_count += 1
-            log.info("built %r in %.2f s", decoder, decoder.build_seconds)
+            log.info("built %r in %.2f s", decoder, getattr(decoder, "build_seconds", 0.0))
         self.decoder = decoder
         self._exact = None
+        self._reranked = None
         self._targets_hash = digest
         module.decoder = decoder
 
@@ -241,52 +265,34 @@ class HNSWDecodingCallback(Callback):
         self._reset(pl_module)
 
     def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._ensure_decoder(trainer, pl_module)
-        self._reset(pl_module)
+        self.on_validation_start(trainer, pl_module)
 
-    # ------------------------------------------------------------------ metrics
+    # ------------------------------------------------------------------ buffering
     def _reset(self, pl_module: L.LightningModule) -> None:
         module = self._module(pl_module)
-        ignore = module.continuous_ignore_index
-        self._skip_id = ignore if ignore is not None else -100
-        device = module.continuous_targets.weight.device
-        self._metrics = {
-            "acc@1": NeighborAccuracy(1, ignore_index=ignore),
-            f"acc@{self.k}": NeighborAccuracy(self.k, ignore_index=ignore),
-            "decode_recall": DecodingRecall(1),
-            "spread": PredictionSpread(len(module.continuous_targets), ignore_index=ignore),
-            "vmf_ppl": VMFPerplexity(ignore_index=self._skip_id),
-            "cos_sum": torch.zeros((), dtype=torch.float64, device=device),
-            "cos_count": torch.zeros((), dtype=torch.float64, device=device),
-        }
-        if self.brier_lm:
-            self._metrics["brier_lm"] = BrierLM(ignore_index=self._skip_id)
-        for m in self._metrics.values():
-            if isinstance(m, torch.nn.Module):
-                m.to(device)
+        self.metrics = self._metric_collection(module).to(module.continuous_targets.weight.device)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
         self._decode_tokens, self._decode_seconds = 0, 0.0
         self._recall_seen = self._metric_seen = 0
-        self._kappa = None
-        self._fitted_kappa = None
-        self._reranked = None
-        if self.hubness == "prior":
-            self._log_prior = self._read_log_prior(pl_module, len(module.continuous_targets))
+        self._kappa = self._fitted_kappa = None
+        if self._reranked is not None:
+            # Re-fitted on this epoch's predictions; until then decode by plain similarity.
+            self._reranked = None
+            module.decoder = self.decoder  # type: ignore[assignment]
 
-    def _read_log_prior(self, pl_module: L.LightningModule, vocab: int) -> Tensor:
-        counts = self.prior_counts
-        if counts is None:
-            trainer = pl_module._trainer
-            counts = getattr(getattr(trainer, "datamodule", None), "unigram_counts", None)
-        if counts is None:
-            raise ValueError(
-                "hubness='prior' needs word counts: pass HNSWDecodingCallback(prior_counts=...) or use a "
-                "datamodule with a unigram_counts property (as the example datamodules have)"
-            )
-        if counts.shape != (vocab,):
-            raise ValueError(f"prior_counts has shape {tuple(counts.shape)} but the vocabulary has {vocab} ids")
-        smoothed = counts.detach().double().cpu() + 1.0
-        return (smoothed / smoothed.sum()).log().float()
+    def _metric_collection(self, module: ContinuousOutputMixin) -> MetricCollection:
+        ignore = module.continuous_ignore_index
+        metrics: dict[str, Metric | MetricCollection] = {
+            "acc@1": NeighborAccuracy(1, ignore_index=ignore),
+            f"acc@{self.k}": NeighborAccuracy(self.k, ignore_index=ignore),
+            "mean_cos": MeanMetric(),
+            "decode_recall": DecodingRecall(1),
+            "spread": PredictionSpread(len(module.continuous_targets), ignore_index=ignore),
+            "vmf_ppl": VMFPerplexity(ignore_index=_SKIP_ID if ignore is None else ignore),
+        }
+        if self.brier_lm:
+            metrics["brier_lm"] = BrierLM(ignore_index=_SKIP_ID if ignore is None else ignore)
+        return MetricCollection(metrics, compute_groups=False)
 
     def _collect(self, outputs: Any, batch_idx: int) -> None:
         if not isinstance(outputs, dict) or "pred" not in outputs or "target" not in outputs:
@@ -294,13 +300,12 @@ class HNSWDecodingCallback(Callback):
                 f"validation/test step {batch_idx} returned {type(outputs).__name__}; return "
                 "self.continuous_validation_step(pred, ids) so the callback can decode the predictions"
             )
-        pred, target = outputs["pred"], outputs["target"]
-        self._buffer.append((pred, target))
+        self._buffer.append((outputs["pred"], outputs["target"]))
         logits = outputs.get("logits")
         if logits is not None:
             # ReWE mode: tokens come from the kept softmax; k-NN metrics still judge the regression head.
             self._logit_ids.append(logits.topk(self.k, dim=-1).indices.reshape(-1, self.k))
-        self._buffered += target.numel()
+        self._buffered += outputs["target"].numel()
 
     def on_validation_batch_end(
         self,
@@ -313,21 +318,13 @@ class HNSWDecodingCallback(Callback):
     ) -> None:
         self._collect(outputs, batch_idx)
         if self._buffered >= self.buffer_tokens:
-            self._flush(pl_module)
+            self._flush(trainer, pl_module)
 
-    def on_test_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-        dataloader_idx: int = 0,
-    ) -> None:
-        self.on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx, dataloader_idx)
+    on_test_batch_end = on_validation_batch_end
 
+    # ------------------------------------------------------------------ decoding and metrics
     @torch.no_grad()
-    def _flush(self, pl_module: L.LightningModule) -> None:
+    def _flush(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self._buffer:
             return
         module = self._module(pl_module)
@@ -335,53 +332,45 @@ class HNSWDecodingCallback(Callback):
         table = module.continuous_targets.weight
         flat_pred = torch.cat([p.reshape(-1, p.shape[-1]) for p, _ in self._buffer]).float()
         flat_target = torch.cat([t.reshape(-1) for _, t in self._buffer]).to(table.device)
-        if isinstance(self.decoder, HNSWDecoder) and self.ef is None and self.tuned_ef is None:
-            self.tuned_ef = tune_ef(self.decoder, flat_pred, target_recall=self.target_recall, seed=self.seed)
-            log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
-        elif isinstance(self.decoder, HNSWDecoder) and self.tuned_ef is not None and self.ef is None:
-            self.decoder.ef = self.tuned_ef
-        decoder: Decoder = self.decoder
-        if self.hubness != "none":
-            if self._reranked is None or self._reranked.base is not self.decoder:
-                # Re-estimated each epoch: r_w and κ̂ depend on where the predictions are now.
-                self._reranked = self._rerank(module, flat_pred, flat_target)
-                module.decoder = self._reranked
-            decoder = self._reranked
+        self.factory.adapt(self.decoder, flat_pred)
+        if self.factory.tuned_ef is not None:
+            self._tuned_for = self._targets_hash
+        decoder = self._epoch_decoder(trainer, module, flat_pred, flat_target)
         start = time.perf_counter()
-        ids, _ = decoder.query(flat_pred, self.k)
+        knn_ids = decoder.query(flat_pred, self.k)[0].to(table.device)
         self._decode_seconds += time.perf_counter() - start
         self._decode_tokens += flat_pred.shape[0]
-        ids = ids.to(table.device)
-        knn_ids = ids
-        if self._logit_ids:
-            ids = torch.cat(self._logit_ids).to(table.device)
-        m = self._metrics
+        ids = torch.cat(self._logit_ids).to(table.device) if self._logit_ids else knn_ids
+        m = self.metrics
         m["acc@1"].update(ids, flat_target)
         m[f"acc@{self.k}"].update(ids, flat_target)
         m["spread"].update(ids[:, 0], flat_target)
         ignore = module.continuous_ignore_index
-        keep = flat_target != ignore if ignore is not None else torch.ones_like(flat_target, dtype=torch.bool)
-        kept_target = flat_target[keep]
-        cos = torch.nn.functional.cosine_similarity(flat_pred.to(table.device)[keep], table[kept_target], dim=-1)
-        m["cos_sum"] += cos.double().sum()
-        m["cos_count"] += cos.numel()
+        kept_pred, kept = flat_pred.to(table.device), flat_target
+        if ignore is not None:
+            keep = flat_target != ignore
+            kept_pred, kept = kept_pred[keep], kept[keep]
+        if kept.numel():
+            m["mean_cos"].update(torch.nn.functional.cosine_similarity(kept_pred, table[kept], dim=-1))
         self._recall(module, flat_pred, knn_ids)
         self._likelihood_metrics(module)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
 
-    def _rerank(self, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor) -> RerankedDecoder:
+    def _epoch_decoder(
+        self, trainer: L.Trainer, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor
+    ) -> Decoder:
+        """The decoder of this epoch: the base one, or the re-ranking rule fitted on its first buffer."""
         assert self.decoder is not None
-        if self.hubness == "csls":
-            return RerankedDecoder.csls(
-                self.decoder, flat_pred[:CSLS_SAMPLE_TOKENS], k=self.csls_k, candidates=self.rerank_candidates
+        if self.reranking is None:
+            return self.decoder
+        if self._reranked is None:
+            counts = getattr(getattr(trainer, "datamodule", None), "unigram_counts", None)
+            stats = EpochStatistics(
+                flat_pred, kappa=lambda: self._epoch_kappa(module, flat_pred, flat_target), unigram_counts=counts
             )
-        assert self._log_prior is not None
-        weight = self.prior_weight
-        if weight is None:
-            kappa = self._epoch_kappa(module, flat_pred, flat_target)
-            # κ̂ = 0 means the predictions say nothing about the word: the prior alone decides.
-            weight = 1.0 / kappa if kappa > 0 else 1e3
-        return RerankedDecoder(self.decoder, weight * self._log_prior, self.rerank_candidates)
+            self._reranked = self.reranking.fit(self.decoder, stats)
+            module.decoder = self._reranked
+        return self._reranked
 
     def _epoch_kappa(self, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor) -> float:
         """κ̂ of ``fit_kappa`` on the epoch's first tokens, fitted once and shared by ``vmf_ppl`` and the prior."""
@@ -392,7 +381,7 @@ class HNSWDecodingCallback(Callback):
             sample_p = flat_pred[:KAPPA_FIT_TOKENS].to(targets.weight.device)
             exclude = targets.special_mask if bool(targets.special_mask.any()) else None
             # Padding and special targets have no likelihood: leave them out of the fit.
-            keep = sample_t != self._skip_id
+            keep = sample_t != self._skip_id(module)
             if exclude is not None:
                 keep &= ~exclude[torch.where(keep, sample_t, 0)]
             self._fitted_kappa = (
@@ -401,6 +390,11 @@ class HNSWDecodingCallback(Callback):
                 else 0.0
             )
         return self._fitted_kappa
+
+    @staticmethod
+    def _skip_id(module: ContinuousOutputMixin) -> int:
+        ignore = module.continuous_ignore_index
+        return ignore if ignore is not None else _SKIP_ID
 
     def _recall(self, module: ContinuousOutputMixin, flat_pred: Tensor, ids: Tensor) -> None:
         take = min(self.recall_sample - self._recall_seen, flat_pred.shape[0])
@@ -413,7 +407,7 @@ class HNSWDecodingCallback(Callback):
             # The same re-ranking over exact candidates: recall measures the index, not the rule.
             exact = RerankedDecoder(exact, self._reranked.bias, self._reranked.candidates)
         exact_ids, _ = exact.query(flat_pred[:take], 1)
-        self._metrics["decode_recall"].update(ids[:take, :1], exact_ids.to(ids.device))
+        self.metrics["decode_recall"].update(ids[:take, :1], exact_ids.to(ids.device))
         self._recall_seen += take
 
     def _likelihood_metrics(self, module: ContinuousOutputMixin) -> None:
@@ -422,6 +416,7 @@ class HNSWDecodingCallback(Callback):
             return
         targets = module.continuous_targets
         device = targets.weight.device
+        skip = self._skip_id(module)
         # Whole sequences, so BrierLM sees n-grams; as many as fit in the token budget.
         preds: list[Tensor] = []
         tgts: list[Tensor] = []
@@ -441,45 +436,38 @@ class HNSWDecodingCallback(Callback):
         exclude = targets.special_mask if bool(targets.special_mask.any()) else None
         if exclude is not None:
             # A special target has probability 0 once its row is excluded: skip it like padding.
-            valid = target_seq != self._skip_id
+            valid = target_seq != skip
             special = valid & exclude[torch.where(valid, target_seq, 0)]
-            target_seq = torch.where(special, self._skip_id, target_seq)
+            target_seq = torch.where(special, skip, target_seq)
+        vmf_ppl = self.metrics["vmf_ppl"]
         if self._kappa is None and not any(isinstance(x, VMFLoss) for x in module.continuous_loss_fn.modules()):
             self._kappa = self._epoch_kappa(module, pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1))
-            self._metrics["vmf_ppl"].kappa = self._kappa
-        self._metrics["vmf_ppl"].update(pred_seq, target_seq, targets.weight, exclude_mask=exclude)
+            vmf_ppl.kappa = self._kappa
+        vmf_ppl.update(pred_seq, target_seq, targets.weight, exclude_mask=exclude)
         if self.brier_lm:
             g = torch.Generator(device=device).manual_seed(self.seed + self._metric_seen)
             samples = vmf_sample(pred_seq, targets.weight, 2, kappa=self._kappa, exclude_mask=exclude, generator=g)
-            self._metrics["brier_lm"].update(samples[0], samples[1], target_seq)
+            self.metrics["brier_lm"].update(samples[0], samples[1], target_seq)
         self._metric_seen += used
 
-    def _log_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> None:
-        self._flush(pl_module)
-        m = self._metrics
-        if not m:
-            return
-        values: dict[str, Tensor | float] = {}
-        for name in ("acc@1", f"acc@{self.k}", "decode_recall"):
-            if m[name].update_count:
-                values[name] = m[name].compute()
-        if m["spread"].update_count:
-            spread = m["spread"].compute()
-            values["distinct_pred"] = spread["distinct_pred"].float()
-            values["top_pred_share"] = spread["top_pred_share"]
-        if m["vmf_ppl"].update_count:
-            values["vmf_ppl"] = m["vmf_ppl"].compute()
-        if "brier_lm" in m and m["brier_lm"].update_count:
-            values["brier_lm"] = m["brier_lm"].compute()
-        cos = trainer.strategy.reduce(torch.stack([m["cos_sum"], m["cos_count"]]), reduce_op="sum")
-        if float(cos[1]) > 0:
-            values["mean_cos"] = cos[0] / cos[1]
-        for name, value in values.items():
-            # Already synced by torchmetrics; sync_dist averages equal values and keeps Lightning quiet.
-            pl_module.log(f"{prefix}/{name}", torch.as_tensor(value, dtype=torch.float32), sync_dist=True)
+    def _epoch_values(self) -> dict[str, Tensor]:
+        """Every metric that saw data this epoch, computed (synced across processes) and flattened."""
+        values: dict[str, Tensor] = {}
+        for name, metric in self.metrics.items(keep_base=True):
+            if not metric.update_count:
+                continue
+            value = metric.compute()
+            values.update(value if isinstance(value, dict) else {name: value})
         if self._decode_seconds > 0:
-            qps = torch.tensor(self._decode_tokens / self._decode_seconds, dtype=torch.float32)
-            pl_module.log(f"{prefix}/decode_qps", qps, sync_dist=True)
+            values["decode_qps"] = torch.tensor(self._decode_tokens / self._decode_seconds)
+        return values
+
+    def _log_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> None:
+        self._flush(trainer, pl_module)
+        values = {f"{prefix}/{n}": torch.as_tensor(v, dtype=torch.float32) for n, v in self._epoch_values().items()}
+        if values:
+            # Already synced by torchmetrics; sync_dist averages equal values (and the per-process qps).
+            pl_module.log_dict(values, sync_dist=True)
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._log_epoch(trainer, pl_module, "val")
@@ -489,7 +477,12 @@ class HNSWDecodingCallback(Callback):
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        return {"tuned_ef": self.tuned_ef, "targets_hash": self._targets_hash}
+        return {**self.factory.state_dict(), "tuned_for": self._tuned_for}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.tuned_ef = state_dict.get("tuned_ef")
+        self.factory.load_state_dict(state_dict)
+        self._tuned_for = state_dict.get("tuned_for")
+
+
+# The historical name, from when HNSW was the only decoder; both names stay.
+HNSWDecodingCallback = DecodingCallback

@@ -5,9 +5,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
-__all__ = ["EmbeddingRegressionHead", "find_linear_layers", "replace_softmax_head"]
+__all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "replace_softmax_head", "split_head_output"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -88,8 +89,77 @@ class EmbeddingRegressionHead(nn.Module):
         out: Tensor = self.net(hidden_states)
         return out
 
+    def split(self, out: Tensor) -> tuple[Tensor | None, Tensor]:
+        """``(logits or None, pred [..., D])`` of this head's output: no logits, the prediction itself.
+
+        Example:
+            >>> head = EmbeddingRegressionHead(8, 4)
+            >>> logits, pred = head.split(head(torch.randn(2, 8)))
+            >>> logits is None, pred.shape
+            (True, torch.Size([2, 4]))
+        """
+        return None, out
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, hidden={self.hidden}"
+
+
+class JointHead(nn.Module):
+    """ReWE's joint head: the softmax layer and a regression head side by side.
+
+    ``forward`` returns ``[..., V + D]``: the V logits of the kept softmax layer followed by
+    the D-dimensional predicted embedding, so a model whose code expects one tensor from its
+    head keeps working; :meth:`split` takes it apart again, so the mixin and the callback never
+    need to know which kind of head they have.
+
+    Args:
+        softmax: the original ``nn.Linear(H, V)``.
+        regression: the new ``[..., H] -> [..., D]`` head.
+        pred_dim: D; ``None`` reads ``regression.out_features``.
+
+    Example:
+        >>> joint = JointHead(torch.nn.Linear(8, 100), EmbeddingRegressionHead(8, 16))
+        >>> out = joint(torch.randn(2, 8))
+        >>> out.shape, [None if t is None else tuple(t.shape) for t in joint.split(out)]
+        (torch.Size([2, 116]), [(2, 100), (2, 16)])
+    """
+
+    def __init__(self, softmax: nn.Linear, regression: nn.Module, pred_dim: int | None = None) -> None:
+        super().__init__()
+        dim = pred_dim if pred_dim is not None else getattr(regression, "out_features", None)
+        if not isinstance(dim, int) or dim < 1:
+            raise ValueError(
+                f"JointHead needs the regression head's output dim: pass pred_dim=targets.dim (got {dim!r})"
+            )
+        self.softmax = softmax
+        self.regression = regression
+        self.vocab_size = softmax.out_features
+        self.in_features = softmax.in_features
+        self.out_features = self.vocab_size + dim
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return torch.cat([self.softmax(hidden), self.regression(hidden)], dim=-1)
+
+    def split(self, out: Tensor) -> tuple[Tensor, Tensor]:
+        """``[..., V + D] -> (logits [..., V], pred [..., D])``."""
+        return out[..., : self.vocab_size], out[..., self.vocab_size :]
+
+
+def split_head_output(head: nn.Module, out: Tensor) -> tuple[Tensor | None, Tensor]:
+    """``(logits or None, pred)`` of ``head``'s output: its ``split`` if it has one, else ``(None, out)``.
+
+    A head of your own (``replace_softmax_head(..., head=...)``) needs no ``split`` unless it
+    returns more than the prediction.
+
+    Example:
+        >>> split_head_output(torch.nn.Linear(4, 3), torch.zeros(2, 3))[0] is None
+        True
+    """
+    split = getattr(head, "split", None)
+    if split is None:
+        return None, out
+    logits, pred = split(out)
+    return logits, pred
 
 
 def find_linear_layers(root: nn.Module, out_features: int | None = None) -> list[tuple[str, nn.Linear]]:

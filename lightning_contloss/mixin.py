@@ -11,7 +11,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 
 from lightning_contloss.decoding import Decoder, make_decoder
-from lightning_contloss.heads import EmbeddingRegressionHead, replace_softmax_head
+from lightning_contloss.decoding.factory import check_decoder
+from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, replace_softmax_head, split_head_output
 from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -22,39 +23,8 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
+# JointHead lives in heads.py; importing it from here keeps working.
 __all__ = ["ContinuousOutputMixin", "JointHead"]
-
-
-class JointHead(nn.Module):
-    """ReWE's joint head: the softmax layer and a regression head side by side.
-
-    ``forward`` returns ``[..., V + D]``: the V logits of the kept softmax layer followed by
-    the D-dimensional predicted embedding, so a model whose code expects one tensor from its
-    head keeps working. :meth:`ContinuousOutputMixin.continuous_loss` splits it again.
-
-    Args:
-        softmax: the original ``nn.Linear(H, V)``.
-        regression: the new ``[..., H] -> [..., D]`` head.
-
-    Example:
-        >>> joint = JointHead(torch.nn.Linear(8, 100), EmbeddingRegressionHead(8, 16))
-        >>> joint(torch.randn(2, 8)).shape
-        torch.Size([2, 116])
-    """
-
-    def __init__(self, softmax: nn.Linear, regression: nn.Module) -> None:
-        super().__init__()
-        self.softmax = softmax
-        self.regression = regression
-        self.vocab_size = softmax.out_features
-        self.in_features = softmax.in_features
-
-    def forward(self, hidden: Tensor) -> Tensor:
-        return torch.cat([self.softmax(hidden), self.regression(hidden)], dim=-1)
-
-    def split(self, out: Tensor) -> tuple[Tensor, Tensor]:
-        """``[..., V + D] -> (logits [..., V], pred [..., D])``."""
-        return out[..., : self.vocab_size], out[..., self.vocab_size :]
 
 
 class ContinuousOutputMixin(_Base):
@@ -89,8 +59,10 @@ class ContinuousOutputMixin(_Base):
     continuous_loss_fn: Metric
     # Class-level defaults: the mixin has no __init__, so these read as "no head yet".
     _continuous_path: str | None = None
-    _continuous_keep_softmax: bool = False
     _continuous_decoder: Decoder | None = None
+    # What the decoder was built from: a cheap key of the table tensors, and their content hash.
+    _continuous_decoder_key: tuple[int, ...] | None = None
+    _continuous_decoder_hash: str | None = None
     # The loss's padding id, read once here rather than by walking the loss on every step.
     continuous_ignore_index: int | None = None
 
@@ -156,13 +128,12 @@ class ContinuousOutputMixin(_Base):
                 "build the head with out_features=targets.dim"
             )
         if keep_softmax:
-            new_head = JointHead(old, new_head)
+            new_head = JointHead(old, new_head, pred_dim=targets.dim)
         replace_softmax_head(self, path, new_head, vocab_size=len(targets))
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
         self.continuous_ignore_index = _ignore_index(loss)
         self._continuous_path = path
-        self._continuous_keep_softmax = keep_softmax
         self._continuous_decoder = None
         return old
 
@@ -202,67 +173,65 @@ class ContinuousOutputMixin(_Base):
         super().save_hyperparameters(*args, ignore=ignored, frame=frame, logger=logger)
 
     # ------------------------------------------------------------------ steps
-    def _check_ready(self, pred: Tensor) -> None:
+    def _continuous_head(self) -> nn.Module:
         if self._continuous_path is None:
             raise RuntimeError(
                 f"{type(self).__name__} has no continuous head yet; call "
                 "self.replace_softmax_head('path.to.lm_head', targets=..., loss=...) in __init__ first"
             )
-        expected = self.continuous_targets.dim + (self._joint_head().vocab_size if self._continuous_keep_softmax else 0)
-        if pred.shape[-1] != expected:
-            what = f"V + D = {expected}" if self._continuous_keep_softmax else f"dim {expected}"
+        return self.get_submodule(self._continuous_path)
+
+    def split_output(self, out: Tensor | Any) -> tuple[Tensor | None, Tensor]:
+        """``(logits or None, pred [..., D])`` from the model's output (logits only in ReWE mode).
+
+        ``out`` is the model's output tensor, or a Hugging Face ``ModelOutput`` (its ``.logits``).
+        """
+        head = self._continuous_head()
+        out = _prediction_tensor(out)
+        expected = int(getattr(head, "out_features", self.continuous_targets.dim))
+        if out.shape[-1] != expected:
             raise ValueError(
-                f"predictions have last dim {pred.shape[-1]} but the continuous head outputs {what}; "
+                f"predictions have last dim {out.shape[-1]} but the continuous head outputs dim {expected}; "
                 f"pass the output of the model whose head was replaced at {self._continuous_path!r}"
             )
+        return split_head_output(head, out)
 
-    def _joint_head(self) -> JointHead:
-        head = self.get_submodule(self._continuous_path or "")
-        assert isinstance(head, JointHead)
-        return head
-
-    def split_output(self, out: Tensor) -> tuple[Tensor | None, Tensor]:
-        """``(logits or None, pred [..., D])`` from the model's output (logits only in ReWE mode)."""
-        self._check_ready(out)
-        if self._continuous_keep_softmax:
-            return self._joint_head().split(out)
-        return None, out
-
-    def _loss_value(self, out: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, int]:
+    def _loss_value(self, out: Tensor | Any, ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None, int]:
         logits, pred = self.split_output(out)
         value = self.continuous_loss_fn(logits, pred, ids) if logits is not None else self.continuous_loss_fn(pred, ids)
         ignore = self.continuous_ignore_index
         tokens = int((ids != ignore).sum()) if ignore is not None else ids.numel()
-        return value, pred, tokens
+        return value, pred, logits, tokens
 
-    def continuous_loss(self, pred: Tensor, ids: Tensor) -> Tensor:
+    def continuous_loss(self, pred: Tensor | Any, ids: Tensor) -> Tensor:
         """The training loss of a batch; logs ``train/loss`` (per step and epoch). Return it from ``training_step``.
 
         Args:
-            pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode).
+            pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode), or a Hugging
+                Face ``ModelOutput`` whose ``.logits`` holds it.
             ids: ``[...]`` target token ids.
         """
-        value, _, tokens = self._loss_value(pred, ids)
+        value, _, _, tokens = self._loss_value(pred, ids)
         self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
         return value
 
-    def continuous_validation_step(self, pred: Tensor, ids: Tensor) -> dict[str, Tensor]:
+    def continuous_validation_step(self, pred: Tensor | Any, ids: Tensor) -> dict[str, Tensor]:
         """Logs ``val/loss`` (``test/loss`` under ``trainer.test``) and returns what the callback decodes.
 
         Args:
-            pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode).
+            pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode), or a Hugging
+                Face ``ModelOutput`` whose ``.logits`` holds it.
             ids: ``[...]`` target token ids.
 
         Returns:
             ``{"loss", "pred", "target"}`` (plus ``"logits"`` in ReWE mode); return it from
-            ``validation_step``/``test_step`` so :class:`~lightning_contloss.HNSWDecodingCallback`
+            ``validation_step``/``test_step`` so :class:`~lightning_contloss.DecodingCallback`
             can decode the predictions.
         """
-        value, emb, tokens = self._loss_value(pred, ids)
+        value, emb, logits, tokens = self._loss_value(pred, ids)
         prefix = "test" if self._trainer is not None and self.trainer.testing else "val"
         self.log(f"{prefix}/loss", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=max(tokens, 1))
         out = {"loss": value.detach(), "pred": emb.detach(), "target": ids.detach()}
-        logits, _ = self.split_output(pred)
         if logits is not None:
             out["logits"] = logits.detach()
         return out
@@ -272,16 +241,38 @@ class ContinuousOutputMixin(_Base):
     # ------------------------------------------------------------------ decoding
     @property
     def decoder(self) -> Decoder:
-        """The decoder in use: the callback's, or an exact/HNSW one built on first use."""
-        if self._continuous_path is None:
-            raise RuntimeError("call self.replace_softmax_head(...) before decoding")
-        if self._continuous_decoder is None or len(self._continuous_decoder) == 0:
-            self._continuous_decoder = make_decoder(self.continuous_targets, decode_space_of(self.continuous_loss_fn))
+        """The decoder in use: the callback's, or an exact/HNSW one built on first use.
+
+        It follows the targets: after ``load_state_dict`` (or anything else that changes the
+        table's content) the next access builds a decoder of the new table.
+        """
+        targets = self._targets_for_decoding()
+        key = _tensor_key(targets.weight, targets.special_mask)
+        if self._continuous_decoder is not None and key != self._continuous_decoder_key:
+            # The tensors changed (a load, a move): rebuild only if their content did.
+            digest = targets.content_hash()
+            if digest != self._continuous_decoder_hash:
+                self._continuous_decoder = None
+            else:
+                self._continuous_decoder_key = key
+        if self._continuous_decoder is None:
+            self._continuous_decoder = make_decoder(targets, self.decode_space)
+            self._continuous_decoder_key = key
+            self._continuous_decoder_hash = targets.content_hash()
         return self._continuous_decoder
 
     @decoder.setter
     def decoder(self, value: Decoder) -> None:
+        targets = self._targets_for_decoding()
+        check_decoder(value, targets, self.decode_space)
         self._continuous_decoder = value
+        self._continuous_decoder_key = _tensor_key(targets.weight, targets.special_mask)
+        self._continuous_decoder_hash = targets.content_hash()
+
+    def _targets_for_decoding(self) -> TargetEmbeddings:
+        if self._continuous_path is None:
+            raise RuntimeError("call self.replace_softmax_head(...) before decoding")
+        return self.continuous_targets
 
     @property
     def decode_space(self) -> str:
@@ -289,7 +280,7 @@ class ContinuousOutputMixin(_Base):
         return decode_space_of(self.continuous_loss_fn)
 
     @torch.no_grad()
-    def decode(self, pred: Tensor, k: int = 1) -> Tensor:
+    def decode(self, pred: Tensor | Any, k: int = 1) -> Tensor:
         """Token ids of the k nearest targets: ``pred [..., D] -> ids [..., k]`` (best first).
 
         In ReWE mode pass the model's ``[..., V + D]`` output: as in ReWE, tokens come from the
@@ -299,11 +290,29 @@ class ContinuousOutputMixin(_Base):
         if logits is not None:
             return logits.topk(k, dim=-1).indices
         ids, _ = self.decoder.query(emb.reshape(-1, emb.shape[-1]).float(), k)
-        return ids.reshape(*emb.shape[:-1], k).to(pred.device)
+        return ids.reshape(*emb.shape[:-1], k).to(emb.device)
 
     def continuous_predict_step(self, pred: Tensor, k: int = 1) -> Tensor:
         """``predict_step`` helper: token ids ``[..., k]`` of the model's predictions."""
         return self.decode(pred, k)
+
+
+def _prediction_tensor(out: Tensor | Any) -> Tensor:
+    """The prediction tensor of a model output: a tensor as it is, a ``ModelOutput``'s ``.logits``."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    raise ValueError(
+        f"expected the model's output tensor [..., D] (or a Hugging Face ModelOutput with .logits), got "
+        f"{type(out).__name__}; pass model(x) of the model whose head was replaced, e.g. model(x).logits"
+    )
+
+
+def _tensor_key(*tensors: Tensor) -> tuple[int, ...]:
+    """A cheap identity of tensors' storage and in-place version: changes on load_state_dict, .to(), writes."""
+    return tuple(v for t in tensors for v in (t.data_ptr(), t._version, hash(t.device)))
 
 
 def _ignore_index(loss: Metric) -> int | None:

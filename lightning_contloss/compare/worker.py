@@ -20,11 +20,11 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from lightning_contloss.callbacks import HNSWDecodingCallback
+from lightning_contloss.callbacks import DecodingCallback
 from lightning_contloss.compare.budget import WallClockBudget
 from lightning_contloss.compare.data import build_datamodule
 from lightning_contloss.compare.spec import DataOptions, RunSpec
-from lightning_contloss.decoding import Decoder, make_decoder
+from lightning_contloss.decoding import CSLSReranking, Decoder, PriorReranking, Reranking, make_decoder
 from lightning_contloss.examples.continuous_lm import ContinuousLM
 from lightning_contloss.examples.data import LMDataModule
 from lightning_contloss.examples.softmax_lm import SoftmaxLM
@@ -156,7 +156,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     callbacks: list[Any] = [budget]
     # One decoding callback for fit and every evaluation pass: they share its index (built or
     # loaded once) and its tuned ef, instead of each holding a copy of a 400k-row graph.
-    evaluator = HNSWDecodingCallback(k=5, decoder="hnsw", brier_lm=True)
+    evaluator = DecodingCallback(k=5, decoder="hnsw", brier_lm=True)
     if spec.continuous:
         callbacks.append(evaluator)
     trainer = L.Trainer(
@@ -196,9 +196,10 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     }
     if spec.continuous:
         # The same model decoded with hubness-aware re-ranking (CSLS, a frequency prior), same index.
-        evaluator.metric_tokens, evaluator.brier_lm, evaluator.prior_counts = 0, False, dm.unigram_counts
-        for rule in ("csls", "prior"):
-            evaluator.hubness = rule
+        evaluator.metric_tokens, evaluator.brier_lm = 0, False
+        rules: dict[str, Reranking] = {"csls": CSLSReranking(), "prior": PriorReranking(counts=dm.unigram_counts)}
+        for rule, reranking in rules.items():
+            evaluator.reranking = reranking
             rule_metrics = _validate(module, dm, [evaluator], progress=False)
             row[f"acc1_{rule}"] = _metric(rule_metrics, "val/acc@1")
             row[f"distinct_pred_{rule}"] = _metric(rule_metrics, "val/distinct_pred")

@@ -1,15 +1,28 @@
-"""``make_decoder``: pick exact or HNSW search for a table by which is cheaper."""
+"""Building decoders: ``make_decoder`` picks exact or HNSW search, ``DecoderFactory`` builds and adapts them."""
 
 from __future__ import annotations
 
 import inspect
+import logging
+import os
+from collections.abc import Callable
 from typing import Any, Literal
 
-from lightning_contloss.decoding.base import TableLike, check_space, resolve_table
-from lightning_contloss.decoding.exact import ExactDecoder
-from lightning_contloss.decoding.hnsw import HNSWDecoder
+import torch
+from torch import Tensor
 
-__all__ = ["EXACT_MAX_ELEMENTS", "DecoderChoice", "make_decoder"]
+from lightning_contloss.decoding.base import Decoder, TableLike, check_space, resolve_table
+from lightning_contloss.decoding.cache import default_cache_dir
+from lightning_contloss.decoding.exact import ExactDecoder
+from lightning_contloss.decoding.hnsw import HNSWDecoder, tune_ef
+from lightning_contloss.targets import TargetEmbeddings
+
+__all__ = ["DEFAULT_EF", "EXACT_MAX_ELEMENTS", "DecoderChoice", "DecoderFactory", "check_decoder", "make_decoder"]
+
+log = logging.getLogger(__name__)
+
+# HNSW search breadth before (or without) tuning.
+DEFAULT_EF = 64
 
 DecoderChoice = Literal["auto", "exact", "hnsw"]
 
@@ -55,15 +68,8 @@ def make_decoder(
         'HNSWDecoder'
     """
     space = check_space(space)
-    if decoder not in ("auto", "exact", "hnsw"):
-        raise ValueError(f"decoder must be 'auto', 'exact' or 'hnsw', got {decoder!r}")
+    _check_kwargs(decoder, kwargs)
     exact_keys, hnsw_keys = _accepted(ExactDecoder), _accepted(HNSWDecoder)
-    unknown = sorted(set(kwargs) - exact_keys - hnsw_keys)
-    if unknown:
-        raise ValueError(
-            f"make_decoder got unknown arguments {unknown}; ExactDecoder takes {sorted(exact_keys)}, "
-            f"HNSWDecoder takes {sorted(hnsw_keys)}"
-        )
     if decoder == "auto":
         weight = resolve_table(table, space).weight
         exact = weight.device.type != "cpu" or weight.shape[0] * weight.shape[1] <= exact_max_elements
@@ -71,7 +77,192 @@ def make_decoder(
         keys = exact_keys if exact else hnsw_keys
         return cls(table, space, **{k: v for k, v in kwargs.items() if k in keys})
     cls = ExactDecoder if decoder == "exact" else HNSWDecoder
+    return cls(table, space, **kwargs)
+
+
+def _check_kwargs(decoder: str, kwargs: dict[str, Any]) -> None:
+    """Raise unless ``kwargs`` are arguments of the decoder class(es) that ``decoder`` may build."""
+    if decoder not in ("auto", "exact", "hnsw"):
+        raise ValueError(f"decoder must be 'auto', 'exact' or 'hnsw', got {decoder!r}")
+    exact_keys, hnsw_keys = _accepted(ExactDecoder), _accepted(HNSWDecoder)
+    if decoder == "auto":
+        unknown = sorted(set(kwargs) - exact_keys - hnsw_keys)
+        if unknown:
+            raise ValueError(
+                f"make_decoder got unknown arguments {unknown}; ExactDecoder takes {sorted(exact_keys)}, "
+                f"HNSWDecoder takes {sorted(hnsw_keys)}"
+            )
+        return
+    cls = ExactDecoder if decoder == "exact" else HNSWDecoder
     wrong = sorted(set(kwargs) - _accepted(cls))
     if wrong:
         raise ValueError(f"{cls.__name__} does not take {wrong}; it takes {sorted(_accepted(cls))}")
-    return cls(table, space, **kwargs)
+
+
+class DecoderFactory:
+    """Builds the decoder of a target table and adapts it to the model's predictions.
+
+    This is what :class:`~lightning_contloss.DecodingCallback` calls to get a decoder, so every
+    decoder-specific setting lives here, not in the callback. ``kind`` is one of:
+
+    * ``"auto"``, ``"exact"`` or ``"hnsw"``: :func:`make_decoder` with ``decoder_kwargs``
+      (HNSW settings such as ``M``, ``ef_construction``, ``num_threads``); HNSW indexes go
+      through the on-disk cache of ``cache_dir``;
+    * a callable ``(targets, space) -> Decoder``: your own construction;
+    * a ready ``Decoder``: used as it is (it must match the targets; it is never rebuilt).
+
+    :meth:`adapt` runs once on the first batch of real predictions: for an HNSW decoder built
+    with ``ef=None`` it tunes ``ef`` to ``target_recall`` against exact search
+    (:func:`~lightning_contloss.decoding.tune_ef`); the tuned value is reused for every later
+    build and saved by :meth:`state_dict`.
+
+    Args:
+        kind: what to build (see above).
+        ef: HNSW search breadth; ``None`` tunes it on the first predictions.
+        target_recall: recall@1 the tuning aims for, in (0, 1].
+        cache_dir: index cache folder; ``None`` uses :func:`~lightning_contloss.decoding.cache.default_cache_dir`,
+            ``False`` disables the cache (then every DDP rank builds its own index).
+        seed: seed of the tuning sample.
+        **decoder_kwargs: further arguments of the decoder classes (``M``, ``ef_construction``,
+            ``num_threads``, ``chunk_size``, ...); with ``"auto"`` each class gets those it takes.
+
+    Example:
+        >>> from lightning_contloss import TargetEmbeddings
+        >>> factory = DecoderFactory("exact")
+        >>> factory(TargetEmbeddings.random(20, 4), "cosine")
+        ExactDecoder(V=20, D=4, space='cosine', returnable=20, device=cpu)
+    """
+
+    def __init__(
+        self,
+        kind: DecoderChoice | Callable[[TargetEmbeddings, str], Decoder] | Decoder = "auto",
+        *,
+        ef: int | None = None,
+        target_recall: float = 0.99,
+        cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
+        seed: int = 0,
+        **decoder_kwargs: Any,
+    ) -> None:
+        if isinstance(kind, str):
+            if kind not in ("auto", "exact", "hnsw"):
+                raise ValueError(
+                    f"decoder must be 'auto', 'exact', 'hnsw', a Decoder or a callable (targets, space) -> "
+                    f"Decoder, got {kind!r}"
+                )
+        elif not (isinstance(kind, Decoder) or callable(kind)):
+            raise ValueError(
+                f"decoder must be 'auto', 'exact', 'hnsw', a Decoder or a callable (targets, space) -> Decoder, "
+                f"got {type(kind).__name__}"
+            )
+        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
+            raise ValueError(f"ef must be an int >= 1 or None (tune it), got {ef!r}")
+        if isinstance(target_recall, bool) or not isinstance(target_recall, int | float) or not (
+            0.0 < float(target_recall) <= 1.0
+        ):
+            raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
+        if cache_dir is not False and cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
+            raise ValueError(f"cache_dir must be a folder path, None (default folder) or False, got {cache_dir!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        if decoder_kwargs and not isinstance(kind, str):
+            raise ValueError(
+                f"decoder arguments {sorted(decoder_kwargs)} only apply to 'auto', 'exact' or 'hnsw'; "
+                "pass them to your own decoder instead"
+            )
+        if isinstance(kind, str):
+            # Fails now on a misspelt argument, not after a training epoch.
+            _check_kwargs(kind, {"ef": 1, **decoder_kwargs} if kind != "exact" else decoder_kwargs)
+        self.kind = kind
+        self.ef = ef
+        self.target_recall = float(target_recall)
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self.decoder_kwargs = decoder_kwargs
+        self.tuned_ef: int | None = None
+        self._adapted: Decoder | None = None
+
+    def __repr__(self) -> str:
+        kind = self.kind if isinstance(self.kind, str) else type(self.kind).__name__
+        return f"DecoderFactory({kind!r}, ef={self.ef}, tuned_ef={self.tuned_ef})"
+
+    @property
+    def shares_cache(self) -> bool:
+        """Whether builds go through an on-disk cache that other processes can load from."""
+        return isinstance(self.kind, str) and self.kind != "exact" and self.cache_dir is not False
+
+    def _cache_folder(self) -> str | os.PathLike[str] | None:
+        if self.cache_dir is False:
+            return None
+        return self.cache_dir if self.cache_dir is not None else default_cache_dir()
+
+    def __call__(self, targets: TargetEmbeddings, space: str) -> Decoder:
+        """Build (or load from the cache, or return the given) decoder for ``targets`` in ``space``."""
+        if isinstance(self.kind, str):
+            kwargs = dict(self.decoder_kwargs)
+            if self.kind != "exact":
+                kwargs.setdefault("ef", self.ef or self.tuned_ef or DEFAULT_EF)
+                kwargs.setdefault("cache_dir", self._cache_folder())
+            return make_decoder(targets, space, self.kind, **kwargs)
+        decoder = self.kind if isinstance(self.kind, Decoder) else self.kind(targets, space)
+        check_decoder(decoder, targets, space)
+        return decoder
+
+    def adapt(self, decoder: Decoder, queries: Tensor) -> None:
+        """Fit ``decoder`` to real predictions ``queries [N, D]``: tune HNSW's ``ef`` once.
+
+        The first call with a tunable decoder and ``ef=None`` tunes it; later builds start from
+        the tuned value, and later calls set it on rebuilt decoders.
+        """
+        if not isinstance(decoder, HNSWDecoder) or self.ef is not None or decoder is self._adapted:
+            return
+        if self.tuned_ef is None:
+            self.tuned_ef = tune_ef(decoder, queries, target_recall=self.target_recall, seed=self.seed)
+            log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
+        else:
+            decoder.ef = self.tuned_ef
+        self._adapted = decoder
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the tuned ``ef``."""
+        return {"tuned_ef": self.tuned_ef}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`'s output."""
+        tuned = state.get("tuned_ef")
+        if tuned is not None and (isinstance(tuned, bool) or not isinstance(tuned, int) or tuned < 1):
+            raise ValueError(f"the checkpoint's tuned_ef must be an int >= 1 or None, got {tuned!r}")
+        self.tuned_ef = tuned
+        self._adapted = None
+
+
+def check_decoder(decoder: object, targets: TargetEmbeddings, space: str) -> None:
+    """Raise unless ``decoder`` is a Decoder over ``targets`` (same V, D and values) ranking by ``space``.
+
+    Example:
+        >>> from lightning_contloss import TargetEmbeddings
+        >>> t = TargetEmbeddings.random(10, 4)
+        >>> check_decoder(ExactDecoder(t.weight), t, "cosine")  # matches: returns None
+        >>> check_decoder(ExactDecoder(t.weight[:8]), t, "cosine")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: the decoder covers 8 ids of dim 4 but the targets have V=10, D=4; build it from the model's ...
+    """
+    if not isinstance(decoder, Decoder):
+        raise ValueError(
+            f"a decoder must offer query(x, k), space, dim, table, returnable and len(); got {type(decoder).__name__}"
+        )
+    if len(decoder) != len(targets) or decoder.dim != targets.dim:
+        raise ValueError(
+            f"the decoder covers {len(decoder)} ids of dim {decoder.dim} but the targets have V={len(targets)}, "
+            f"D={targets.dim}; build it from the model's continuous_targets"
+        )
+    if decoder.space != space:
+        raise ValueError(
+            f"the decoder ranks by {decoder.space!r} but the loss decodes by {space!r}; build it with space={space!r}"
+        )
+    table = decoder.table.detach()
+    if not torch.equal(table.cpu(), targets.weight.detach().cpu().to(table.dtype)):
+        raise ValueError(
+            "the decoder was built from another table than the model's continuous_targets (same shape, other "
+            "values); rebuild it from the current targets"
+        )
