@@ -137,3 +137,45 @@ def test_joint_head_split() -> None:
     joint = JointHead(nn.Linear(4, 10), EmbeddingRegressionHead(4, 3))
     logits, pred = joint.split(joint(torch.randn(2, 4)))
     assert logits.shape == (2, 10) and pred.shape == (2, 3)
+
+
+def test_decoder_follows_the_targets_after_load_state_dict() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    other = TinyContinuousLM(targets=TargetEmbeddings.random(VOCAB, DIM, seed=5))
+    x = torch.randint(0, VOCAB, (4, 6))
+    before = lm.decode(lm.model(x))
+    lm.load_state_dict(other.state_dict())
+    with torch.no_grad():
+        after = lm.decode(lm.model(x))
+        expected = other.decode(other.model(x))
+    assert torch.equal(after, expected) and not torch.equal(before, after)
+    # Same content again (a reload of the same weights): the decoder is kept, not rebuilt.
+    decoder = lm.decoder
+    lm.load_state_dict(other.state_dict())
+    assert lm.decoder is decoder
+
+
+def test_decoder_of_another_table_is_rejected() -> None:
+    lm = TinyContinuousLM()
+    with pytest.raises(ValueError, match=f"covers 170 ids of dim {DIM} but the targets have V={VOCAB}"):
+        lm.decoder = ExactDecoder(torch.randn(170, DIM))
+    with pytest.raises(ValueError, match="decodes by 'cosine'"):
+        lm.decoder = ExactDecoder(lm.continuous_targets, "ip")
+    lm.decoder = ExactDecoder(lm.continuous_targets)  # the matching one is accepted
+
+
+def test_model_output_objects_are_read_through_logits() -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Output:
+        logits: torch.Tensor
+
+    lm = TinyContinuousLM()
+    x, y = torch.randint(0, VOCAB, (2, 5)), torch.randint(0, VOCAB, (2, 5))
+    pred = lm.model(x)
+    assert torch.equal(lm.continuous_loss(Output(pred), y), lm.continuous_loss(pred, y))
+    assert lm.decode(Output(pred)).shape == (2, 5, 1)
+    with pytest.raises(ValueError, match=r"model\(x\)\.logits"):
+        lm.continuous_loss((pred,), y)

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # HNSW search breadth before (or without) tuning.
 DEFAULT_EF = 64
+# Integer decoder arguments and their smallest valid value (None, where allowed, means "default").
+_INT_ARGS = {"M": 2, "ef_construction": 1, "num_threads": 1, "chunk_size": 1, "query_block": 1}
 
 DecoderChoice = Literal["auto", "exact", "hnsw"]
 
@@ -170,8 +172,12 @@ class DecoderFactory:
                 "pass them to your own decoder instead"
             )
         if isinstance(kind, str):
-            # Fails now on a misspelt argument, not after a training epoch.
+            # Fails now on a misspelt or out-of-range argument, not after a training epoch.
             _check_kwargs(kind, {"ef": 1, **decoder_kwargs} if kind != "exact" else decoder_kwargs)
+            for name, minimum in _INT_ARGS.items():
+                value = decoder_kwargs.get(name)
+                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+                    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         self.kind = kind
         self.ef = ef
         self.target_recall = float(target_recall)

@@ -1,0 +1,140 @@
+"""DecodingCallback's configuration: argument checks, the decoder factory, re-ranking rules, state."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import VOCAB, TinyContinuousLM, loader, mapping_data, quiet_trainer
+
+from lightning_contloss import DecoderFactory, DecodingCallback, ExactDecoder, HNSWDecodingCallback
+from lightning_contloss.decoding import CSLSReranking, PriorReranking
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"k": 0}, "k must be >= 1"),
+        ({"k": 2.5}, "k must be"),
+        ({"k": "5"}, "k must be"),
+        ({"k": True}, "k must be"),
+        ({"recall_sample": -1}, "recall_sample"),
+        ({"metric_tokens": 1.5}, "metric_tokens"),
+        ({"buffer_tokens": 0}, "buffer_tokens"),
+        ({"brier_lm": "yes"}, "brier_lm"),
+        ({"seed": None}, "seed"),
+        ({"ef": 0}, "ef must be"),
+        ({"target_recall": 2}, "target_recall"),
+        ({"num_threads": 0}, "num_threads"),
+        ({"hubness": "mnn"}, "hubness"),
+        ({"hubness": CSLSReranking(candidates=3), "k": 5}, "candidates"),
+        ({"decoder": DecoderFactory("exact"), "ef": 16}, "DecoderFactory"),
+    ],
+)
+def test_bad_arguments_are_rejected_before_training(kwargs: dict[str, object], match: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with pytest.raises(ValueError, match=match):
+            DecodingCallback(**kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_argument_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="unexpected arguments"):
+        DecodingCallback(buffer=3)
+
+
+def test_moved_arguments_warn_and_still_work(tmp_path: Path) -> None:
+    with pytest.warns(FutureWarning, match="DecoderFactory"):
+        cb = DecodingCallback(decoder="hnsw", ef=24, num_threads=1, cache_dir=tmp_path)
+    assert cb.factory.ef == 24 and cb.factory.decoder_kwargs == {"num_threads": 1}
+    with pytest.warns(FutureWarning, match="CSLSReranking"):
+        cb = DecodingCallback(hubness="csls", csls_k=4, rerank_candidates=16)
+    assert isinstance(cb.reranking, CSLSReranking) and (cb.reranking.k, cb.reranking.candidates) == (4, 16)
+    assert HNSWDecodingCallback is DecodingCallback
+
+
+def test_decoder_can_be_a_callable_or_a_ready_decoder() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    val = loader(mapping_data(64, seed=1))
+    built: list[str] = []
+
+    def build(targets: object, space: str) -> ExactDecoder:
+        built.append(space)
+        return ExactDecoder(lm.continuous_targets, space, chunk_size=64)
+
+    trainer = quiet_trainer(callbacks=[DecodingCallback(decoder=build)])
+    trainer.validate(lm, val, verbose=False)
+    assert built == ["cosine"] and "val/acc@1" in trainer.callback_metrics
+    ready = ExactDecoder(lm.continuous_targets)
+    cb = DecodingCallback(decoder=ready)
+    quiet_trainer(callbacks=[cb]).validate(lm, val, verbose=False)
+    assert cb.decoder is ready and lm.decoder is ready
+    # A ready decoder over another table is refused, not used.
+    wrong = ExactDecoder(torch.randn(VOCAB - 1, lm.continuous_targets.dim))
+    with pytest.raises(ValueError, match="covers 199 ids"):
+        quiet_trainer(callbacks=[DecodingCallback(decoder=wrong)]).validate(lm, val, verbose=False)
+
+
+def test_metrics_are_one_collection_and_match_a_recomputation() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    x, y = mapping_data(128, seed=1)[:]
+    cb = DecodingCallback(k=3, decoder="exact")
+    trainer = quiet_trainer(callbacks=[cb])
+    trainer.validate(lm, loader(mapping_data(128, seed=1)), verbose=False)
+    assert set(cb.metrics.keys()) >= {"acc@1", "acc@3", "mean_cos", "decode_recall", "spread", "vmf_ppl"}
+    with torch.no_grad():
+        pred = lm.model(x).reshape(-1, lm.continuous_targets.dim)
+    y = y.reshape(-1)
+    table = lm.continuous_targets.weight
+    cos = torch.nn.functional.normalize(pred, dim=-1) @ torch.nn.functional.normalize(table, dim=-1).T
+    top = cos.topk(3, dim=-1).indices
+    got = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert got["val/acc@1"] == pytest.approx(float((top[:, 0] == y).float().mean()), abs=1e-6)
+    assert got["val/acc@3"] == pytest.approx(float((top == y[:, None]).any(-1).float().mean()), abs=1e-6)
+    assert got["val/mean_cos"] == pytest.approx(float(cos.gather(1, y[:, None]).mean()), abs=1e-5)
+    assert got["val/distinct_pred"] == float(top[:, 0].unique().numel())
+    assert got["val/decode_recall"] == 1.0
+
+
+def test_state_dict_round_trip_and_state_key() -> None:
+    cb = DecodingCallback(decoder="hnsw")
+    cb.tuned_ef = 48
+    state = cb.state_dict()
+    fresh = DecodingCallback(decoder="hnsw")
+    fresh.load_state_dict(state)
+    assert fresh.tuned_ef == 48 and fresh.state_dict() == state
+    assert DecodingCallback(k=5).state_key != DecodingCallback(k=3).state_key
+    assert "DecodingCallback" in DecodingCallback().state_key
+
+
+def test_tuned_ef_of_another_table_is_dropped() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    cb = DecodingCallback(decoder=DecoderFactory("hnsw", num_threads=1, cache_dir=False))
+    quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(64, seed=1)), verbose=False)
+    assert cb.tuned_ef is not None and cb.state_dict()["tuned_for"] == lm.continuous_targets.content_hash()
+    state = cb.state_dict()
+    other = TinyContinuousLM(targets=None)
+    with torch.no_grad():
+        other.continuous_targets.weight.mul_(-1.0)
+    fresh = DecodingCallback(decoder=DecoderFactory("hnsw", num_threads=1, cache_dir=False))
+    fresh.load_state_dict(state)
+    fresh._ensure_decoder(quiet_trainer(), other)
+    assert fresh.tuned_ef is None  # retuned on the next validation instead of reused
+
+
+def test_prior_rule_object_reads_counts_and_fits_each_epoch() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    counts = torch.arange(VOCAB, dtype=torch.float64)
+    cb = DecodingCallback(decoder="exact", hubness=PriorReranking(counts=counts, weight=0.05))
+    quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(64, seed=1)), verbose=False)
+    assert cb._reranked is not None and lm.decoder is cb._reranked
+    with pytest.raises(ValueError, match="counts"):
+        PriorReranking(counts=torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="weight"):
+        PriorReranking(weight=float("inf"))

@@ -1,0 +1,90 @@
+"""DecoderFactory: what it builds, how it adapts, what it refuses; check_decoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_contloss import TargetEmbeddings
+from lightning_contloss.decoding import DecoderFactory, ExactDecoder, HNSWDecoder, check_decoder
+
+
+def test_string_kinds_build_the_named_decoder(tmp_path: Path) -> None:
+    targets = TargetEmbeddings.random(300, 8, seed=0)
+    assert isinstance(DecoderFactory("exact")(targets, "cosine"), ExactDecoder)
+    hnsw = DecoderFactory("hnsw", ef=40, num_threads=1, cache_dir=tmp_path)(targets, "ip")
+    assert isinstance(hnsw, HNSWDecoder) and hnsw.ef == 40 and hnsw.space == "ip"
+    again = DecoderFactory("hnsw", ef=40, num_threads=1, cache_dir=tmp_path)(targets, "ip")
+    assert isinstance(again, HNSWDecoder) and again.from_cache
+    uncached = DecoderFactory("hnsw", num_threads=1, cache_dir=False)(targets, "cosine")
+    assert isinstance(uncached, HNSWDecoder) and not uncached.from_cache
+
+
+def test_callable_and_ready_decoders_are_checked_against_the_targets() -> None:
+    targets = TargetEmbeddings.random(50, 4, seed=0)
+    built = DecoderFactory(lambda t, space: ExactDecoder(t, space))(targets, "l2")
+    assert built.space == "l2"
+    ready = ExactDecoder(targets)
+    assert DecoderFactory(ready)(targets, "cosine") is ready
+    with pytest.raises(ValueError, match="covers 40 ids"):
+        DecoderFactory(ExactDecoder(targets.weight[:40]))(targets, "cosine")
+    with pytest.raises(ValueError, match="ranks by 'cosine' but the loss decodes by 'ip'"):
+        DecoderFactory(ready)(targets, "ip")
+    other = TargetEmbeddings.random(50, 4, seed=1)
+    with pytest.raises(ValueError, match="another table"):
+        DecoderFactory(ExactDecoder(other))(targets, "cosine")
+    with pytest.raises(ValueError, match="must offer query"):
+        DecoderFactory(lambda t, space: "not a decoder")(targets, "cosine")  # type: ignore[arg-type,return-value]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kind": "faiss"}, "decoder must be"),
+        ({"kind": 3}, "decoder must be"),
+        ({"ef": 0}, "ef must be"),
+        ({"ef": 2.5}, "ef must be"),
+        ({"target_recall": 2}, "target_recall"),
+        ({"target_recall": float("nan")}, "target_recall"),
+        ({"num_threads": 0}, "num_threads"),
+        ({"M": 1}, "M must be"),
+        ({"ef_construction": "100"}, "ef_construction"),
+        ({"cache_dir": 3}, "cache_dir"),
+        ({"seed": 1.5}, "seed"),
+        ({"efs": 3}, "unknown arguments"),
+        ({"kind": "exact", "M": 8}, "does not take"),
+    ],
+)
+def test_bad_arguments_fail_at_construction(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        DecoderFactory(**kwargs)  # type: ignore[arg-type]
+
+
+def test_adapt_tunes_ef_once_and_reuses_it(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    targets = TargetEmbeddings.from_tensor(torch.randn(3000, 16, generator=g))
+    queries = targets.weight[:400] + 0.3 * torch.randn(400, 16, generator=g)
+    factory = DecoderFactory("hnsw", num_threads=1, cache_dir=False)
+    first = factory(targets, "cosine")
+    assert isinstance(first, HNSWDecoder)
+    factory.adapt(first, queries)
+    tuned = factory.tuned_ef
+    assert tuned is not None and first.ef == tuned and first.tuning[tuned] >= 0.99
+    second = factory(targets, "cosine")  # a rebuild starts from the tuned value
+    assert isinstance(second, HNSWDecoder) and second.ef == tuned
+    restored = DecoderFactory("hnsw", num_threads=1, cache_dir=False)
+    restored.load_state_dict(factory.state_dict())
+    assert restored.tuned_ef == tuned
+    fixed = DecoderFactory("hnsw", ef=20, num_threads=1, cache_dir=False)
+    dec = fixed(targets, "cosine")
+    fixed.adapt(dec, queries)  # an explicit ef is never tuned
+    assert fixed.tuned_ef is None and isinstance(dec, HNSWDecoder) and dec.ef == 20
+    with pytest.raises(ValueError, match="tuned_ef"):
+        restored.load_state_dict({"tuned_ef": 0})
+
+
+def test_check_decoder_accepts_a_matching_decoder_on_another_dtype() -> None:
+    targets = TargetEmbeddings.random(20, 4, seed=0)
+    check_decoder(ExactDecoder(targets.weight.double()), targets, "cosine")
