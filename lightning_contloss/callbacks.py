@@ -41,8 +41,8 @@ def _int_arg(name: str, value: object, minimum: int) -> int:
 class DecodingCallback(Callback):
     """Decodes a continuous model's predictions by k-NN and logs what they are worth.
 
-    At the start of fit, validate, test and predict it asks its :class:`~lightning_contloss.decoding.DecoderFactory`
-    for the decoder of the module's ``continuous_targets`` in the loss's ``decode_space`` (an
+    At the start of each validation, test and predict loop (not before: a fit without validation
+    builds nothing) it asks its :class:`~lightning_contloss.decoding.DecoderFactory` for the decoder of the module's ``continuous_targets`` in the loss's ``decode_space`` (an
     HNSW index comes from the on-disk cache when it can), and asks again whenever the targets'
     content changes. Under DDP with a shared cache, global rank 0 builds and writes the index;
     the other ranks load it after a barrier, so it is built once. Predictions returned by
@@ -253,9 +253,6 @@ class DecodingCallback(Callback):
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._module(pl_module)
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._ensure_decoder(trainer, pl_module)
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._ensure_decoder(trainer, pl_module)

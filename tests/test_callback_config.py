@@ -138,3 +138,13 @@ def test_prior_rule_object_reads_counts_and_fits_each_epoch() -> None:
         PriorReranking(counts=torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="weight"):
         PriorReranking(weight=float("inf"))
+
+
+def test_fit_without_validation_builds_no_decoder() -> None:
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()
+    cb = DecodingCallback(decoder=DecoderFactory("hnsw", num_threads=1, cache_dir=False))
+    quiet_trainer(max_steps=2, limit_val_batches=0, callbacks=[cb]).fit(lm, loader(mapping_data(64)))
+    assert cb.decoder is None and cb.build_count == 0
+    quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(64, seed=1)), verbose=False)
+    assert cb.decoder is not None and cb.build_count == 1
