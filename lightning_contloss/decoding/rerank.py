@@ -7,14 +7,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_contloss.decoding.base import Decoder, check_k
+from lightning_contloss.decoding.base import Decoder, ResolvedTable, _TableDecoder
 from lightning_contloss.functional.hubness import csls_penalty
-from lightning_contloss.functional.scoring import Space
 
 __all__ = ["RerankedDecoder"]
 
 
-class RerankedDecoder:
+class RerankedDecoder(_TableDecoder):
     """Ranks by ``sim(x, w) + bias[w]``: the base decoder's top ``candidates``, re-scored.
 
     The base decoder (exact or HNSW) finds the ``candidates`` most similar ids; adding
@@ -48,10 +47,11 @@ class RerankedDecoder:
             raise ValueError("bias must hold finite floating-point numbers")
         if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
             raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
+        # The base decoder's table, space and returnable ids are this decoder's too.
+        super().__init__(ResolvedTable(base.table, base.returnable), base.space)
         self.base = base
         self.bias = bias.detach().float().cpu()
         self.candidates = candidates
-        self._count = int(base.returnable.sum())
 
     @classmethod
     def csls(cls, base: Decoder, queries: Tensor, k: int = 10, candidates: int = 32) -> RerankedDecoder:
@@ -74,29 +74,6 @@ class RerankedDecoder:
         penalty = csls_penalty(base.table, queries.reshape(-1, base.dim), k=k, space=base.space)
         return cls(base, -0.5 * penalty, candidates)
 
-    @property
-    def space(self) -> Space:
-        """The base decoder's similarity space (scores are that similarity plus the bias)."""
-        return self.base.space
-
-    @property
-    def dim(self) -> int:
-        """D, the dimension queries must have."""
-        return self.base.dim
-
-    @property
-    def table(self) -> Tensor:
-        """The base decoder's ``[V, D]`` table."""
-        return self.base.table
-
-    @property
-    def returnable(self) -> Tensor:
-        """``[V]`` bool: ids that may be returned (the base decoder's)."""
-        return self.base.returnable
-
-    def __len__(self) -> int:
-        return len(self.base)
-
     def query(self, x: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
         """The ``k`` best ids by ``sim + bias`` among the base decoder's candidates.
 
@@ -107,9 +84,9 @@ class RerankedDecoder:
         Returns:
             ``(ids [..., k] int64, scores [..., k] float32)``, best first, on ``x``'s device.
         """
-        k = check_k(k, self._count)
+        q, k = self._check(x, k)
         fetch = min(max(k, self.candidates), self._count)
-        ids, scores = self.base.query(x, fetch)
+        ids, scores = self.base.query(q, fetch)
         biased = scores.float() + self.bias.to(ids.device)[ids]
         top, order = biased.topk(k, dim=-1)
         return ids.gather(-1, order), top
