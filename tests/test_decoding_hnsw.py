@@ -13,17 +13,14 @@ import torch
 
 from lightning_contloss import TargetEmbeddings
 from lightning_contloss.decoding import (
-    CACHE_ENV_VAR,
     Decoder,
     ExactDecoder,
     HNSWDecoder,
-    IndexCache,
-    default_cache_dir,
     knn_recall,
     make_decoder,
     tune_ef,
 )
-from lightning_contloss.decoding.cache import cache_key
+from lightning_contloss.decoding.cache import CACHE_ENV_VAR, IndexCache, cache_key, default_cache_dir
 
 SPACES = ("cosine", "ip", "l2")
 
@@ -340,6 +337,24 @@ def test_index_cache_store_is_atomic_and_clear_is_selective(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user-dir", "user-file.txt"]
     with pytest.raises(ValueError, match="32 lowercase hex"):
         cache.lookup("../etc")
+
+
+def test_cache_names_moved_to_the_cache_module_with_deprecated_aliases() -> None:
+    import lightning_contloss.decoding as decoding
+    from lightning_contloss.decoding import cache
+
+    internals = {"CACHE_ENV_VAR", "IndexCache", "default_cache_dir", "cache_key", "table_fingerprint"}
+    assert not internals & set(decoding.__all__)
+    for name in ("CACHE_ENV_VAR", "IndexCache", "default_cache_dir"):
+        with pytest.warns(DeprecationWarning, match=f"decoding.{name} is deprecated.*decoding.cache"):
+            assert getattr(decoding, name) is getattr(cache, name)
+    with pytest.warns(DeprecationWarning):
+        from lightning_contloss.decoding import IndexCache as Old  # noqa: F401
+    with pytest.raises(AttributeError, match="no attribute 'bogus'"):
+        decoding.bogus  # noqa: B018
+    from lightning_contloss._fingerprint import table_fingerprint
+
+    assert cache.table_fingerprint is table_fingerprint
 
 
 # ---------------------------------------------------------------------- tune_ef, recall
