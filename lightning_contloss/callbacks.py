@@ -42,13 +42,14 @@ class DecodingCallback(Callback):
     """Decodes a continuous model's predictions by k-NN and logs what they are worth.
 
     At the start of each validation, test and predict loop (not before: a fit without validation
-    builds nothing) it asks its :class:`~lightning_contloss.decoding.DecoderFactory` for the decoder of the module's ``continuous_targets`` in the loss's ``decode_space`` (an
-    HNSW index comes from the on-disk cache when it can), and asks again whenever the targets'
-    content changes. Under DDP with a shared cache, global rank 0 builds and writes the index;
-    the other ranks load it after a barrier, so it is built once. Predictions returned by
+    builds nothing) it asks its :class:`~lightning_contloss.decoding.DecoderFactory` for the
+    decoder of the module's ``continuous_targets`` in the loss's ``decode_space`` (an HNSW index
+    comes from the on-disk cache when it can), and asks again whenever the targets' content
+    changes. Under DDP with a shared cache, global rank 0 builds and writes the index; the other
+    ranks load it after a barrier, so it is built once. Predictions returned by
     ``continuous_validation_step`` are buffered and decoded in large batches (hnswlib runs small
-    batches on one thread); the first buffer also adapts the decoder (an HNSW ``ef`` is tuned
-    to a target recall unless it was given).
+    batches on one thread); the first buffer also adapts the decoder (an HNSW ``ef`` is tuned to
+    a target recall unless it was given).
 
     With ``hubness`` the tokens are chosen by a re-ranking rule fitted to each epoch's first
     buffer: ``"csls"`` (:class:`~lightning_contloss.decoding.CSLSReranking`, counters collapse

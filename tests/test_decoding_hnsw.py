@@ -13,17 +13,14 @@ import torch
 
 from lightning_contloss import TargetEmbeddings
 from lightning_contloss.decoding import (
-    CACHE_ENV_VAR,
     Decoder,
     ExactDecoder,
     HNSWDecoder,
-    IndexCache,
-    default_cache_dir,
     knn_recall,
     make_decoder,
     tune_ef,
 )
-from lightning_contloss.decoding.cache import cache_key
+from lightning_contloss.decoding.cache import CACHE_ENV_VAR, IndexCache, cache_key, default_cache_dir
 
 SPACES = ("cosine", "ip", "l2")
 
@@ -90,7 +87,7 @@ def test_duplicates_are_indexed_once_and_expanded() -> None:
     base = randn(30, 4, seed=4)
     table = torch.cat([base, base[:5], base[:5], torch.zeros(3, 4)])  # ids 30..39 copy 0..4; 40..42 zero
     dec = HNSWDecoder(table, "l2", num_threads=2)  # multithreaded build with duplicates must not hang
-    assert len(dec._rep_ids) == 31  # 30 distinct rows + one zero row
+    assert len(dec._graph) == 31  # 30 distinct rows + one zero row
     ids, scores = dec.query(base[:5], 3)
     for i, row in enumerate(ids.tolist()):
         assert row == [i, 30 + i, 35 + i]  # copies, lowest id first
@@ -140,11 +137,11 @@ def test_missing_results_fall_back_instead_of_surfacing_hnswlib_error(
     dec = HNSWDecoder(table, num_threads=1)
     calls: list[int] = []
 
-    def failing(q: np.ndarray, k: int, ef: int) -> tuple[np.ndarray, np.ndarray]:
+    def failing(q: np.ndarray, k: int, ef: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
         calls.append(ef)
-        raise RuntimeError("Cannot return the results in a contiguous 2D array. Probably ef or M is too small")
+        raise RuntimeError("any message: the fallback does not depend on hnswlib's wording")
 
-    monkeypatch.setattr(dec, "_knn", failing)
+    monkeypatch.setattr(dec._graph, "_knn", failing)
     with caplog.at_level(logging.WARNING):
         ids, scores = dec.query(table[:3], 5)
     assert calls == [64, 60]  # the configured ef, then ef = index size
@@ -152,6 +149,17 @@ def test_missing_results_fall_back_instead_of_surfacing_hnswlib_error(
     assert torch.equal(ids, e_ids)
     torch.testing.assert_close(scores, e_scores)
     assert "answering exactly" in caplog.text
+
+
+def test_a_graph_that_cannot_return_k_falls_back_to_exact(caplog: pytest.LogCaptureFixture) -> None:
+    # Not mocked: an M=2 graph over 400 rows cannot return 390 neighbours even with ef = 400.
+    table = randn(400, 16, seed=31)
+    dec = HNSWDecoder(table, "l2", M=2, ef_construction=4, ef=8, num_threads=1, reach_check=False)
+    with caplog.at_level(logging.WARNING):
+        ids, scores = dec.query(table[:20], 390)
+    e_ids, e_scores = ExactDecoder(table, "l2").query(table[:20], 390)
+    assert torch.equal(ids, e_ids) and "answering exactly" in caplog.text
+    torch.testing.assert_close(scores, e_scores)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +222,6 @@ def test_save_load_keeps_ef_params_and_id_map(tmp_path: Path) -> None:
     dec.save(tmp_path / "idx")
     loaded = HNSWDecoder.load(tmp_path / "idx")
     assert (loaded.ef, loaded.M, loaded.ef_construction, loaded.seed, loaded.space) == (77, 12, 50, 5, "ip")
-    assert loaded._index.ef == 77  # hnswlib's own load_index would have reset it to 10
     assert torch.equal(loaded.table, t.weight) and torch.equal(loaded.returnable, dec.returnable)
     q = randn(20, 8, seed=10)
     for a, b in zip(dec.query(q, 5), loaded.query(q, 5)):
@@ -275,7 +282,7 @@ def test_cache_ef_comes_from_the_constructor(tmp_path: Path) -> None:
     table = randn(100, 4, seed=15)
     HNSWDecoder(table, cache_dir=tmp_path, ef=16, num_threads=1)
     again = HNSWDecoder(table, cache_dir=tmp_path, ef=99, num_threads=1)
-    assert again.from_cache and again.ef == 99 and again._index.ef == 99
+    assert again.from_cache and again.ef == 99
 
 
 def test_broken_cache_entry_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -330,6 +337,24 @@ def test_index_cache_store_is_atomic_and_clear_is_selective(tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user-dir", "user-file.txt"]
     with pytest.raises(ValueError, match="32 lowercase hex"):
         cache.lookup("../etc")
+
+
+def test_cache_names_moved_to_the_cache_module_with_deprecated_aliases() -> None:
+    import lightning_contloss.decoding as decoding
+    from lightning_contloss.decoding import cache
+
+    internals = {"CACHE_ENV_VAR", "IndexCache", "default_cache_dir", "cache_key", "table_fingerprint"}
+    assert not internals & set(decoding.__all__)
+    for name in ("CACHE_ENV_VAR", "IndexCache", "default_cache_dir"):
+        with pytest.warns(DeprecationWarning, match=f"decoding.{name} is deprecated.*decoding.cache"):
+            assert getattr(decoding, name) is getattr(cache, name)
+    with pytest.warns(DeprecationWarning):
+        from lightning_contloss.decoding import IndexCache as Old  # noqa: F401
+    with pytest.raises(AttributeError, match="no attribute 'bogus'"):
+        decoding.bogus  # noqa: B018
+    from lightning_contloss._fingerprint import table_fingerprint
+
+    assert cache.table_fingerprint is table_fingerprint
 
 
 # ---------------------------------------------------------------------- tune_ef, recall

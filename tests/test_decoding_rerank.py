@@ -85,3 +85,63 @@ def test_bad_input() -> None:
         csls_penalty(randn(10, 4), randn(5, 3))
     with pytest.raises(ValueError, match="number of queries"):
         csls_penalty(randn(10, 4), randn(5, 4), k=6)
+
+
+@pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
+def test_prior_is_weighted_log_add_one_unigram(space: str) -> None:
+    table, queries = randn(30, 6, seed=7), randn(25, 6, seed=8)
+    counts = torch.randint(0, 50, (30,), generator=torch.Generator().manual_seed(9))
+    base = ExactDecoder(table, space)  # type: ignore[arg-type]
+    dec = RerankedDecoder.prior(base, counts, weight=0.3, candidates=30)
+    # Independent reference: p(w) = (c_w + 1) / (sum c + V), in float64.
+    p = (counts.double() + 1) / (counts.double().sum() + 30)
+    torch.testing.assert_close(dec.bias, (0.3 * p.log()).float())
+    if space == "cosine":
+        sims = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T
+    elif space == "ip":
+        sims = queries @ table.T
+    else:
+        sims = -torch.cdist(queries, table).pow(2)
+    ids, scores = dec.query(queries, k=1)
+    brute = sims + 0.3 * p.log().float()
+    assert torch.allclose(scores[:, 0], brute.max(-1).values, atol=1e-4)
+    assert torch.allclose(brute.gather(1, ids), scores, atol=1e-4)
+    # A list of counts works too, and weight 0 is plain decoding.
+    plain = RerankedDecoder.prior(base, counts.tolist(), weight=0, candidates=30)
+    assert torch.equal(plain.query(queries, 1)[0], base.query(queries, 1)[0])
+
+
+@pytest.mark.parametrize(
+    ("counts", "weight", "match"),
+    [
+        (torch.ones(9), 1.0, "one count per id"),
+        (torch.ones(10, 1), 1.0, "one count per id"),
+        (torch.tensor([1.0] * 9 + [-1.0]), 1.0, r"finite and >= 0, but ids \[9\]"),
+        (torch.tensor([1.0] * 9 + [float("nan")]), 1.0, "finite and >= 0"),
+        (torch.ones(10, dtype=torch.bool), 1.0, "real numbers"),
+        ("ten", 1.0, "counts must be"),
+        (torch.ones(10), float("inf"), "weight must be a finite number"),
+        (torch.ones(10), float("nan"), "weight must be a finite number"),
+        (torch.ones(10), True, "weight must be a finite number"),
+        (torch.ones(10), "1", "weight must be a finite number"),
+    ],
+)
+def test_prior_bad_input(counts: object, weight: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        RerankedDecoder.prior(ExactDecoder(randn(10, 4)), counts, weight)  # type: ignore[arg-type]
+
+
+def test_wrong_dim_queries_are_rejected_not_reshaped() -> None:
+    # Issue 11 row 11: [40, 7] queries on a D=8 table used to become [35, 8].
+    base = ExactDecoder(randn(50, 8))
+    with pytest.raises(ValueError, match="dim 7 but the decoder's table has dim 8"):
+        RerankedDecoder.csls(base, randn(40, 7))
+    dec = RerankedDecoder(base, torch.zeros(50))
+    with pytest.raises(ValueError, match="dim 7 but the decoder's table has dim 8"):
+        dec.query(randn(40, 7), k=1)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        RerankedDecoder.csls(base, torch.full((40, 8), float("nan")))
+    with pytest.raises(ValueError, match="base must be a Decoder"):
+        RerankedDecoder(randn(50, 8), torch.zeros(50))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="bias must be a"):
+        RerankedDecoder(base, [0.0] * 50)  # type: ignore[arg-type]

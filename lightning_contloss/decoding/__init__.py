@@ -1,7 +1,15 @@
-"""Decoding: turn predicted embeddings back into token ids (exact or HNSW k-NN, greedy and beam search)."""
+"""Decoding: turn predicted embeddings back into token ids (exact or HNSW k-NN, greedy and beam search).
 
+The index cache (``IndexCache``, ``default_cache_dir``, ``CACHE_ENV_VAR``) lives in
+:mod:`lightning_contloss.decoding.cache`; importing those names from here still works for one
+release, with a ``DeprecationWarning``.
+"""
+
+import warnings
+from typing import Any
+
+from lightning_contloss.decoding import cache as _cache
 from lightning_contloss.decoding.base import Decoder
-from lightning_contloss.decoding.cache import CACHE_ENV_VAR, IndexCache, default_cache_dir
 from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.factory import DecoderFactory, check_decoder, make_decoder
 from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, auto_ef_construction, tune_ef
@@ -11,7 +19,6 @@ from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
 
 __all__ = [
-    "CACHE_ENV_VAR",
     "DEFAULT_EF_CANDIDATES",
     "CSLSReranking",
     "Decoder",
@@ -19,7 +26,6 @@ __all__ = [
     "EpochStatistics",
     "ExactDecoder",
     "HNSWDecoder",
-    "IndexCache",
     "PriorReranking",
     "RerankedDecoder",
     "Reranking",
@@ -27,9 +33,23 @@ __all__ = [
     "auto_ef_construction",
     "beam_search",
     "check_decoder",
-    "default_cache_dir",
     "greedy_decode",
     "knn_recall",
     "make_decoder",
     "tune_ef",
 ]
+
+# Names this package exported before they moved to decoding.cache; removed in the next release.
+_MOVED_TO_CACHE = ("CACHE_ENV_VAR", "IndexCache", "default_cache_dir")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_CACHE:
+        warnings.warn(
+            f"lightning_contloss.decoding.{name} is deprecated and goes in the next release; "
+            f"import it from lightning_contloss.decoding.cache",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return getattr(_cache, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

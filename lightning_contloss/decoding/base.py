@@ -1,4 +1,4 @@
-"""The ``Decoder`` protocol and the input checks every decoder shares."""
+"""The ``Decoder`` protocol, the input checks every decoder shares, and their common base."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from lightning_contloss.functional.scoring import SPACES, Space
 from lightning_contloss.targets import TargetEmbeddings
 
 __all__ = ["Decoder", "ResolvedTable", "TableLike", "check_k", "check_query", "check_space", "resolve_table"]
+# _TableDecoder is private: the base of this package's decoders, not an extension point (the
+# Decoder protocol is).
 
 TableLike = TargetEmbeddings | Tensor
 
@@ -180,3 +182,55 @@ def check_k(k: int, returnable: int) -> int:
             f"space, all-zero rows are never returned); ask for k <= {returnable}"
         )
     return int(k)
+
+
+class _TableDecoder:
+    """What every decoder over a resolved table shares: its space, table, returnable ids and query checks.
+
+    Args:
+        resolved: the validated table and returnable ids (see :func:`resolve_table`).
+        space: the decoder space.
+
+    Example:
+        >>> dec = _TableDecoder(resolve_table(torch.eye(3), "ip", exclude=[0]), "ip")
+        >>> dec.dim, len(dec), dec.returnable.tolist()
+        (3, 3, [False, True, True])
+    """
+
+    def __init__(self, resolved: ResolvedTable, space: Space) -> None:
+        self._space: Space = space
+        self._table = resolved.weight
+        self._returnable = resolved.returnable
+        self._count = int(resolved.returnable.sum())
+
+    @property
+    def space(self) -> Space:
+        """The similarity the decoder ranks by."""
+        return self._space
+
+    @property
+    def dim(self) -> int:
+        """D, the dimension queries must have."""
+        return int(self._table.shape[1])
+
+    @property
+    def table(self) -> Tensor:
+        """The ``[V, D]`` table as given (not normalised)."""
+        return self._table
+
+    @property
+    def returnable(self) -> Tensor:
+        """``[V]`` bool: True for ids this decoder may return."""
+        return self._returnable
+
+    @property
+    def device(self) -> torch.device:
+        """The table's device (exact search runs there; HNSW search runs on the CPU)."""
+        return self._table.device
+
+    def __len__(self) -> int:
+        return int(self._table.shape[0])
+
+    def _check(self, x: Tensor | np.ndarray, k: int) -> tuple[Tensor, int]:
+        """Validated queries ``[..., D]`` and ``k`` (see :func:`check_query`, :func:`check_k`)."""
+        return check_query(x, self.dim), check_k(k, self._count)

@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_contloss.decoding.base import TableLike, check_k, check_query, check_space, resolve_table
-from lightning_contloss.functional.scoring import Space, similarity
+from lightning_contloss.decoding.base import TableLike, _TableDecoder, check_space, resolve_table
+from lightning_contloss.functional.scoring import similarity
 
 __all__ = ["ExactDecoder"]
 
 
-class ExactDecoder:
+class ExactDecoder(_TableDecoder):
     """Exact k-NN over a target table, on the table's device (GPU when the table is there).
 
     The vocabulary is scanned in chunks of ``chunk_size`` rows and the queries in blocks of
@@ -51,11 +51,7 @@ class ExactDecoder:
         for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        resolved = resolve_table(table, space, exclude)
-        self._space: Space = space
-        self._table = resolved.weight
-        self._returnable = resolved.returnable
-        self._count = int(resolved.returnable.sum())
+        super().__init__(resolve_table(table, space, exclude), space)
         self.chunk_size = chunk_size
         self.query_block = query_block
         # Half precision cannot rank near-ties among 100k rows, and CPU half matmuls are slow.
@@ -67,34 +63,6 @@ class ExactDecoder:
         # be returned.
         bias = -rows.pow(2).sum(-1) / 2 if space == "l2" else torch.zeros(len(rows), dtype=dtype, device=rows.device)
         self._bias = bias.masked_fill(~self._returnable, float("-inf"))
-
-    @property
-    def space(self) -> Space:
-        """The similarity the decoder ranks by."""
-        return self._space
-
-    @property
-    def dim(self) -> int:
-        """D, the dimension queries must have."""
-        return int(self._table.shape[1])
-
-    @property
-    def table(self) -> Tensor:
-        """The ``[V, D]`` table as given (not normalised)."""
-        return self._table
-
-    @property
-    def returnable(self) -> Tensor:
-        """``[V]`` bool: True for ids this decoder may return."""
-        return self._returnable
-
-    @property
-    def device(self) -> torch.device:
-        """Where the search runs: the table's device."""
-        return self._table.device
-
-    def __len__(self) -> int:
-        return int(self._table.shape[0])
 
     def __repr__(self) -> str:
         return (
@@ -118,8 +86,7 @@ class ExactDecoder:
             >>> dec.query(torch.tensor([[3.0, 3.0]]), k=2)
             (tensor([[1, 0]]), tensor([[ -1., -18.]]))
         """
-        q = check_query(x, self.dim)
-        k = check_k(k, self._count)
+        q, k = self._check(x, k)
         lead, out_device = q.shape[:-1], q.device
         q = q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype)
         if self._space == "cosine":

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from lightning_contloss.metrics.decoding_recall import _decoding_recall_update
+
 __all__ = ["knn_recall"]
 
 
@@ -12,7 +14,9 @@ def knn_recall(approx_scores: Tensor, exact_scores: Tensor, rtol: float = 1e-5) 
 
     A result counts as found when its score is at least the exact k-th best score, within
     ``rtol · max(1, |score|)``. For ``k = 1`` this is recall@1; it differs from comparing ids
-    only on exact ties (e.g. duplicate rows), where either id is a correct answer.
+    only on exact ties (e.g. duplicate rows), where either id is a correct answer. It is the
+    functional twin of :class:`~lightning_contloss.metrics.DecodingRecall` given scores (one
+    update function serves both), so ``tune_ef`` tunes to the recall the callback logs.
 
     Args:
         approx_scores: ``[N, k]`` scores of the approximate search, in the decoder's space.
@@ -33,6 +37,7 @@ def knn_recall(approx_scores: Tensor, exact_scores: Tensor, rtol: float = 1e-5) 
         )
     if approx_scores.numel() == 0:
         return 1.0
-    kth = exact_scores[:, -1:].to(approx_scores)
-    tol = rtol * kth.abs().clamp_min(1.0)
-    return float((approx_scores >= kth - tol).float().mean())
+    total, count = _decoding_recall_update(
+        None, None, approx_scores.shape[1], approx_scores=approx_scores, exact_scores=exact_scores, rtol=rtol
+    )
+    return float(total / count)
