@@ -20,7 +20,7 @@ from lightning_contloss.decoding import (
     make_decoder,
     tune_ef,
 )
-from lightning_contloss.decoding.cache import CACHE_ENV_VAR, IndexCache, cache_key, default_cache_dir
+from lightning_contloss.decoding.cache import CACHE_ENV_VAR, CacheEntryWarning, IndexCache, cache_key, default_cache_dir
 
 SPACES = ("cosine", "ip", "l2")
 
@@ -290,7 +290,7 @@ def test_broken_cache_entry_is_rebuilt(tmp_path: Path, caplog: pytest.LogCapture
     HNSWDecoder(table, cache_dir=tmp_path, num_threads=1)
     (entry,) = [p for p in tmp_path.iterdir() if p.is_dir()]
     (entry / "index.bin").write_bytes(b"garbage")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING), pytest.warns(CacheEntryWarning, match="index.bin has 7 bytes"):
         dec = HNSWDecoder(table, cache_dir=tmp_path, num_threads=1)
     assert not dec.from_cache and "broken index cache entry" in caplog.text
     assert HNSWDecoder(table, cache_dir=tmp_path, num_threads=1).from_cache  # repaired

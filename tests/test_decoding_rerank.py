@@ -17,15 +17,19 @@ def randn(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
 
 
+def brute_similarity(queries: torch.Tensor, table: torch.Tensor, space: str) -> torch.Tensor:
+    """[N, V] similarities, computed independently of the package."""
+    if space == "cosine":
+        return F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T
+    if space == "ip":
+        return queries @ table.T
+    return -torch.cdist(queries, table).pow(2)
+
+
 @pytest.mark.parametrize("space", ["cosine", "ip", "l2"])
 def test_csls_penalty_matches_brute_force(space: str) -> None:
     table, queries = randn(70, 6, seed=1), randn(40, 6, seed=2)
-    if space == "cosine":
-        sims = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T
-    elif space == "ip":
-        sims = queries @ table.T
-    else:
-        sims = -torch.cdist(queries, table).pow(2)
+    sims = brute_similarity(queries, table, space)
     expected = torch.stack([sims[:, w].sort(descending=True).values[:7].mean() for w in range(70)])
     got = csls_penalty(table, queries, k=7, space=space, chunk_size=16)  # type: ignore[arg-type]
     assert torch.allclose(got, expected, atol=1e-5)
@@ -96,12 +100,7 @@ def test_prior_is_weighted_log_add_one_unigram(space: str) -> None:
     # Independent reference: p(w) = (c_w + 1) / (sum c + V), in float64.
     p = (counts.double() + 1) / (counts.double().sum() + 30)
     torch.testing.assert_close(dec.bias, (0.3 * p.log()).float())
-    if space == "cosine":
-        sims = F.normalize(queries, dim=-1) @ F.normalize(table, dim=-1).T
-    elif space == "ip":
-        sims = queries @ table.T
-    else:
-        sims = -torch.cdist(queries, table).pow(2)
+    sims = brute_similarity(queries, table, space)
     ids, scores = dec.query(queries, k=1)
     brute = sims + 0.3 * p.log().float()
     assert torch.allclose(scores[:, 0], brute.max(-1).values, atol=1e-4)

@@ -194,6 +194,10 @@ def test_gnmt_and_plain_length_penalties() -> None:
     assert length_penalty_factor(1, 0.7, "gnmt").item() == 1.0
     with pytest.raises(ValueError, match="length_norm"):
         length_penalty_factor(3, 1.0, "wu")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must be a finite number, got nan"):
+        length_penalty_factor(3, float("nan"))
+    with pytest.raises(ValueError, match="length must be >= 1"):
+        length_penalty_factor(0, 1.0)
 
 
 def test_empty_batch() -> None:
@@ -219,6 +223,22 @@ def test_empty_batch() -> None:
         ({"step_fn": lambda p: torch.zeros(p.shape[0] + 1, 5)}, "must return the next-token predictions"),
         ({"step_fn": lambda p: torch.zeros(p.shape[0], 5, dtype=torch.int64)}, "floating-point"),
         ({"step_fn": lambda p: torch.full((p.shape[0], 5), float("nan"))}, "NaN or inf"),
+        ({"step_fn": lambda p: torch.full((p.shape[0], 5), float("inf"))}, "step_fn returned NaN or inf"),
+        ({"step_fn": "model"}, "step_fn must be a callable"),
+        ({"decoder": torch.eye(5)}, "decoder must be a Decoder"),
+        ({"pad_id": 1.5}, "pad_id must be an int or None"),
+        ({"pad_id": True}, "pad_id must be an int or None"),
+        ({"eos_id": 2.0}, "eos_id must be an id"),
+        ({"max_len": 2.5}, "max_len must be"),
+        # Issue 11 row 16: a NaN length penalty gave arbitrary output.
+        ({"length_penalty": float("nan")}, "length_penalty must be a finite number, got nan"),
+        ({"length_penalty": float("inf")}, "length_penalty must be a finite number"),
+        ({"length_penalty": "1"}, "length_penalty must be a finite number"),
+        ({"length_penalty": True}, "length_penalty must be a finite number"),
+        ({"beam_size": 2.0}, "beam_size must be"),
+        ({"num_candidates": float("nan")}, "num_candidates must be"),
+        ({"length_penalty": -1e6}, "length_penalty=-1000000.0 makes the length penalty 0.0"),
+        ({"length_penalty": 1e3}, "makes the length penalty inf"),
     ],
 )
 def test_bad_input(change: dict[str, object], match: str) -> None:
@@ -234,7 +254,29 @@ def test_bad_input(change: dict[str, object], match: str) -> None:
     }
     with pytest.raises(ValueError, match=match):
         beam_search(**args)  # type: ignore[arg-type]
-    greedy_args = {k: v for k, v in args.items() if k not in ("beam_size", "num_candidates", "length_norm")}
-    if not any(k in change for k in ("beam_size", "num_candidates", "length_norm")):
+    beam_only = ("beam_size", "num_candidates", "length_norm", "length_penalty")
+    greedy_args = {k: v for k, v in args.items() if k not in beam_only}
+    if not any(k in change for k in beam_only):
         with pytest.raises(ValueError, match=match):
             greedy_decode(**greedy_args)  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(-(10**6), 10**6),
+        st.booleans(),
+        st.none(),
+        st.text(max_size=3),
+    )
+)
+def test_any_length_penalty_gives_a_finite_result_or_names_the_argument(alpha: object) -> None:
+    table, step = toy()
+    dec = ExactDecoder(table, exclude=[BOS])
+    try:
+        out = beam_search(step, torch.tensor([[BOS]]), 2, 3, EOS, dec, length_penalty=alpha)  # type: ignore[arg-type]
+    except ValueError as err:
+        assert "length_penalty" in str(err)
+    else:
+        assert bool(torch.isfinite(out.scores).all()) and out.ids.shape[0] == 1 and int(out.lengths[0]) >= 1

@@ -8,12 +8,22 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_contloss.functional.scoring import SPACES, Space
 from lightning_contloss.targets import TargetEmbeddings
 
-__all__ = ["Decoder", "ResolvedTable", "TableLike", "check_k", "check_query", "check_space", "resolve_table"]
+__all__ = [
+    "Decoder",
+    "ResolvedTable",
+    "TableLike",
+    "check_k",
+    "check_query",
+    "check_space",
+    "resolve_table",
+    "unit_rows",
+]
 # _TableDecoder is private: the base of this package's decoders, not an extension point (the
 # Decoder protocol is).
 
@@ -131,6 +141,22 @@ def resolve_table(table: TableLike, space: str, exclude: Iterable[int] | Tensor 
             "unmark some ids or pass a table with usable rows"
         )
     return ResolvedTable(weight=weight, returnable=returnable)
+
+
+def unit_rows(x: Tensor) -> Tensor:
+    """Rows of ``x [..., D]`` scaled to unit norm, safely for any finite values; zero rows stay zero.
+
+    Each row is divided by its largest absolute value first, so the squared norm can neither
+    overflow (a row of norm 1e20, e.g. a vMF prediction whose norm is κ, would otherwise become
+    the zero vector) nor underflow.
+
+    Example:
+        >>> unit_rows(torch.tensor([[3e30, 4e30], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+    return F.normalize(x / scale, dim=-1)
 
 
 def check_query(x: Tensor | np.ndarray, dim: int) -> Tensor:

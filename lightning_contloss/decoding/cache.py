@@ -9,12 +9,18 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 from lightning_contloss._fingerprint import table_fingerprint
+from lightning_contloss.decoding.manifest import IntegrityError, read_manifest, write_manifest
 
-__all__ = ["CACHE_ENV_VAR", "IndexCache", "cache_key", "default_cache_dir", "table_fingerprint"]
+__all__ = ["CACHE_ENV_VAR", "CacheEntryWarning", "IndexCache", "cache_key", "default_cache_dir", "table_fingerprint"]
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +62,16 @@ def cache_key(fingerprint: str, params: Mapping[str, object]) -> str:
 
 
 class IndexCache:
-    """A folder of cache entries, one sub-folder per key, written atomically.
+    """A folder of cache entries, one sub-folder per key, written atomically and checked on every read.
 
-    An entry is written into a temporary folder and renamed into place, so a reader never
-    sees a half-written entry, and two processes (e.g. DDP ranks) building the same index at
-    once both succeed: the first rename wins, the other copy is dropped.
+    An entry is written into a temporary folder, sealed with a manifest (each file's size and
+    blake2b hash, the table fingerprint and the parameters; see
+    :mod:`~lightning_contloss.decoding.manifest`) and renamed into place, so a reader never sees
+    a half-written entry, and two processes (e.g. DDP ranks) building the same index at once
+    both succeed: the first rename wins, the other copy is dropped. :meth:`lookup` checks the
+    manifest before anything reads the files: a damaged entry (truncated, bit-flipped or
+    swapped file, no manifest) or a foreign one (another table or parameters under this key,
+    e.g. from a copied cache folder) is a miss; it is removed, with a warning.
 
     Args:
         root: the cache folder; ``None`` means :func:`default_cache_dir`.
@@ -71,9 +82,11 @@ class IndexCache:
         >>> key = cache_key("0123", {"M": 16})
         >>> cache.lookup(key) is None
         True
-        >>> path = cache.store(key, lambda d: (d / "x.txt").write_text("hi"))
-        >>> cache.lookup(key) == path, (path / "x.txt").read_text()
+        >>> path = cache.store(key, lambda d: (d / "x.txt").write_text("hi"), table="0123", params={"M": 16})
+        >>> cache.lookup(key, table="0123") == path, (path / "x.txt").read_text()
         (True, 'hi')
+        >>> cache.load(key, lambda d: (d / "x.txt").read_text(), table="0123", params={"M": 16})
+        'hi'
     """
 
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
@@ -88,13 +101,61 @@ class IndexCache:
             raise ValueError(f"cache keys are 32 lowercase hex digits (see cache_key), got {key!r}")
         return self.root / key
 
-    def lookup(self, key: str) -> Path | None:
-        """The entry's folder if it exists, else ``None``."""
-        path = self.path(key)
-        return path if path.is_dir() else None
+    def lookup(self, key: str, *, table: str | None = None, params: Mapping[str, object] | None = None) -> Path | None:
+        """The entry's folder if it exists, is intact and (when given) holds ``table`` and ``params``; else ``None``.
 
-    def store(self, key: str, write: Callable[[Path], object]) -> Path:
-        """Write an entry with ``write(folder)`` and publish it atomically; returns its folder."""
+        A damaged or foreign entry is removed, with a warning.
+        """
+        path = self.path(key)
+        if not path.is_dir():
+            return None
+        try:
+            read_manifest(path, table=table, params=params)
+        except IntegrityError as err:
+            self._discard(key, err.problem)
+            return None
+        return path
+
+    def load(
+        self,
+        key: str,
+        read: Callable[[Path], T],
+        *,
+        table: str | None = None,
+        params: Mapping[str, object] | None = None,
+    ) -> T | None:
+        """``read(folder)`` of the intact entry (see :meth:`lookup`), or ``None`` on a miss."""
+        path = self.lookup(key, table=table, params=params)
+        if path is None:
+            return None
+        try:
+            return read(path)
+        except Exception as err:
+            # The files are the ones that were written, yet they do not read (e.g. a writer bug or
+            # an incompatible library): whatever the error, the entry is useless, and a rebuild
+            # replaces it.
+            self._discard(key, f"it could not be read ({type(err).__name__}: {err})")
+            return None
+
+    def store(
+        self,
+        key: str,
+        write: Callable[[Path], object],
+        *,
+        table: str = "",
+        params: Mapping[str, object] | None = None,
+    ) -> Path:
+        """Write an entry with ``write(folder)``, seal it with a manifest and publish it atomically.
+
+        Args:
+            key: the entry's key.
+            write: writes the entry's files into the folder it is given.
+            table: the fingerprint of the table the entry belongs to.
+            params: the parameters the entry was built with (JSON values).
+
+        Returns:
+            the entry's folder.
+        """
         final = self.path(key)
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -106,6 +167,7 @@ class IndexCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
         try:
             write(tmp)
+            write_manifest(tmp, [p.name for p in tmp.iterdir() if p.is_file()], table=table, params=params or {})
             try:
                 os.rename(tmp, final)
             except OSError:
@@ -119,7 +181,14 @@ class IndexCache:
 
     def remove(self, key: str) -> None:
         """Delete one entry, if present."""
-        shutil.rmtree(self.path(key), ignore_errors=True)
+        path = self.path(key)
+        # Renamed away first, so a writer publishing the same key meanwhile is not deleted with it.
+        trash = self.root / f".{key}.removed-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(path, trash)
+        except OSError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
 
     def clear(self) -> None:
         """Delete every entry (and leftover temporary folder) of this cache, nothing else."""
@@ -129,3 +198,16 @@ class IndexCache:
                 name = child.name.lstrip(".").split(".")[0]
                 if child.is_dir() and _KEY.fullmatch(name):
                     shutil.rmtree(child, ignore_errors=True)
+
+    def _discard(self, key: str, problem: str) -> None:
+        message = (
+            f"ignoring the broken index cache entry {str(self.path(key))!r}: {problem}; "
+            "it was removed and the index is built again"
+        )
+        log.warning(message)
+        warnings.warn(message, CacheEntryWarning, stacklevel=4)
+        self.remove(key)
+
+
+class CacheEntryWarning(UserWarning):
+    """A damaged or foreign index cache entry was found, removed and is rebuilt."""

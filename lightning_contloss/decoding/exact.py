@@ -6,10 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_contloss.decoding.base import TableLike, _TableDecoder, check_space, resolve_table
+from lightning_contloss.decoding.base import TableLike, _TableDecoder, check_space, resolve_table, unit_rows
 from lightning_contloss.functional.scoring import similarity
 
 __all__ = ["ExactDecoder"]
@@ -57,7 +56,7 @@ class ExactDecoder(_TableDecoder):
         # Half precision cannot rank near-ties among 100k rows, and CPU half matmuls are slow.
         dtype = self._table.dtype if self._table.dtype in (torch.float32, torch.float64) else torch.float32
         rows = self._table.to(dtype)
-        self._rows = F.normalize(rows, dim=-1) if space == "cosine" else rows
+        self._rows = unit_rows(rows) if space == "cosine" else rows
         # Chunks are ranked by x·w + bias: bias is 0 for cosine/ip and -‖w‖²/2 for l2 (the same
         # order as -‖x - w‖², since ‖x‖² is constant per query), and -inf where an id must never
         # be returned.
@@ -90,7 +89,7 @@ class ExactDecoder(_TableDecoder):
         lead, out_device = q.shape[:-1], q.device
         q = q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype)
         if self._space == "cosine":
-            q = F.normalize(q, dim=-1)
+            q = unit_rows(q)
         ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
         scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
         for start in range(0, q.shape[0], self.query_block):

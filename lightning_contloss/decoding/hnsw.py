@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_contloss.decoding.base import (
@@ -24,10 +23,12 @@ from lightning_contloss.decoding.base import (
     check_query,
     check_space,
     resolve_table,
+    unit_rows,
 )
 from lightning_contloss.decoding.cache import IndexCache, cache_key, default_cache_dir, table_fingerprint
 from lightning_contloss.decoding.exact import ExactDecoder
-from lightning_contloss.decoding.hnsw_graph import HNSWGraph, IncompleteSearch
+from lightning_contloss.decoding.hnsw_graph import INDEX_FILE, META_FILE, HNSWGraph, IncompleteSearch
+from lightning_contloss.decoding.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from lightning_contloss.decoding.recall import knn_recall
 from lightning_contloss.functional.scoring import Space
 
@@ -36,8 +37,9 @@ __all__ = ["DEFAULT_EF_CANDIDATES", "HNSWDecoder", "auto_ef_construction", "tune
 log = logging.getLogger(__name__)
 
 DEFAULT_EF_CANDIDATES: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-# Bumped whenever the saved layout changes, so old cache entries are never misread.
-_FORMAT = 2
+# Bumped whenever the saved layout changes, so old cache entries are never misread. 3: the
+# manifest, and the build parameters moved from meta.pt into it.
+_FORMAT = 3
 _TABLE_FILE = "table.pt"
 
 
@@ -109,6 +111,10 @@ class _BuildParams:
                 f"{str(folder)!r} holds format {params.get('format')!r} but this version reads format {_FORMAT}; "
                 "rebuild and save the index again"
             )
+        missing = [f.name for f in fields(cls) if f.name not in params]
+        if missing:
+            raise ValueError(f"{str(folder)!r}: the manifest lacks the build parameters {missing}; save it again")
+        check_space(params["space"])
         return cls(**{f.name: params[f.name] for f in fields(cls)})
 
 
@@ -285,19 +291,18 @@ class HNSWDecoder(_TableDecoder):
         )
 
     # ------------------------------------------------------------------ building
+    def _fingerprint(self) -> str:
+        return table_fingerprint(self._table, self._returnable)
+
     def _build_or_load(self, cache: IndexCache) -> tuple[HNSWGraph, bool]:
-        params = self._params.as_dict()
-        key = cache_key(table_fingerprint(self._table, self._returnable), params)
-        entry = cache.lookup(key)
-        if entry is not None:
-            try:
-                return self._read_graph(entry), True
-            except (ValueError, RuntimeError, OSError, KeyError) as err:
-                log.warning("ignoring the broken index cache entry %s (%s); rebuilding it", entry, err)
-                cache.remove(key)
+        fingerprint, params = self._fingerprint(), self._params.as_dict()
+        key = cache_key(fingerprint, params)
+        graph = cache.load(key, self._read_graph, table=fingerprint, params=params)
+        if graph is not None:
+            return graph, True
         graph = self._build()
         try:
-            cache.store(key, graph.write)
+            cache.store(key, graph.write, table=fingerprint, params=params)
         except (ValueError, OSError) as err:
             # The decoder works without the cache; only the next construction pays for the build again.
             log.warning("could not write the index cache entry under %s: %s", cache.root, err)
@@ -308,7 +313,7 @@ class HNSWDecoder(_TableDecoder):
         data = self._table.detach()[ids.to(self._table.device)].to("cpu", torch.float32)
         if self._space == "cosine":
             # hnswlib normalises too; doing it first lets rows that differ only in norm deduplicate.
-            data = F.normalize(data, dim=-1)
+            data = unit_rows(data)
         p = self._params
         return HNSWGraph.build(
             np.ascontiguousarray(data.numpy()),
@@ -344,7 +349,8 @@ class HNSWDecoder(_TableDecoder):
         lead, out_device = q.shape[:-1], q.device
         flat = q.reshape(-1, self.dim).to("cpu", torch.float32)
         if self._space == "cosine":
-            flat = F.normalize(flat, dim=-1)
+            # hnswlib normalises queries too, but its float32 squared norm overflows above ~1e19.
+            flat = unit_rows(flat)
         flat_np = np.ascontiguousarray(flat.numpy())
         if flat_np.shape[0] == 0:
             ids, scores = np.zeros((0, k), dtype=np.int64), np.zeros((0, k), dtype=np.float32)
@@ -386,6 +392,10 @@ class HNSWDecoder(_TableDecoder):
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Save the index, id map, table, ``ef`` and build parameters into the folder ``path``.
 
+        The files are sealed with a manifest (sizes, blake2b hashes, the table fingerprint and
+        the build parameters) written last, so :meth:`load` refuses a folder that was damaged,
+        changed or only partly written.
+
         Example:
             >>> import tempfile
             >>> dec = HNSWDecoder(torch.eye(8), ef=48, num_threads=1)
@@ -397,38 +407,57 @@ class HNSWDecoder(_TableDecoder):
         if folder.exists() and not folder.is_dir():
             raise ValueError(f"{str(folder)!r} is a file; save(path) writes a folder, pass a folder path")
         folder.mkdir(parents=True, exist_ok=True)
+        # Until the new manifest is written, the folder reads as "not saved", never as a mix.
+        (folder / MANIFEST_FILE).unlink(missing_ok=True)
         self._graph.write(folder)
-        state = {
-            "table": self._table.detach().cpu(),
-            "returnable": self._returnable,
-            "params": self._params.as_dict(),
-            "ef": self._ef,
-            "num_threads": self.num_threads,
-        }
-        torch.save(state, folder / _TABLE_FILE)
+        state = {"table": self._table.detach().cpu(), "returnable": self._returnable, "ef": self._ef}
+        torch.save({**state, "num_threads": self.num_threads}, folder / _TABLE_FILE)
+        files = [INDEX_FILE, META_FILE, _TABLE_FILE]
+        write_manifest(folder, files, table=self._fingerprint(), params=self._params.as_dict())
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, num_threads: int | None = None) -> HNSWDecoder:
         """Load a decoder written by :meth:`save`, with its ``ef`` and build parameters.
 
+        Every file is checked against the folder's manifest before it is read, and the table
+        against the index, so a damaged, changed or mismatched folder raises ``ValueError``.
+
         Args:
             path: the folder passed to :meth:`save`.
             num_threads: query threads; ``None`` keeps the saved value.
         """
         folder = Path(path)
-        table_path = folder / _TABLE_FILE
-        if not table_path.is_file():
+        if not (folder / MANIFEST_FILE).is_file():
+            old = (folder / _TABLE_FILE).is_file()
             raise ValueError(
-                f"{str(folder)!r} is not a saved HNSWDecoder (no {_TABLE_FILE}); write one with decoder.save(path)"
+                f"{str(folder)!r} is not a saved HNSWDecoder (no {MANIFEST_FILE}"
+                + ("; it was saved by an older version or its save was interrupted: save it again" if old else "")
+                + "); write one with decoder.save(path)"
             )
         start = time.perf_counter()
-        state = torch.load(table_path, weights_only=True, map_location="cpu")
-        params = _BuildParams.from_dict(state["params"], folder)
+        manifest = read_manifest(folder)
+        params = _BuildParams.from_dict(manifest.params, folder)
+        state = torch.load(folder / _TABLE_FILE, weights_only=True, map_location="cpu")
+        table, returnable = state.get("table"), state.get("returnable")
+        if not isinstance(table, Tensor) or not isinstance(returnable, Tensor):
+            raise ValueError(f"{str(folder)!r}: {_TABLE_FILE} lacks the table; save the decoder again")
+        if table.dim() != 2 or table.shape[1] != params.dim or returnable.shape != (table.shape[0],):
+            raise ValueError(
+                f"{str(folder)!r}: {_TABLE_FILE} holds a table of shape {tuple(table.shape)} (returnable "
+                f"{tuple(returnable.shape)}) but {INDEX_FILE} indexes rows of dim {params.dim}; save the decoder again"
+            )
+        fingerprint = table_fingerprint(table, returnable)
+        if fingerprint != manifest.table:
+            raise ValueError(
+                f"{str(folder)!r}: {_TABLE_FILE} holds another table ({table.shape[0]} rows, fingerprint "
+                f"{fingerprint[:12]}…) than the one {INDEX_FILE} was built from (fingerprint {manifest.table[:12]}…); "
+                "save the decoder again"
+            )
         threads = num_threads if num_threads is not None else state["num_threads"]
         self = cls.__new__(cls)
         self._setup(
-            ResolvedTable(state["table"], state["returnable"].to(torch.bool)),
+            ResolvedTable(table, returnable.to(torch.bool)),
             params,
             ef=_positive_int("ef", state["ef"]),
             num_threads=_positive_int("num_threads", threads),

@@ -17,6 +17,7 @@ log-density log C_m(κ) + pred·ê_w.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal, NamedTuple
 
@@ -48,14 +49,29 @@ class SearchResult(NamedTuple):
     lengths: Tensor
 
 
+def _finite_number(name: str, value: object) -> float:
+    # bool is an int subclass, but True as a penalty is a mistake, not 1.0.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def length_penalty_factor(length: int | Tensor, alpha: float, norm: LengthNorm = "plain") -> Tensor:
     """The divisor of a hypothesis' summed score: ``len^α`` or GNMT's ``((5 + len) / 6)^α``.
+
+    Args:
+        length: hypothesis length(s), ``>= 1``.
+        alpha: α, a finite number.
+        norm: ``"plain"`` or ``"gnmt"``.
 
     Example:
         >>> length_penalty_factor(4, 1.0).item(), round(length_penalty_factor(7, 1.0, "gnmt").item(), 3)
         (4.0, 2.0)
     """
+    alpha = _finite_number("length_penalty (alpha)", alpha)
     n = torch.as_tensor(length, dtype=torch.float64)
+    if not bool((n >= 1).all()):
+        raise ValueError(f"length must be >= 1 (tokens generated, EOS included), got {length!r}")
     if norm == "plain":
         return n.pow(alpha)
     if norm == "gnmt":
@@ -64,8 +80,14 @@ def length_penalty_factor(length: int | Tensor, alpha: float, norm: LengthNorm =
 
 
 def _check_common(
-    start: Tensor, max_len: int, eos_id: int | None, decoder: Decoder, score: str, pad_id: int | None
+    step_fn: StepFn, start: Tensor, max_len: int, eos_id: int | None, decoder: Decoder, score: str, pad_id: int | None
 ) -> tuple[Tensor, int]:
+    if not callable(step_fn):
+        raise ValueError(f"step_fn must be a callable prefix_ids [B, t] -> pred [B, D], got {type(step_fn).__name__}")
+    if not isinstance(decoder, Decoder):
+        raise ValueError(
+            f"decoder must be a Decoder (ExactDecoder, HNSWDecoder, RerankedDecoder), got {type(decoder).__name__}"
+        )
     if not isinstance(start, Tensor) or start.dim() not in (1, 2) or start.is_floating_point() or start.is_complex():
         shape = tuple(start.shape) if isinstance(start, Tensor) else type(start).__name__
         raise ValueError(f"start must be a [B] or [B, t] tensor of token ids, got {shape}")
@@ -84,6 +106,8 @@ def _check_common(
                 f"eos_id {eos_id} is never returned by the decoder (it is special, excluded or all-zero), so "
                 "no sequence could end; unmark it as special or pass eos_id=None"
             )
+    if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
+        raise ValueError(f"pad_id must be an int or None, got {pad_id!r}")
     if pad_id is None:
         pad_id = eos_id if eos_id is not None else 0
     return (start if start.dim() == 2 else start[:, None]).long(), pad_id
@@ -99,6 +123,12 @@ def _step(step_fn: StepFn, prefix: Tensor, dim: int) -> Tensor:
         )
     if not pred.is_floating_point():
         raise ValueError(f"step_fn must return floating-point predictions, got {pred.dtype}")
+    if not bool(torch.isfinite(pred).all()):
+        rows = (~torch.isfinite(pred).all(dim=-1)).nonzero().flatten()[:10].tolist()
+        raise ValueError(
+            f"step_fn returned NaN or inf predictions for rows {rows} of a prefix of shape {list(prefix.shape)}; "
+            "the model diverged or was fed an id it cannot embed"
+        )
     return pred.detach()
 
 
@@ -141,7 +171,7 @@ def greedy_decode(
         >>> out.ids.tolist(), out.lengths.tolist()
         ([[1, 2, 3], [3, 3, 3]], [3, 1])
     """
-    start, pad = _check_common(start, max_len, eos_id, decoder, score, pad_id)
+    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id)
     batch, device = start.shape[0], start.device
     out = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
     scores = torch.zeros(batch, dtype=torch.float64, device=device)
@@ -217,11 +247,20 @@ def beam_search(
         >>> out.ids.tolist(), out.scores.tolist()
         ([[1, 2, 3]], [0.0])
     """
-    start, pad = _check_common(start, max_len, eos_id, decoder, score, pad_id)
+    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id)
+    length_penalty = _finite_number("length_penalty", length_penalty)
     if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
         raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
     if length_norm not in ("plain", "gnmt"):
         raise ValueError(f"length_norm must be 'plain' or 'gnmt', got {length_norm!r}")
+    # lp is monotone in the length, so its extremes are at 1 and max_len; 0 or inf there would
+    # turn every ranking score into 0 or -inf, an arbitrary winner.
+    lp_max = float(length_penalty_factor(max_len, length_penalty, length_norm))
+    if not 0.0 < lp_max < math.inf:
+        raise ValueError(
+            f"length_penalty={length_penalty} makes the length penalty {lp_max} at max_len={max_len} "
+            "(it overflows float64); use a length_penalty of moderate size, e.g. in [0, 2]"
+        )
     count = int(decoder.returnable.sum())
     cands = beam_size if num_candidates is None else num_candidates
     if isinstance(cands, bool) or not isinstance(cands, int) or cands < 1:
