@@ -17,19 +17,23 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.metric import CompositionalMetric
 
-from lightning_contloss.functional._checks import check_table
-from lightning_contloss.functional._negatives import check_sampler
-from lightning_contloss.functional.cosine import _cosine_loss_update
-from lightning_contloss.functional.info_nce import _check_info_nce, _info_nce_loss_update
-from lightning_contloss.functional.l2 import _l2_loss_update
-from lightning_contloss.functional.max_margin import _check_max_margin, _max_margin_loss_update
-from lightning_contloss.functional.rewe import DEFAULT_LAM, _rewe_loss_update
+from lightning_contloss.functional._checks import Batch, check_ignore_index, check_table, sum_count
+from lightning_contloss.functional.cosine import _cosine_loss_tokens
+from lightning_contloss.functional.info_nce import (
+    DEFAULT_NUM_NEGATIVES,
+    DEFAULT_TEMPERATURE,
+    _check_info_nce_loss_args,
+    _info_nce_loss_tokens,
+)
+from lightning_contloss.functional.l2 import _l2_loss_tokens
+from lightning_contloss.functional.max_margin import _check_max_margin_loss_args, _max_margin_loss_tokens
+from lightning_contloss.functional.rewe import DEFAULT_LAM, _check_rewe_loss_args, _rewe_loss_tokens
 from lightning_contloss.functional.scoring import Space
 from lightning_contloss.functional.vmf import (
     DEFAULT_LAMBDA1,
     DEFAULT_LAMBDA2,
-    _check_lambdas,
-    _vmf_nll_update,
+    _check_vmf_nll_args,
+    _vmf_nll_tokens,
 )
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -71,9 +75,8 @@ class _TableBoundLoss(Metric):
     count: Tensor
 
     def __init__(self, targets: Targets | None = None, *, ignore_index: int | None = None, **kwargs: Any) -> None:
+        check_ignore_index(ignore_index)
         super().__init__(**kwargs)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
         self.ignore_index = ignore_index
         self.add_state("loss_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
@@ -186,10 +189,11 @@ class ContinuousLoss(_TableBoundLoss):
         self._accumulate(*self._batch(pred, ids))
 
     def _batch(self, pred: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        return self._update(pred, ids, self._table(pred))
+        return sum_count(*self._tokens(pred, ids, self._table(pred)))
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        raise TypeError(f"{type(self).__name__} must implement _update; subclass CosineLoss & co. instead")
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        """Per-token losses and their batch: the functional maths, with this loss's hyper-parameters."""
+        raise TypeError(f"{type(self).__name__} must implement _tokens; subclass CosineLoss & co. instead")
 
 
 class CosineLoss(ContinuousLoss):
@@ -212,8 +216,8 @@ class CosineLoss(ContinuousLoss):
 
     decode_space: ClassVar[Space] = "cosine"
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _cosine_loss_update(pred, ids, table, self.ignore_index)
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _cosine_loss_tokens(pred, ids, table, ignore_index=self.ignore_index)
 
 
 class L2Loss(ContinuousLoss):
@@ -236,8 +240,8 @@ class L2Loss(ContinuousLoss):
 
     decode_space: ClassVar[Space] = "l2"
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _l2_loss_update(pred, ids, table, self.ignore_index)
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _l2_loss_tokens(pred, ids, table, ignore_index=self.ignore_index)
 
 
 class MaxMarginLoss(ContinuousLoss):
@@ -275,9 +279,7 @@ class MaxMarginLoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_max_margin(margin, negatives, chunk_size)
-        if negatives == "sampled":
-            check_sampler(1, num_negatives, "uniform", None, 0.0)
+        _check_max_margin_loss_args(margin, negatives, num_negatives, chunk_size, generator)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.margin = margin
         self.negatives = negatives
@@ -285,18 +287,18 @@ class MaxMarginLoss(ContinuousLoss):
         self.chunk_size = chunk_size
         self.generator = generator
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _max_margin_loss_update(
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _max_margin_loss_tokens(
             pred,
             ids,
             table,
-            self.margin,
-            self.negatives,
-            self.num_negatives,
-            self.chunk_size,
-            self.generator,
-            self._exclude(),
-            self.ignore_index,
+            margin=self.margin,
+            negatives=self.negatives,
+            num_negatives=self.num_negatives,
+            chunk_size=self.chunk_size,
+            generator=self.generator,
+            exclude=self._exclude(),
+            ignore_index=self.ignore_index,
         )
 
 
@@ -336,14 +338,22 @@ class VMFLoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_lambdas(lambda1, lambda2)
+        _check_vmf_nll_args(lambda1, lambda2, approx)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.approx = approx
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _vmf_nll_update(pred, ids, table, self.lambda1, self.lambda2, self.approx, self.ignore_index)
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _vmf_nll_tokens(
+            pred,
+            ids,
+            table,
+            lambda1=self.lambda1,
+            lambda2=self.lambda2,
+            approx=self.approx,
+            ignore_index=self.ignore_index,
+        )
 
 
 class InfoNCELoss(ContinuousLoss):
@@ -376,8 +386,8 @@ class InfoNCELoss(ContinuousLoss):
         self,
         targets: Targets | None = None,
         *,
-        temperature: float = 0.1,
-        num_negatives: int = 1024,
+        temperature: float = DEFAULT_TEMPERATURE,
+        num_negatives: int = DEFAULT_NUM_NEGATIVES,
         sampler: Literal["uniform", "unigram"] = "uniform",
         counts: Tensor | None = None,
         power: float = 0.75,
@@ -387,9 +397,7 @@ class InfoNCELoss(ContinuousLoss):
     ) -> None:
         if counts is not None:
             counts = torch.as_tensor(counts).detach()
-        _check_info_nce(
-            temperature, counts.shape[0] if counts is not None else 1, num_negatives, sampler, counts, power
-        )
+        _check_info_nce_loss_args(temperature, num_negatives, sampler, counts, power, generator)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.temperature = temperature
         self.num_negatives = num_negatives
@@ -398,19 +406,19 @@ class InfoNCELoss(ContinuousLoss):
         self.generator = generator
         self.register_buffer("counts", counts, persistent=False)
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _info_nce_loss_update(
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _info_nce_loss_tokens(
             pred,
             ids,
             table,
-            self.temperature,
-            self.num_negatives,
-            self.sampler,
-            self.counts,
-            self.power,
-            self.generator,
-            self._exclude(),
-            self.ignore_index,
+            temperature=self.temperature,
+            num_negatives=self.num_negatives,
+            sampler=self.sampler,
+            counts=self.counts,
+            power=self.power,
+            generator=self.generator,
+            exclude=self._exclude(),
+            ignore_index=self.ignore_index,
         )
 
 
@@ -442,8 +450,7 @@ class ReWELoss(_TableBoundLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0 (the weight of the cosine term), got {lam}")
+        _check_rewe_loss_args(lam)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.lam = lam
 
@@ -452,7 +459,8 @@ class ReWELoss(_TableBoundLoss):
         self._accumulate(*self._batch(logits, pred, ids))
 
     def _batch(self, logits: Tensor, pred: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        return _rewe_loss_update(logits, pred, ids, self._table(pred), self.lam, self.ignore_index)
+        table = self._table(pred)
+        return sum_count(*_rewe_loss_tokens(logits, pred, ids, table, lam=self.lam, ignore_index=self.ignore_index))
 
 
 def _operands(metric: Metric) -> list[Metric]:

@@ -8,13 +8,17 @@ from torch import Tensor
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_choice,
+    check_exclude,
+    check_ignore_index,
+    check_number,
+    check_positive_int,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
-from lightning_contloss.functional._negatives import check_sampler, sample_negatives
+from lightning_contloss.functional._negatives import check_generator, sample_negatives
 from lightning_contloss.functional.cosine import row_cosine, unit
 
 __all__ = ["max_margin_loss"]
@@ -34,7 +38,8 @@ def _most_informative(
 
     Candidates equal to the token's own id, or not ``allowed``, are skipped. Returns the ``[N]``
     row index into ``candidates`` and an ``[N]`` bool telling whether any candidate was left.
-    Memory is ``O(N · chunk_size)`` however many candidates there are.
+    Memory is ``O(N · chunk_size)`` however many
+    candidates there are.
     """
     num = query.shape[0]
     best = torch.full((num,), float("-inf"), dtype=query.dtype, device=query.device)
@@ -54,19 +59,22 @@ def _most_informative(
     return arg, best > float("-inf")
 
 
-def _check_max_margin(margin: float, negatives: str, chunk_size: int) -> None:
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    if negatives not in NEGATIVES:
-        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+def _check_max_margin_loss_args(
+    margin: float, negatives: str, num_negatives: int, chunk_size: int, generator: torch.Generator | None
+) -> None:
+    check_number(margin, "margin", low=0.0)
+    check_choice(negatives, "negatives", NEGATIVES)
+    if negatives == "sampled":
+        check_positive_int(num_negatives, "num_negatives")
+    check_positive_int(chunk_size, "chunk_size")
+    check_generator(generator)
 
 
 def _max_margin_loss_tokens(
     pred: Tensor,
     ids: Tensor,
     table: Tensor,
+    *,
     margin: float,
     negatives: str,
     num_negatives: int,
@@ -75,15 +83,13 @@ def _max_margin_loss_tokens(
     exclude: Tensor | None,
     ignore_index: int | None,
 ) -> tuple[Tensor, Batch]:
+    """Per-token hinge loss (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     num_embeddings = table.shape[0]
-    if negatives == "sampled":
-        check_sampler(num_embeddings, num_negatives, "uniform", None, 0.0)
-    if exclude is not None and exclude.shape != (num_embeddings,):
-        raise ValueError(f"exclude must be a [V] bool mask with V={num_embeddings}, got {tuple(exclude.shape)}")
+    check_exclude(exclude, num_embeddings)
     with full_precision(batch.pred.device):
-        target = F.embedding(batch.ids, table).to(batch.dtype)
-        allowed = None if exclude is None else ~exclude.to(table.device, torch.bool)
+        target = batch.rows(table)
+        allowed = None if exclude is None else ~exclude.to(table.device)
         if negatives == "informative":
             cand, cand_ids = table, torch.arange(num_embeddings, device=table.device)
         elif negatives == "sampled":
@@ -103,27 +109,6 @@ def _max_margin_loss_tokens(
         hinge = F.relu(margin + row_cosine(batch.pred, negative) - row_cosine(batch.pred, target))
         per_token = torch.where(found, hinge, torch.zeros_like(hinge))
     return per_token, batch
-
-
-def _max_margin_loss_update(
-    pred: Tensor,
-    ids: Tensor,
-    table: Tensor,
-    margin: float = 0.5,
-    negatives: str = "informative",
-    num_negatives: int = 1024,
-    chunk_size: int = 2048,
-    generator: torch.Generator | None = None,
-    exclude: Tensor | None = None,
-    ignore_index: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sum of the hinge losses over the counted tokens, and their number."""
-    _check_max_margin(margin, negatives, chunk_size)
-    return sum_count(
-        *_max_margin_loss_tokens(
-            pred, ids, table, margin, negatives, num_negatives, chunk_size, generator, exclude, ignore_index
-        )
-    )
 
 
 def max_margin_loss(
@@ -174,8 +159,18 @@ def max_margin_loss(
         tensor([0.0000, 0.5000])
     """
     check_reduction(reduction)
-    _check_max_margin(margin, negatives, chunk_size)
+    check_ignore_index(ignore_index)
+    _check_max_margin_loss_args(margin, negatives, num_negatives, chunk_size, generator)
     per_token, batch = _max_margin_loss_tokens(
-        pred, ids, table, margin, negatives, num_negatives, chunk_size, generator, exclude, ignore_index
+        pred,
+        ids,
+        table,
+        margin=margin,
+        negatives=negatives,
+        num_negatives=num_negatives,
+        chunk_size=chunk_size,
+        generator=generator,
+        exclude=exclude,
+        ignore_index=ignore_index,
     )
     return reduce(per_token, batch, reduction)
