@@ -6,11 +6,18 @@ token-weighted mean over an epoch (sum and count states, ``dist_reduce_fx="sum"`
 declares ``decode_space``, the similarity a decoder must rank by for that loss. Losses compose
 with torchmetrics arithmetic: ``VMFLoss() + 0.1 * CosineLoss()`` is a loss too; use
 :func:`decode_space_of` and :func:`bind_targets` on such compositions.
+
+The losses a command line can name (``ContinuousLM(loss="vmf")``, ``compare --runs
+linear:vmf:random``) are registered next to their classes with :func:`register_loss`;
+:func:`loss_names` lists them and :func:`make_loss` builds one, so a new loss reaches the command
+line without any other file changing.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -47,6 +54,9 @@ __all__ = [
     "VMFLoss",
     "bind_targets",
     "decode_space_of",
+    "loss_names",
+    "make_loss",
+    "register_loss",
 ]
 
 Targets = TargetEmbeddings | Tensor
@@ -196,6 +206,74 @@ class ContinuousLoss(_TableBoundLoss):
         raise TypeError(f"{type(self).__name__} must implement _tokens; subclass CosineLoss & co. instead")
 
 
+_Loss = TypeVar("_Loss", bound=type[ContinuousLoss])
+# name -> (class, the constructor arguments the name fixes); filled by @register_loss.
+_REGISTRY: dict[str, tuple[type[ContinuousLoss], dict[str, Any]]] = {}
+
+
+def register_loss(name: str, **fixed: Any) -> Callable[[_Loss], _Loss]:
+    """Class decorator: make a :class:`ContinuousLoss` buildable by ``name`` (:func:`make_loss`).
+
+    Args:
+        name: the name on the command line (lower case, no spaces), unique.
+        fixed: constructor arguments the name stands for, e.g. ``negatives="in_batch"``.
+
+    Written above the class, as ``@register_loss("cosine")`` is above :class:`CosineLoss`.
+    Registering a class again under its own name changes nothing.
+
+    Example:
+        >>> register_loss("cosine")(CosineLoss) is CosineLoss
+        True
+    """
+    if not isinstance(name, str) or not name or name != name.strip().lower() or ":" in name or " " in name:
+        raise ValueError(f"a loss name must be a non-empty lower-case word without ':' or spaces, got {name!r}")
+
+    def register(cls: _Loss) -> _Loss:
+        if not (isinstance(cls, type) and issubclass(cls, ContinuousLoss)):
+            raise TypeError(f"register_loss takes a ContinuousLoss subclass, got {cls!r}")
+        if name in _REGISTRY and _REGISTRY[name][0] is not cls:
+            raise ValueError(f"the loss name {name!r} is taken by {_REGISTRY[name][0].__name__}; choose another")
+        _REGISTRY[name] = (cls, dict(fixed))
+        return cls
+
+    return register
+
+
+def loss_names() -> tuple[str, ...]:
+    """The registered loss names, in registration order.
+
+    Example:
+        >>> loss_names()
+        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce')
+    """
+    return tuple(_REGISTRY)
+
+
+def make_loss(name: str, *, ignore_index: int | None = None, **options: Any) -> ContinuousLoss:
+    """The registered loss ``name``, unbound, built from the ``options`` its constructor takes.
+
+    Options the loss's constructor has no parameter for are dropped, so one set of command-line
+    options (``temperature``, ``margin``, ``lambda1``, …) serves every loss; the arguments the
+    name fixes (see :func:`register_loss`) override them.
+
+    Args:
+        name: one of :func:`loss_names`.
+        ignore_index: target id to skip (padding).
+        options: constructor arguments, by name.
+
+    Example:
+        >>> make_loss("maxmargin", margin=0.2, temperature=0.05).negatives  # temperature is not its
+        'in_batch'
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(_REGISTRY)}")
+    cls, fixed = _REGISTRY[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {key: value for key, value in options.items() if key in accepted}
+    return cls(ignore_index=ignore_index, **{**kwargs, **fixed})
+
+
+@register_loss("cosine")
 class CosineLoss(ContinuousLoss):
     """Cosine loss ``1 − cos(ê, e_w)`` (see :func:`~lightning_contloss.functional.cosine_loss`).
 
@@ -220,6 +298,7 @@ class CosineLoss(ContinuousLoss):
         return _cosine_loss_tokens(pred, ids, table, ignore_index=self.ignore_index)
 
 
+@register_loss("l2")
 class L2Loss(ContinuousLoss):
     """Squared L2 loss ``‖ê − e_w‖²``, summed over D (see :func:`~lightning_contloss.functional.l2_loss`).
 
@@ -244,6 +323,8 @@ class L2Loss(ContinuousLoss):
         return _l2_loss_tokens(pred, ids, table, ignore_index=self.ignore_index)
 
 
+# On the command line: in-batch negatives, which cost O(N²·D) whatever V is.
+@register_loss("maxmargin", negatives="in_batch")
 class MaxMarginLoss(ContinuousLoss):
     """Hinge loss with an informative negative (see :func:`~lightning_contloss.functional.max_margin_loss`).
 
@@ -302,6 +383,7 @@ class MaxMarginLoss(ContinuousLoss):
         )
 
 
+@register_loss("vmf")
 class VMFLoss(ContinuousLoss):
     """Regularised von Mises-Fisher NLL (see :func:`~lightning_contloss.functional.vmf_nll`).
 
@@ -356,6 +438,7 @@ class VMFLoss(ContinuousLoss):
         )
 
 
+@register_loss("infonce")
 class InfoNCELoss(ContinuousLoss):
     """InfoNCE with K negatives shared by a batch (see :func:`~lightning_contloss.functional.info_nce_loss`).
 
