@@ -490,3 +490,25 @@ def test_many_queries_use_smaller_chunks_with_the_same_result() -> None:
     big = vmf_log_partition(pred, table, kappa=5.0, chunk_size=4096)  # capped to 419 rows per chunk
     small = torch.cat([vmf_log_partition(p, table, kappa=5.0, chunk_size=4096) for p in pred.split(100)])
     assert torch.allclose(big, small, atol=1e-5)
+
+
+# ---------------------------------------------------------------- non-finite predictions (issue 11, row 16)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_fit_kappa_and_vmf_sample_reject_non_finite_input(bad: float) -> None:
+    pred, target, table = problem()
+    broken = pred.clone()
+    broken[1, 0] = bad
+    with pytest.raises(ValueError, match="pred must be finite"):
+        fit_kappa(broken, target, table)  # was κ = 9.5e-7
+    with pytest.raises(ValueError, match="pred must be finite"):
+        vmf_sample(broken, table)  # was id 0
+    bad_table = table.clone()
+    bad_table[3, 2] = bad
+    with pytest.raises(ValueError, match="table must be finite"):
+        fit_kappa(pred, target, bad_table)
+    with pytest.raises(ValueError, match="table must be finite"):
+        vmf_sample(pred, bad_table)
+    # An ignored position may hold anything: fit_kappa never reads it.
+    broken_target = target.clone()
+    broken_target[1] = -1
+    assert math.isfinite(fit_kappa(broken, broken_target, table, ignore_index=-1))

@@ -38,8 +38,9 @@ def _most_informative(
 
     Candidates equal to the token's own id, or not ``allowed``, are skipped. Returns the ``[N]``
     row index into ``candidates`` and an ``[N]`` bool telling whether any candidate was left.
-    Memory is ``O(N · chunk_size)`` however many
-    candidates there are.
+    A NaN score wins and keeps its place, so a NaN (or infinite) prediction or table row reaches
+    the hinge, which is then NaN, instead of passing for a token with no candidate. Memory is
+    ``O(N · chunk_size)`` however many candidates there are.
     """
     num = query.shape[0]
     best = torch.full((num,), float("-inf"), dtype=query.dtype, device=query.device)
@@ -52,11 +53,13 @@ def _most_informative(
         if allowed is not None:
             skip |= ~allowed[start : start + chunk_size][None, :]
         scores.masked_fill_(skip, float("-inf"))
+        # max() returns a row's NaN, and where it is, when the row holds one.
         top, where = scores.max(dim=1)
-        better = top > best
+        better = (top > best) | (top.isnan() & ~best.isnan())
         best = torch.where(better, top, best)
         arg = torch.where(better, where + start, arg)
-    return arg, best > float("-inf")
+    # Only a token whose every candidate was skipped is left at -inf (NaN is not).
+    return arg, best != float("-inf")
 
 
 def _check_max_margin_loss_args(
@@ -137,7 +140,8 @@ def max_margin_loss(
 
     The search runs without gradient; the gradient flows through the chosen rows only. A token
     with no candidate left (e.g. every in-batch target equals its own) contributes 0. The loss
-    is >= 0. Decode with cosine similarity.
+    is >= 0; a NaN or infinite prediction gives NaN for its token (and so for the mean), as in
+    the other losses. Decode with cosine similarity.
 
     Args:
         pred: ``[..., D]`` predicted embeddings.

@@ -71,6 +71,12 @@ def _check_inputs(
             raise ValueError("exclude_mask excludes every row of the table; the distribution would be empty")
 
 
+def _check_finite(x: Tensor, name: str, why: str) -> None:
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite values; {why}")
+
+
 def _query(pred: Tensor, kappa: float | None) -> Tensor:
     """``q`` such that ``q · e_w / ‖e_w‖ = κ·cos(ê, e_w)`` for every row ``w``."""
     flat = pred.reshape(-1, pred.shape[-1]).float()
@@ -289,6 +295,9 @@ def vmf_sample(
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     _check_inputs(pred, table, exclude_mask, chunk_size, kappa)
+    # A NaN score never wins a Gumbel-max, so NaN input would come out as a valid-looking id.
+    _check_finite(pred, "pred", "a draw from a NaN prediction means nothing; check the model output")
+    _check_finite(table, "table", "pass a finite target table")
     with full_precision(pred.device):
         out = _sample_flat(_query(pred, kappa), table, num_samples, exclude_mask, generator, chunk_size)
     return out.reshape(num_samples, *pred.shape[:-1])
@@ -427,6 +436,9 @@ def fit_kappa(
     if flat_target.numel() == 0:
         raise ValueError("fit_kappa got no tokens (all were ignore_index); pass validation predictions")
     ids = _check_target(flat_pred, flat_target, table.shape[0])
+    # NaN moments would end the search at an arbitrary κ; ignored positions are never read.
+    _check_finite(flat_pred, "pred", "κ cannot be fitted to NaN predictions; check the model output")
+    _check_finite(table, "table", "pass a finite target table")
     if exclude_mask is not None and bool(exclude_mask.to(ids.device)[ids].any()):
         raise ValueError(
             "some targets are rows that exclude_mask removes, so their NLL is infinite for every κ; "
