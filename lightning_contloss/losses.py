@@ -478,8 +478,12 @@ class InfoNCELoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if counts is not None:
-            counts = torch.as_tensor(counts).detach()
+        if counts is not None and not isinstance(counts, Tensor):
+            try:  # a list or numpy array of counts is fine too
+                counts = torch.as_tensor(counts)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"counts must be a [V] tensor of token counts, got {type(counts).__name__}") from err
+        counts = None if counts is None else counts.detach()
         _check_info_nce_loss_args(temperature, num_negatives, sampler, counts, power, generator)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.temperature = temperature

@@ -142,6 +142,12 @@ def check_number(
         raise ValueError(f"{what}, got {value!r}")
 
 
+def check_generator(generator: torch.Generator | None) -> None:
+    """Raise unless ``generator`` is a ``torch.Generator`` or ``None``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
 def check_exclude(exclude: Tensor | None, num_embeddings: int) -> None:
     """Raise unless ``exclude`` is ``None`` or a ``[V]`` bool mask over the table's rows."""
     if exclude is None:

@@ -29,12 +29,6 @@ def check_sampler(num_negatives: int, sampler: str, counts: Tensor | None, power
         check_number(power, "power", low=0.0, why="0.75 is word2vec's smoothing")
 
 
-def check_generator(generator: torch.Generator | None) -> None:
-    """Raise unless ``generator`` is a ``torch.Generator`` or ``None``."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
-
-
 def check_counts_fit(sampler: str, counts: Tensor | None, num_embeddings: int) -> None:
     """Raise unless the unigram ``counts`` have one entry per row of a ``num_embeddings``-row table."""
     if sampler == "unigram" and counts is not None and counts.shape != (num_embeddings,):

@@ -8,6 +8,7 @@ from torch import Tensor
 from lightning_contloss.functional._checks import (
     Batch,
     check_exclude,
+    check_generator,
     check_ignore_index,
     check_number,
     check_reduction,
@@ -15,7 +16,7 @@ from lightning_contloss.functional._checks import (
     prepare,
     reduce,
 )
-from lightning_contloss.functional._negatives import check_counts_fit, check_generator, check_sampler, sample_negatives
+from lightning_contloss.functional._negatives import check_counts_fit, check_sampler, sample_negatives
 from lightning_contloss.functional.cosine import row_cosine, safe_norm, unit
 
 __all__ = ["info_nce_loss"]

@@ -10,6 +10,7 @@ from lightning_contloss.functional._checks import (
     Batch,
     check_choice,
     check_exclude,
+    check_generator,
     check_ignore_index,
     check_number,
     check_positive_int,
@@ -18,7 +19,7 @@ from lightning_contloss.functional._checks import (
     prepare,
     reduce,
 )
-from lightning_contloss.functional._negatives import check_generator, sample_negatives
+from lightning_contloss.functional._negatives import sample_negatives
 from lightning_contloss.functional.cosine import row_cosine, unit
 
 __all__ = ["max_margin_loss"]
@@ -110,7 +111,9 @@ def _max_margin_loss_tokens(
             pick, found = _most_informative(query, batch.ids, cand, cand_ids, allowed, chunk_size)
         negative = cand[pick].to(batch.dtype)
         hinge = F.relu(margin + row_cosine(batch.pred, negative) - row_cosine(batch.pred, target))
-        per_token = torch.where(found, hinge, torch.zeros_like(hinge))
+        # hinge * 0, not zeros: 0 where the prediction is finite, NaN where it is not, so even a
+        # token with no candidate cannot hide a NaN prediction.
+        per_token = torch.where(found, hinge, hinge * 0.0)
     return per_token, batch
 
 
@@ -141,7 +144,7 @@ def max_margin_loss(
     The search runs without gradient; the gradient flows through the chosen rows only. A token
     with no candidate left (e.g. every in-batch target equals its own) contributes 0. The loss
     is >= 0; a NaN or infinite prediction gives NaN for its token (and so for the mean), as in
-    the other losses. Decode with cosine similarity.
+    the other losses, even when it has no candidate. Decode with cosine similarity.
 
     Args:
         pred: ``[..., D]`` predicted embeddings.

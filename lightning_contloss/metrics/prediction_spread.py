@@ -6,6 +6,9 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss.functional._checks import check_ignore_index, check_positive_int
+from lightning_contloss.metrics.neighbor_accuracy import _check_ids
+
 __all__ = ["PredictionSpread"]
 
 
@@ -33,9 +36,9 @@ class PredictionSpread(Metric):
     counts: Tensor
 
     def __init__(self, num_classes: int, ignore_index: int | None = None) -> None:
+        check_positive_int(num_classes, "num_classes")
+        check_ignore_index(ignore_index)
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.add_state("counts", torch.zeros(num_classes, dtype=torch.int64), dist_reduce_fx="sum")
@@ -47,6 +50,9 @@ class PredictionSpread(Metric):
             pred_ids: ``[...]`` int64 top-1 predictions.
             target: ``[...]`` the true ids, only read to skip ``ignore_index`` positions.
         """
+        _check_ids(pred_ids, "pred_ids")
+        if target is not None:
+            _check_ids(target, "target")
         ids = pred_ids.flatten()
         if target is not None and self.ignore_index is not None:
             if target.shape != pred_ids.shape:
@@ -56,10 +62,8 @@ class PredictionSpread(Metric):
                 )
             ids = ids[target.flatten() != self.ignore_index]
         if ids.numel() and not 0 <= int(ids.min()) <= int(ids.max()) < self.num_classes:
-            raise ValueError(
-                f"predicted ids must lie in 0..{self.num_classes - 1}; set num_classes to the vocabulary size"
-            )
-        self.counts += torch.bincount(ids, minlength=self.num_classes)
+            raise ValueError(f"pred_ids must lie in 0..{self.num_classes - 1}; set num_classes to the vocabulary size")
+        self.counts += torch.bincount(ids.long(), minlength=self.num_classes).to(self.counts.device)
 
     def compute(self) -> dict[str, Tensor]:
         total = self.counts.sum()
