@@ -512,3 +512,25 @@ def test_fit_kappa_and_vmf_sample_reject_non_finite_input(bad: float) -> None:
     broken_target = target.clone()
     broken_target[1] = -1
     assert math.isfinite(fit_kappa(broken, broken_target, table, ignore_index=-1))
+
+
+# ---------------------------------------------------------------- PredictionSpread's functional twin (issue 10)
+def test_prediction_spread_function_is_the_metric_on_one_batch() -> None:
+    from collections import Counter
+
+    from lightning_contloss.metrics import PredictionSpread, prediction_spread
+
+    g = torch.Generator().manual_seed(0)
+    pred_ids, target = torch.randint(0, 9, (4, 25), generator=g), torch.randint(0, 9, (4, 25), generator=g)
+    target[:, :5] = -1
+    metric = PredictionSpread(9, ignore_index=-1)
+    metric.update(pred_ids, target)
+    got = prediction_spread(pred_ids, 9, target, ignore_index=-1)
+    assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in metric.compute().items()}
+    kept = Counter(pred_ids[target != -1].tolist())
+    assert got["distinct_pred"].item() == len(kept)
+    assert got["top_pred_share"].item() == pytest.approx(max(kept.values()) / sum(kept.values()))
+    empty = prediction_spread(pred_ids[:0], 9)
+    assert empty["distinct_pred"].item() == 0 and empty["top_pred_share"].item() == 0.0
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        prediction_spread(pred_ids, 0)

@@ -40,6 +40,7 @@ from lightning_contloss.metrics import (
     VMFPerplexity,
     brier_lm,
     neighbor_accuracy,
+    prediction_spread,
     vmf_perplexity,
 )
 from lightning_contloss.targets import TargetEmbeddings
@@ -572,12 +573,16 @@ def _prediction_spread_case(data: st.DataObject) -> None:
     elif bad == "empty":
         pred_ids, target = pred_ids[:0], target[:0]
 
-    def run() -> dict[str, Tensor]:
-        metric = PredictionSpread(num_classes=num_classes, ignore_index=ignore)
-        metric.update(pred_ids, target)
-        return metric.compute()
+    if data.draw(st.booleans(), label="class"):
 
-    check(run, expect)
+        def run() -> dict[str, Tensor]:
+            metric = PredictionSpread(num_classes=num_classes, ignore_index=ignore)
+            metric.update(pred_ids, target)
+            return metric.compute()
+
+        check(run, expect)
+    else:
+        check(lambda: prediction_spread(pred_ids, num_classes, target, ignore_index=ignore), expect)
 
 
 METRIC_CASES = {
