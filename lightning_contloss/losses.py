@@ -6,30 +6,41 @@ token-weighted mean over an epoch (sum and count states, ``dist_reduce_fx="sum"`
 declares ``decode_space``, the similarity a decoder must rank by for that loss. Losses compose
 with torchmetrics arithmetic: ``VMFLoss() + 0.1 * CosineLoss()`` is a loss too; use
 :func:`decode_space_of` and :func:`bind_targets` on such compositions.
+
+The losses a command line can name (``ContinuousLM(loss="vmf")``, ``compare --runs
+linear:vmf:random``) are registered next to their classes with :func:`register_loss`;
+:func:`loss_names` lists them and :func:`make_loss` builds one, so a new loss reaches the command
+line without any other file changing.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.metric import CompositionalMetric
 
-from lightning_contloss.functional._checks import check_table
-from lightning_contloss.functional._negatives import check_sampler
-from lightning_contloss.functional.cosine import _cosine_loss_update
-from lightning_contloss.functional.info_nce import _check_info_nce, _info_nce_loss_update
-from lightning_contloss.functional.l2 import _l2_loss_update
-from lightning_contloss.functional.max_margin import _check_max_margin, _max_margin_loss_update
-from lightning_contloss.functional.rewe import DEFAULT_LAM, _rewe_loss_update
+from lightning_contloss.functional._checks import Batch, check_ignore_index, check_table, sum_count
+from lightning_contloss.functional.cosine import _cosine_loss_tokens
+from lightning_contloss.functional.info_nce import (
+    DEFAULT_NUM_NEGATIVES,
+    DEFAULT_TEMPERATURE,
+    _check_info_nce_loss_args,
+    _info_nce_loss_tokens,
+)
+from lightning_contloss.functional.l2 import _l2_loss_tokens
+from lightning_contloss.functional.max_margin import _check_max_margin_loss_args, _max_margin_loss_tokens
+from lightning_contloss.functional.rewe import DEFAULT_LAM, _check_rewe_loss_args, _rewe_loss_tokens
 from lightning_contloss.functional.scoring import Space
 from lightning_contloss.functional.vmf import (
     DEFAULT_LAMBDA1,
     DEFAULT_LAMBDA2,
-    _check_lambdas,
-    _vmf_nll_update,
+    _check_vmf_nll_args,
+    _vmf_nll_tokens,
 )
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -43,6 +54,9 @@ __all__ = [
     "VMFLoss",
     "bind_targets",
     "decode_space_of",
+    "loss_names",
+    "make_loss",
+    "register_loss",
 ]
 
 Targets = TargetEmbeddings | Tensor
@@ -71,9 +85,8 @@ class _TableBoundLoss(Metric):
     count: Tensor
 
     def __init__(self, targets: Targets | None = None, *, ignore_index: int | None = None, **kwargs: Any) -> None:
+        check_ignore_index(ignore_index)
         super().__init__(**kwargs)
-        if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-            raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
         self.ignore_index = ignore_index
         self.add_state("loss_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0), dist_reduce_fx="sum")
@@ -186,12 +199,81 @@ class ContinuousLoss(_TableBoundLoss):
         self._accumulate(*self._batch(pred, ids))
 
     def _batch(self, pred: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        return self._update(pred, ids, self._table(pred))
+        return sum_count(*self._tokens(pred, ids, self._table(pred)))
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        raise TypeError(f"{type(self).__name__} must implement _update; subclass CosineLoss & co. instead")
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        """Per-token losses and their batch: the functional maths, with this loss's hyper-parameters."""
+        raise TypeError(f"{type(self).__name__} must implement _tokens; subclass CosineLoss & co. instead")
 
 
+_Loss = TypeVar("_Loss", bound=type[ContinuousLoss])
+# name -> (class, the constructor arguments the name fixes); filled by @register_loss.
+_REGISTRY: dict[str, tuple[type[ContinuousLoss], dict[str, Any]]] = {}
+
+
+def register_loss(name: str, **fixed: Any) -> Callable[[_Loss], _Loss]:
+    """Class decorator: make a :class:`ContinuousLoss` buildable by ``name`` (:func:`make_loss`).
+
+    Args:
+        name: the name on the command line (lower case, no spaces), unique.
+        fixed: constructor arguments the name stands for, e.g. ``negatives="in_batch"``.
+
+    Written above the class, as ``@register_loss("cosine")`` is above :class:`CosineLoss`.
+    Registering a class again under its own name changes nothing.
+
+    Example:
+        >>> register_loss("cosine")(CosineLoss) is CosineLoss
+        True
+    """
+    if not isinstance(name, str) or not name or name != name.strip().lower() or ":" in name or " " in name:
+        raise ValueError(f"a loss name must be a non-empty lower-case word without ':' or spaces, got {name!r}")
+
+    def register(cls: _Loss) -> _Loss:
+        if not (isinstance(cls, type) and issubclass(cls, ContinuousLoss)):
+            raise TypeError(f"register_loss takes a ContinuousLoss subclass, got {cls!r}")
+        if name in _REGISTRY and _REGISTRY[name][0] is not cls:
+            raise ValueError(f"the loss name {name!r} is taken by {_REGISTRY[name][0].__name__}; choose another")
+        _REGISTRY[name] = (cls, dict(fixed))
+        return cls
+
+    return register
+
+
+def loss_names() -> tuple[str, ...]:
+    """The registered loss names, in registration order.
+
+    Example:
+        >>> loss_names()
+        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce')
+    """
+    return tuple(_REGISTRY)
+
+
+def make_loss(name: str, *, ignore_index: int | None = None, **options: Any) -> ContinuousLoss:
+    """The registered loss ``name``, unbound, built from the ``options`` its constructor takes.
+
+    Options the loss's constructor has no parameter for are dropped, so one set of command-line
+    options (``temperature``, ``margin``, ``lambda1``, …) serves every loss; the arguments the
+    name fixes (see :func:`register_loss`) override them.
+
+    Args:
+        name: one of :func:`loss_names`.
+        ignore_index: target id to skip (padding).
+        options: constructor arguments, by name.
+
+    Example:
+        >>> make_loss("maxmargin", margin=0.2, temperature=0.05).negatives  # temperature is not its
+        'in_batch'
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(_REGISTRY)}")
+    cls, fixed = _REGISTRY[name]
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {key: value for key, value in options.items() if key in accepted}
+    return cls(ignore_index=ignore_index, **{**kwargs, **fixed})
+
+
+@register_loss("cosine")
 class CosineLoss(ContinuousLoss):
     """Cosine loss ``1 − cos(ê, e_w)`` (see :func:`~lightning_contloss.functional.cosine_loss`).
 
@@ -212,10 +294,11 @@ class CosineLoss(ContinuousLoss):
 
     decode_space: ClassVar[Space] = "cosine"
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _cosine_loss_update(pred, ids, table, self.ignore_index)
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _cosine_loss_tokens(pred, ids, table, ignore_index=self.ignore_index)
 
 
+@register_loss("l2")
 class L2Loss(ContinuousLoss):
     """Squared L2 loss ``‖ê − e_w‖²``, summed over D (see :func:`~lightning_contloss.functional.l2_loss`).
 
@@ -236,10 +319,12 @@ class L2Loss(ContinuousLoss):
 
     decode_space: ClassVar[Space] = "l2"
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _l2_loss_update(pred, ids, table, self.ignore_index)
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _l2_loss_tokens(pred, ids, table, ignore_index=self.ignore_index)
 
 
+# On the command line: in-batch negatives, which cost O(N²·D) whatever V is.
+@register_loss("maxmargin", negatives="in_batch")
 class MaxMarginLoss(ContinuousLoss):
     """Hinge loss with an informative negative (see :func:`~lightning_contloss.functional.max_margin_loss`).
 
@@ -275,9 +360,7 @@ class MaxMarginLoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_max_margin(margin, negatives, chunk_size)
-        if negatives == "sampled":
-            check_sampler(1, num_negatives, "uniform", None, 0.0)
+        _check_max_margin_loss_args(margin, negatives, num_negatives, chunk_size, generator)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.margin = margin
         self.negatives = negatives
@@ -285,21 +368,22 @@ class MaxMarginLoss(ContinuousLoss):
         self.chunk_size = chunk_size
         self.generator = generator
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _max_margin_loss_update(
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _max_margin_loss_tokens(
             pred,
             ids,
             table,
-            self.margin,
-            self.negatives,
-            self.num_negatives,
-            self.chunk_size,
-            self.generator,
-            self._exclude(),
-            self.ignore_index,
+            margin=self.margin,
+            negatives=self.negatives,
+            num_negatives=self.num_negatives,
+            chunk_size=self.chunk_size,
+            generator=self.generator,
+            exclude=self._exclude(),
+            ignore_index=self.ignore_index,
         )
 
 
+@register_loss("vmf")
 class VMFLoss(ContinuousLoss):
     """Regularised von Mises-Fisher NLL (see :func:`~lightning_contloss.functional.vmf_nll`).
 
@@ -336,16 +420,25 @@ class VMFLoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_lambdas(lambda1, lambda2)
+        _check_vmf_nll_args(lambda1, lambda2, approx)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.approx = approx
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _vmf_nll_update(pred, ids, table, self.lambda1, self.lambda2, self.approx, self.ignore_index)
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _vmf_nll_tokens(
+            pred,
+            ids,
+            table,
+            lambda1=self.lambda1,
+            lambda2=self.lambda2,
+            approx=self.approx,
+            ignore_index=self.ignore_index,
+        )
 
 
+@register_loss("infonce")
 class InfoNCELoss(ContinuousLoss):
     """InfoNCE with K negatives shared by a batch (see :func:`~lightning_contloss.functional.info_nce_loss`).
 
@@ -376,8 +469,8 @@ class InfoNCELoss(ContinuousLoss):
         self,
         targets: Targets | None = None,
         *,
-        temperature: float = 0.1,
-        num_negatives: int = 1024,
+        temperature: float = DEFAULT_TEMPERATURE,
+        num_negatives: int = DEFAULT_NUM_NEGATIVES,
         sampler: Literal["uniform", "unigram"] = "uniform",
         counts: Tensor | None = None,
         power: float = 0.75,
@@ -385,11 +478,13 @@ class InfoNCELoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if counts is not None:
-            counts = torch.as_tensor(counts).detach()
-        _check_info_nce(
-            temperature, counts.shape[0] if counts is not None else 1, num_negatives, sampler, counts, power
-        )
+        if counts is not None and not isinstance(counts, Tensor):
+            try:  # a list or numpy array of counts is fine too
+                counts = torch.as_tensor(counts)
+            except (TypeError, ValueError, RuntimeError) as err:
+                raise ValueError(f"counts must be a [V] tensor of token counts, got {type(counts).__name__}") from err
+        counts = None if counts is None else counts.detach()
+        _check_info_nce_loss_args(temperature, num_negatives, sampler, counts, power, generator)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.temperature = temperature
         self.num_negatives = num_negatives
@@ -398,19 +493,19 @@ class InfoNCELoss(ContinuousLoss):
         self.generator = generator
         self.register_buffer("counts", counts, persistent=False)
 
-    def _update(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Tensor]:
-        return _info_nce_loss_update(
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _info_nce_loss_tokens(
             pred,
             ids,
             table,
-            self.temperature,
-            self.num_negatives,
-            self.sampler,
-            self.counts,
-            self.power,
-            self.generator,
-            self._exclude(),
-            self.ignore_index,
+            temperature=self.temperature,
+            num_negatives=self.num_negatives,
+            sampler=self.sampler,
+            counts=self.counts,
+            power=self.power,
+            generator=self.generator,
+            exclude=self._exclude(),
+            ignore_index=self.ignore_index,
         )
 
 
@@ -442,8 +537,7 @@ class ReWELoss(_TableBoundLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        if not lam >= 0:
-            raise ValueError(f"lam must be >= 0 (the weight of the cosine term), got {lam}")
+        _check_rewe_loss_args(lam)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.lam = lam
 
@@ -452,7 +546,8 @@ class ReWELoss(_TableBoundLoss):
         self._accumulate(*self._batch(logits, pred, ids))
 
     def _batch(self, logits: Tensor, pred: Tensor, ids: Tensor) -> tuple[Tensor, Tensor]:
-        return _rewe_loss_update(logits, pred, ids, self._table(pred), self.lam, self.ignore_index)
+        table = self._table(pred)
+        return sum_count(*_rewe_loss_tokens(logits, pred, ids, table, lam=self.lam, ignore_index=self.ignore_index))
 
 
 def _operands(metric: Metric) -> list[Metric]:

@@ -576,3 +576,41 @@ def test_row_dot_norm_backward_matches_autograd() -> None:
     keep = torch.ones(7, dtype=torch.bool)
     keep[2] = False  # gradcheck's finite differences are not defined at the kink
     assert torch.autograd.gradcheck(lambda x, y: row_dot_norm(x[keep], y[keep]), (a, b))
+
+
+# ----------------------------------------------------------------------------- non-finite input (issue 11, row 1)
+@pytest.mark.parametrize("negatives", ["informative", "sampled", "in_batch"])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_max_margin_propagates_nan_and_inf_predictions(negatives: str, bad: float) -> None:
+    from lightning_contloss.losses import MaxMarginLoss
+
+    pred, ids, table = _data(n=8, d=5, v=12)
+    clean = CF.max_margin_loss(
+        pred, ids, table, margin=1.0, negatives=negatives, generator=torch.Generator().manual_seed(0), reduction="none"
+    )
+    pred[2, 1] = bad
+    kw = {"margin": 1.0, "negatives": negatives, "num_negatives": 1024, "chunk_size": 5}
+    got = CF.max_margin_loss(pred, ids, table, **kw, generator=torch.Generator().manual_seed(0), reduction="none")
+    assert bool(got[2].isnan())  # was 0.0: the broken token looked perfect
+    keep = torch.arange(8) != 2
+    assert torch.allclose(got[keep], clean[keep], rtol=1e-12, atol=0)  # the other tokens are untouched
+    assert bool(CF.max_margin_loss(pred, ids, table, **kw).isnan())  # and the mean says so
+    metric = MaxMarginLoss(table, **kw)
+    assert bool(metric(pred, ids).isnan()) and bool(metric.compute().isnan())
+
+
+def test_max_margin_propagates_a_nan_table_row() -> None:
+    pred, ids, table = _data(n=6, d=5, v=12)
+    table[7, 0] = math.nan  # not any token's target, but every token's candidate
+    ids[ids == 7] = 0
+    assert bool(CF.max_margin_loss(pred, ids, table, reduction="none").isnan().all())
+
+
+def test_max_margin_ignored_nan_positions_and_no_candidate_tokens_stay_zero() -> None:
+    pred, ids, table = _data(n=6, d=5, v=12)
+    pred[0] = math.nan
+    ids[0] = IGNORE
+    got = CF.max_margin_loss(pred, ids, table, ignore_index=IGNORE, reduction="none")
+    assert got[0].item() == 0.0 and bool(torch.isfinite(got).all())
+    one = torch.eye(3, dtype=torch.float64)  # every in-batch candidate is the token's own id
+    assert CF.max_margin_loss(one[:2], torch.tensor([0, 0]), one, negatives="in_batch").item() == 0.0

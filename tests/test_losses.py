@@ -365,3 +365,59 @@ def test_forward_sets_torchmetrics_bookkeeping() -> None:
     value = loss(*_batch(16))
     assert loss.update_called and loss._forward_cache is value
     assert torch.allclose(loss.compute(), value)
+
+
+# ---------------------------------------------------------------------- the registry of loss names
+def test_registry_names_every_command_line_loss_and_builds_it() -> None:
+    from lightning_contloss.losses import loss_names, make_loss
+
+    expected = {"cosine": CosineLoss, "l2": L2Loss, "maxmargin": MaxMarginLoss, "vmf": VMFLoss, "infonce": InfoNCELoss}
+    assert set(loss_names()) == set(expected)
+    options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "unknown_option": 1}
+    for name, cls in expected.items():
+        loss = make_loss(name, ignore_index=IGNORE, **options)
+        assert type(loss) is cls and loss.ignore_index == IGNORE
+    assert make_loss("maxmargin", negatives="sampled").negatives == "in_batch"  # the name fixes it
+    assert make_loss("vmf", lambda1=0.05).lambda1 == 0.05
+    with pytest.raises(ValueError, match="unknown loss 'hinge'; choose one of cosine"):
+        make_loss("hinge")
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        make_loss("infonce", temperature=-1.0)  # options still go through the class's checks
+
+
+def test_register_loss_rejects_bad_names_and_clashes() -> None:
+    from lightning_contloss.losses import loss_names, register_loss
+
+    before = loss_names()
+    for bad in ("", "Cosine", "a b", "a:b", 3):
+        with pytest.raises(ValueError, match="a loss name must be"):
+            register_loss(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="taken by CosineLoss"):
+        register_loss("cosine")(L2Loss)
+    with pytest.raises(TypeError, match="ContinuousLoss subclass"):
+        register_loss("rewe")(ReWELoss)  # type: ignore[type-var]
+    assert register_loss("l2")(L2Loss) is L2Loss
+    assert loss_names() == before
+
+
+def test_command_line_lists_are_the_registry() -> None:
+    import typing
+
+    from lightning_contloss.compare import spec
+    from lightning_contloss.examples import continuous_lm
+    from lightning_contloss.losses import loss_names
+
+    assert spec.LOSSES == continuous_lm.LOSSES == loss_names()
+    assert typing.get_args(continuous_lm.LossName) == loss_names()  # what LightningCLI offers
+
+
+def test_compare_spec_does_not_import_the_example_models() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lightning_contloss.compare.spec; "
+        "print(any(m.startswith('lightning_contloss.examples') for m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

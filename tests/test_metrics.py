@@ -490,3 +490,47 @@ def test_many_queries_use_smaller_chunks_with_the_same_result() -> None:
     big = vmf_log_partition(pred, table, kappa=5.0, chunk_size=4096)  # capped to 419 rows per chunk
     small = torch.cat([vmf_log_partition(p, table, kappa=5.0, chunk_size=4096) for p in pred.split(100)])
     assert torch.allclose(big, small, atol=1e-5)
+
+
+# ---------------------------------------------------------------- non-finite predictions (issue 11, row 16)
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_fit_kappa_and_vmf_sample_reject_non_finite_input(bad: float) -> None:
+    pred, target, table = problem()
+    broken = pred.clone()
+    broken[1, 0] = bad
+    with pytest.raises(ValueError, match="pred must be finite"):
+        fit_kappa(broken, target, table)  # was κ = 9.5e-7
+    with pytest.raises(ValueError, match="pred must be finite"):
+        vmf_sample(broken, table)  # was id 0
+    bad_table = table.clone()
+    bad_table[3, 2] = bad
+    with pytest.raises(ValueError, match="table must be finite"):
+        fit_kappa(pred, target, bad_table)
+    with pytest.raises(ValueError, match="table must be finite"):
+        vmf_sample(pred, bad_table)
+    # An ignored position may hold anything: fit_kappa never reads it.
+    broken_target = target.clone()
+    broken_target[1] = -1
+    assert math.isfinite(fit_kappa(broken, broken_target, table, ignore_index=-1))
+
+
+# ---------------------------------------------------------------- PredictionSpread's functional twin (issue 10)
+def test_prediction_spread_function_is_the_metric_on_one_batch() -> None:
+    from collections import Counter
+
+    from lightning_contloss.metrics import PredictionSpread, prediction_spread
+
+    g = torch.Generator().manual_seed(0)
+    pred_ids, target = torch.randint(0, 9, (4, 25), generator=g), torch.randint(0, 9, (4, 25), generator=g)
+    target[:, :5] = -1
+    metric = PredictionSpread(9, ignore_index=-1)
+    metric.update(pred_ids, target)
+    got = prediction_spread(pred_ids, 9, target, ignore_index=-1)
+    assert {k: v.item() for k, v in got.items()} == {k: v.item() for k, v in metric.compute().items()}
+    kept = Counter(pred_ids[target != -1].tolist())
+    assert got["distinct_pred"].item() == len(kept)
+    assert got["top_pred_share"].item() == pytest.approx(max(kept.values()) / sum(kept.values()))
+    empty = prediction_spread(pred_ids[:0], 9)
+    assert empty["distinct_pred"].item() == 0 and empty["top_pred_share"].item() == 0.0
+    with pytest.raises(ValueError, match="num_classes must be a positive int"):
+        prediction_spread(pred_ids, 0)

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lightning_contloss.losses import loss_names
+
 __all__ = ["DEFAULT_RUNS", "GLOVE_RUNS", "HEADS", "DataOptions", "RunSpec", "parse_run"]
 
 HEADS = ("softmax", "linear", "mlp")
-# Kept in step with lightning_contloss.examples.continuous_lm; importing it here would pull in
-# torch and Lightning, and the parent process of compare stays light so bad input fails fast.
-LOSSES = ("cosine", "vmf", "infonce", "maxmargin", "l2")
+# The registered losses. The parent process of compare already has torch (the package's
+# __init__ imports it) and lightning_contloss.losses loaded, so this adds no import; what it
+# must not import is the example models (examples.continuous_lm), which a test checks.
+LOSSES = loss_names()
 TARGETS = ("random", "ppmi", "glove")
 MLP_HIDDEN = 512
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import lightning as L
 import numpy as np
@@ -16,15 +16,20 @@ from lightning_contloss.examples.optim import Schedule, warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.functional.vmf_fit import fit_vmf
 from lightning_contloss.heads import EmbeddingRegressionHead
-from lightning_contloss.losses import CosineLoss, InfoNCELoss, L2Loss, MaxMarginLoss, VMFLoss
+from lightning_contloss.losses import CosineLoss, InfoNCELoss, loss_names, make_loss
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
 
 __all__ = ["LOSSES", "TARGETS", "ContinuousLM", "build_loss", "glove_targets"]
 
-LossName = Literal["cosine", "vmf", "infonce", "maxmargin", "l2"]
+# The registered losses (lightning_contloss.losses.register_loss): a Literal at run time, so the
+# LightningCLI lists and checks the choices; a str for the type checker, which needs a fixed list.
+LOSSES: tuple[str, ...] = loss_names()
+if TYPE_CHECKING:
+    LossName = str
+else:
+    LossName = Literal[LOSSES]
 TargetKind = Literal["random", "ppmi", "glove", "file"]
-LOSSES: tuple[str, ...] = ("cosine", "vmf", "infonce", "maxmargin", "l2")
 TARGETS: tuple[str, ...] = ("random", "ppmi", "glove", "file")
 GLOVE_DIM = 50
 # A single frequent word can hold most of the unigram mass, and then κ is huge; past this the
@@ -47,8 +52,11 @@ def build_loss(
 ) -> Metric:
     """A continuous loss by name, unbound (the mixin binds it to the targets).
 
+    Each registered loss (:func:`~lightning_contloss.losses.make_loss`) takes the options below
+    that its constructor has; ``maxmargin`` uses in-batch negatives.
+
     Args:
-        name: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"`` or ``"l2"``.
+        name: one of :data:`LOSSES` (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, …).
         ignore_index: target id to skip (padding).
         temperature: InfoNCE's τ.
         num_negatives: negatives per batch (InfoNCE; max-margin when sampled).
@@ -63,25 +71,17 @@ def build_loss(
         >>> build_loss("infonce", num_negatives=64).num_negatives
         64
     """
-    loss: Metric
-    if name == "cosine":
-        loss = CosineLoss(ignore_index=ignore_index)
-    elif name == "vmf":
-        loss = VMFLoss(lambda1=vmf_lambda1, lambda2=vmf_lambda2, ignore_index=ignore_index)
-    elif name == "infonce":
-        loss = InfoNCELoss(
-            temperature=temperature,
-            num_negatives=num_negatives,
-            sampler=sampler,
-            counts=counts,
-            ignore_index=ignore_index,
-        )
-    elif name == "maxmargin":
-        loss = MaxMarginLoss(margin=margin, negatives="in_batch", ignore_index=ignore_index)
-    elif name == "l2":
-        loss = L2Loss(ignore_index=ignore_index)
-    else:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    loss: Metric = make_loss(
+        name,
+        ignore_index=ignore_index,
+        temperature=temperature,
+        num_negatives=num_negatives,
+        sampler=sampler,
+        counts=counts,
+        margin=margin,
+        lambda1=vmf_lambda1,
+        lambda2=vmf_lambda2,
+    )
     if cosine_weight > 0 and name != "cosine":
         loss = loss + cosine_weight * CosineLoss(ignore_index=ignore_index)
     return loss

@@ -3,6 +3,12 @@
 Every loss takes ``(pred [..., D], ids [...], table [V, D], ...)``, supports ``ignore_index``
 and ``reduction`` ("mean", "sum" or "none"), computes in at least float32 and returns a
 differentiable tensor. :mod:`lightning_contloss.losses` wraps them as torchmetrics Metrics.
+
+Each loss file has two layers, as torchmetrics' ``functional/regression/mse.py`` has: the private
+per-token maths ``_<loss>_tokens(pred, ids, table, *, <hyper-parameters>)``, which checks its
+tensors and returns ``(per-token losses [N], batch)``, and the public function, which checks its
+hyper-parameters, calls the maths by keyword and reduces. A loss class checks the same
+hyper-parameters once, in ``__init__``, and calls the same maths on every batch.
 """
 
 from lightning_contloss.functional.cosine import cosine_loss

@@ -1,12 +1,21 @@
-"""Input validation, ``ignore_index`` masking and reduction shared by the continuous losses."""
+"""Input validation, ``ignore_index`` masking and reduction shared by the continuous losses.
+
+Two kinds of check, run at two depths. Hyper-parameters (margins, temperatures, ``reduction``,
+``ignore_index``) are checked by whoever takes them from the user: the public function on every
+call, a loss class once in ``__init__``. Tensors are checked by the per-token maths
+(:func:`prepare`), once per call, since they change with every batch.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 Reduction = Literal["mean", "sum", "none"]
@@ -30,6 +39,10 @@ class Batch:
     mask: Tensor | None
     shape: torch.Size
     dtype: torch.dtype
+
+    def rows(self, table: Tensor) -> Tensor:
+        """The ``[N, D]`` target rows of the batch, in the compute dtype."""
+        return F.embedding(self.ids, table).to(self.dtype)
 
 
 def compute_dtype(*tensors: Tensor) -> torch.dtype:
@@ -68,8 +81,82 @@ def check_table(table: Tensor, name: str = "table") -> None:
 
 
 def check_reduction(reduction: str) -> None:
-    if reduction not in _REDUCTIONS:
+    """Raise unless ``reduction`` is ``"mean"``, ``"sum"`` or ``"none"``."""
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def check_ignore_index(ignore_index: int | None) -> None:
+    """Raise unless ``ignore_index`` is an int (not a bool) or ``None``."""
+    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
+        raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+
+
+def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
+    """Raise unless ``value`` is one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_positive_int(value: int, name: str) -> None:
+    """Raise unless ``value`` is an int >= 1 (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def check_number(
+    value: float | Tensor,
+    name: str,
+    *,
+    low: float,
+    high: float = math.inf,
+    low_open: bool = False,
+    why: str = "",
+) -> None:
+    """Raise unless ``value`` is a finite real number in ``[low, high]`` (``(low, high]`` if ``low_open``).
+
+    A Python or numpy number, or a one-element floating tensor (a learnable temperature, say);
+    never a bool or a string.
+
+    Example:
+        >>> check_number(0.5, "margin", low=0.0)
+        >>> check_number(float("inf"), "margin", low=0.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: margin must be >= 0 and finite, got inf
+    """
+    if high < math.inf:
+        interval = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+    else:
+        interval = f"{'>' if low_open else '>='} {low:g} and finite"
+    what = f"{name} must be {interval}{f' ({why})' if why else ''}"
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or not value.is_floating_point():
+            raise ValueError(f"{what}: a number, got a {value.dtype} tensor of shape {tuple(value.shape)}")
+        number = float(value.detach())
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        raise ValueError(f"{what}: a number, got {type(value).__name__} {value!r}")
+    if not (math.isfinite(number) and low <= number <= high) or (low_open and number == low):
+        raise ValueError(f"{what}, got {value!r}")
+
+
+def check_generator(generator: torch.Generator | None) -> None:
+    """Raise unless ``generator`` is a ``torch.Generator`` or ``None``."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+
+
+def check_exclude(exclude: Tensor | None, num_embeddings: int) -> None:
+    """Raise unless ``exclude`` is ``None`` or a ``[V]`` bool mask over the table's rows."""
+    if exclude is None:
+        return
+    if not isinstance(exclude, Tensor) or exclude.dtype != torch.bool or exclude.shape != (num_embeddings,):
+        what = f"{exclude.dtype} {tuple(exclude.shape)}" if isinstance(exclude, Tensor) else type(exclude).__name__
+        raise ValueError(
+            f"exclude must be a [V] bool mask with V={num_embeddings}, got {what}; pass targets.special_mask or None"
+        )
 
 
 def prepare(pred: Tensor, ids: Tensor, table: Tensor, ignore_index: int | None) -> Batch:
@@ -137,14 +224,13 @@ def sum_count(per_token: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
 
 
 def reduce(per_token: Tensor, batch: Batch, reduction: str) -> Tensor:
-    """Apply ``reduction`` to ``[N]`` per-token losses; an all-ignored batch gives 0.
+    """Apply ``reduction`` (already checked) to ``[N]`` per-token losses; an all-ignored batch gives 0.
 
     Example:
         >>> b = prepare(torch.zeros(3, 2), torch.tensor([0, -1, 1]), torch.eye(2), -1)
         >>> reduce(torch.tensor([1.0, 5.0, 3.0]), b, "mean"), reduce(torch.tensor([1.0, 5.0, 3.0]), b, "none")
         (tensor(2.), tensor([1., 0., 3.]))
     """
-    check_reduction(reduction)
     if reduction == "none":
         if batch.mask is not None:
             per_token = torch.where(batch.mask, per_token, torch.zeros_like(per_token))

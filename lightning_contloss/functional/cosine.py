@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_ignore_index,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
 
 __all__ = ["cosine_loss"]
@@ -98,19 +97,12 @@ def row_cosine(a: Tensor, b: Tensor) -> Tensor:
     return dot / (torch.where(norm > 0, norm, 1.0) * safe_norm(b))
 
 
-def _cosine_loss_tokens(pred: Tensor, ids: Tensor, table: Tensor, ignore_index: int | None) -> tuple[Tensor, Batch]:
+def _cosine_loss_tokens(pred: Tensor, ids: Tensor, table: Tensor, *, ignore_index: int | None) -> tuple[Tensor, Batch]:
+    """Per-token ``1 − cos`` (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     with full_precision(batch.pred.device):
-        target = F.embedding(batch.ids, table).to(batch.dtype)
-        per_token = 1.0 - row_cosine(batch.pred, target)
+        per_token = 1.0 - row_cosine(batch.pred, batch.rows(table))
     return per_token, batch
-
-
-def _cosine_loss_update(
-    pred: Tensor, ids: Tensor, table: Tensor, ignore_index: int | None = None
-) -> tuple[Tensor, Tensor]:
-    """Sum of ``1 − cos`` over the counted tokens, and their number."""
-    return sum_count(*_cosine_loss_tokens(pred, ids, table, ignore_index))
 
 
 def cosine_loss(
@@ -135,5 +127,5 @@ def cosine_loss(
         tensor([0.0000, 0.2929])
     """
     check_reduction(reduction)
-    per_token, batch = _cosine_loss_tokens(pred, ids, table, ignore_index)
-    return reduce(per_token, batch, reduction)
+    check_ignore_index(ignore_index)
+    return reduce(*_cosine_loss_tokens(pred, ids, table, ignore_index=ignore_index), reduction)

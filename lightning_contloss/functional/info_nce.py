@@ -3,40 +3,46 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_exclude,
+    check_generator,
+    check_ignore_index,
+    check_number,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
-from lightning_contloss.functional._negatives import check_sampler, sample_negatives
+from lightning_contloss.functional._negatives import check_counts_fit, check_sampler, sample_negatives
 from lightning_contloss.functional.cosine import row_cosine, safe_norm, unit
 
 __all__ = ["info_nce_loss"]
 
+DEFAULT_TEMPERATURE = 0.1
+DEFAULT_NUM_NEGATIVES = 1024
 
-def _check_info_nce(
+
+def _check_info_nce_loss_args(
     temperature: float,
-    num_embeddings: int,
     num_negatives: int,
     sampler: str,
     counts: Tensor | None,
     power: float,
+    generator: torch.Generator | None,
 ) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    check_sampler(num_embeddings, num_negatives, sampler, counts, power)
+    check_number(temperature, "temperature", low=0.0, low_open=True)
+    check_sampler(num_negatives, sampler, counts, power)
+    check_generator(generator)
 
 
 def _info_nce_loss_tokens(
     pred: Tensor,
     ids: Tensor,
     table: Tensor,
+    *,
     temperature: float,
     num_negatives: int,
     sampler: str,
@@ -46,14 +52,13 @@ def _info_nce_loss_tokens(
     exclude: Tensor | None,
     ignore_index: int | None,
 ) -> tuple[Tensor, Batch]:
+    """Per-token InfoNCE loss (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     num_embeddings = table.shape[0]
-    _check_info_nce(temperature, num_embeddings, num_negatives, sampler, counts, power)
-    if exclude is not None and exclude.shape != (num_embeddings,):
-        raise ValueError(f"exclude must be a [V] bool mask with V={num_embeddings}, got {tuple(exclude.shape)}")
+    check_counts_fit(sampler, counts, num_embeddings)
+    check_exclude(exclude, num_embeddings)
     with full_precision(batch.pred.device):
-        target = F.embedding(batch.ids, table).to(batch.dtype)
-        positive = row_cosine(batch.pred, target).unsqueeze(1) / temperature
+        positive = row_cosine(batch.pred, batch.rows(table)).unsqueeze(1) / temperature
         neg_ids = sample_negatives(num_embeddings, num_negatives, sampler, counts, power, generator, table.device)
         # 1/τ is folded into the [N, D] query so the [N, K] logits need no extra pass.
         query = batch.pred / (safe_norm(batch.pred) * temperature).unsqueeze(1)
@@ -61,7 +66,7 @@ def _info_nce_loss_tokens(
         # A drawn negative that is the token's own target (an accidental hit) is no negative.
         skip = neg_ids[None, :] == batch.ids[:, None]
         if exclude is not None:
-            skip |= exclude.to(table.device, torch.bool)[neg_ids][None, :]
+            skip |= exclude.to(table.device)[neg_ids][None, :]
         # In place: the product's backward needs its inputs, not its output.
         negative.masked_fill_(skip, float("-inf"))
         # The positive logit is always finite, so logsumexp never sees an all -inf row.
@@ -69,43 +74,12 @@ def _info_nce_loss_tokens(
     return per_token, batch
 
 
-def _info_nce_loss_update(
-    pred: Tensor,
-    ids: Tensor,
-    table: Tensor,
-    temperature: float = 0.1,
-    num_negatives: int = 1024,
-    sampler: str = "uniform",
-    counts: Tensor | None = None,
-    power: float = 0.75,
-    generator: torch.Generator | None = None,
-    exclude: Tensor | None = None,
-    ignore_index: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sum of the InfoNCE losses over the counted tokens, and their number."""
-    return sum_count(
-        *_info_nce_loss_tokens(
-            pred,
-            ids,
-            table,
-            temperature,
-            num_negatives,
-            sampler,
-            counts,
-            power,
-            generator,
-            exclude,
-            ignore_index,
-        )
-    )
-
-
 def info_nce_loss(
     pred: Tensor,
     ids: Tensor,
     table: Tensor,
-    temperature: float = 0.1,
-    num_negatives: int = 1024,
+    temperature: float = DEFAULT_TEMPERATURE,
+    num_negatives: int = DEFAULT_NUM_NEGATIVES,
     sampler: str = "uniform",
     counts: Tensor | None = None,
     power: float = 0.75,
@@ -144,7 +118,19 @@ def info_nce_loss(
         tensor(0.3133)
     """
     check_reduction(reduction)
+    check_ignore_index(ignore_index)
+    _check_info_nce_loss_args(temperature, num_negatives, sampler, counts, power, generator)
     per_token, batch = _info_nce_loss_tokens(
-        pred, ids, table, temperature, num_negatives, sampler, counts, power, generator, exclude, ignore_index
+        pred,
+        ids,
+        table,
+        temperature=temperature,
+        num_negatives=num_negatives,
+        sampler=sampler,
+        counts=counts,
+        power=power,
+        generator=generator,
+        exclude=exclude,
+        ignore_index=ignore_index,
     )
     return reduce(per_token, batch, reduction)

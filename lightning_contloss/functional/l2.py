@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_ignore_index,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
 
 __all__ = ["l2_loss"]
 
 
-def _l2_loss_tokens(pred: Tensor, ids: Tensor, table: Tensor, ignore_index: int | None) -> tuple[Tensor, Batch]:
+def _l2_loss_tokens(pred: Tensor, ids: Tensor, table: Tensor, *, ignore_index: int | None) -> tuple[Tensor, Batch]:
+    """Per-token ``‖ê − e_w‖²`` (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     with full_precision(batch.pred.device):
-        target = F.embedding(batch.ids, table).to(batch.dtype)
-        per_token = (batch.pred - target).square().sum(dim=-1)
+        per_token = (batch.pred - batch.rows(table)).square().sum(dim=-1)
     return per_token, batch
-
-
-def _l2_loss_update(pred: Tensor, ids: Tensor, table: Tensor, ignore_index: int | None = None) -> tuple[Tensor, Tensor]:
-    """Sum of ``‖ê − e_w‖²`` over the counted tokens, and their number."""
-    return sum_count(*_l2_loss_tokens(pred, ids, table, ignore_index))
 
 
 def l2_loss(
@@ -52,5 +46,5 @@ def l2_loss(
         tensor(2.5000)
     """
     check_reduction(reduction)
-    per_token, batch = _l2_loss_tokens(pred, ids, table, ignore_index)
-    return reduce(per_token, batch, reduction)
+    check_ignore_index(ignore_index)
+    return reduce(*_l2_loss_tokens(pred, ids, table, ignore_index=ignore_index), reduction)

@@ -8,13 +8,18 @@ from torch import Tensor
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_choice,
+    check_exclude,
+    check_generator,
+    check_ignore_index,
+    check_number,
+    check_positive_int,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
-from lightning_contloss.functional._negatives import check_sampler, sample_negatives
+from lightning_contloss.functional._negatives import sample_negatives
 from lightning_contloss.functional.cosine import row_cosine, unit
 
 __all__ = ["max_margin_loss"]
@@ -34,7 +39,9 @@ def _most_informative(
 
     Candidates equal to the token's own id, or not ``allowed``, are skipped. Returns the ``[N]``
     row index into ``candidates`` and an ``[N]`` bool telling whether any candidate was left.
-    Memory is ``O(N · chunk_size)`` however many candidates there are.
+    A NaN score wins and keeps its place, so a NaN (or infinite) prediction or table row reaches
+    the hinge, which is then NaN, instead of passing for a token with no candidate. Memory is
+    ``O(N · chunk_size)`` however many candidates there are.
     """
     num = query.shape[0]
     best = torch.full((num,), float("-inf"), dtype=query.dtype, device=query.device)
@@ -47,26 +54,31 @@ def _most_informative(
         if allowed is not None:
             skip |= ~allowed[start : start + chunk_size][None, :]
         scores.masked_fill_(skip, float("-inf"))
+        # max() returns a row's NaN, and where it is, when the row holds one.
         top, where = scores.max(dim=1)
-        better = top > best
+        better = (top > best) | (top.isnan() & ~best.isnan())
         best = torch.where(better, top, best)
         arg = torch.where(better, where + start, arg)
-    return arg, best > float("-inf")
+    # Only a token whose every candidate was skipped is left at -inf (NaN is not).
+    return arg, best != float("-inf")
 
 
-def _check_max_margin(margin: float, negatives: str, chunk_size: int) -> None:
-    if not margin >= 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    if negatives not in NEGATIVES:
-        raise ValueError(f"negatives must be one of {NEGATIVES}, got {negatives!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+def _check_max_margin_loss_args(
+    margin: float, negatives: str, num_negatives: int, chunk_size: int, generator: torch.Generator | None
+) -> None:
+    check_number(margin, "margin", low=0.0)
+    check_choice(negatives, "negatives", NEGATIVES)
+    if negatives == "sampled":
+        check_positive_int(num_negatives, "num_negatives")
+    check_positive_int(chunk_size, "chunk_size")
+    check_generator(generator)
 
 
 def _max_margin_loss_tokens(
     pred: Tensor,
     ids: Tensor,
     table: Tensor,
+    *,
     margin: float,
     negatives: str,
     num_negatives: int,
@@ -75,15 +87,13 @@ def _max_margin_loss_tokens(
     exclude: Tensor | None,
     ignore_index: int | None,
 ) -> tuple[Tensor, Batch]:
+    """Per-token hinge loss (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     num_embeddings = table.shape[0]
-    if negatives == "sampled":
-        check_sampler(num_embeddings, num_negatives, "uniform", None, 0.0)
-    if exclude is not None and exclude.shape != (num_embeddings,):
-        raise ValueError(f"exclude must be a [V] bool mask with V={num_embeddings}, got {tuple(exclude.shape)}")
+    check_exclude(exclude, num_embeddings)
     with full_precision(batch.pred.device):
-        target = F.embedding(batch.ids, table).to(batch.dtype)
-        allowed = None if exclude is None else ~exclude.to(table.device, torch.bool)
+        target = batch.rows(table)
+        allowed = None if exclude is None else ~exclude.to(table.device)
         if negatives == "informative":
             cand, cand_ids = table, torch.arange(num_embeddings, device=table.device)
         elif negatives == "sampled":
@@ -101,29 +111,10 @@ def _max_margin_loss_tokens(
             pick, found = _most_informative(query, batch.ids, cand, cand_ids, allowed, chunk_size)
         negative = cand[pick].to(batch.dtype)
         hinge = F.relu(margin + row_cosine(batch.pred, negative) - row_cosine(batch.pred, target))
-        per_token = torch.where(found, hinge, torch.zeros_like(hinge))
+        # hinge * 0, not zeros: 0 where the prediction is finite, NaN where it is not, so even a
+        # token with no candidate cannot hide a NaN prediction.
+        per_token = torch.where(found, hinge, hinge * 0.0)
     return per_token, batch
-
-
-def _max_margin_loss_update(
-    pred: Tensor,
-    ids: Tensor,
-    table: Tensor,
-    margin: float = 0.5,
-    negatives: str = "informative",
-    num_negatives: int = 1024,
-    chunk_size: int = 2048,
-    generator: torch.Generator | None = None,
-    exclude: Tensor | None = None,
-    ignore_index: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sum of the hinge losses over the counted tokens, and their number."""
-    _check_max_margin(margin, negatives, chunk_size)
-    return sum_count(
-        *_max_margin_loss_tokens(
-            pred, ids, table, margin, negatives, num_negatives, chunk_size, generator, exclude, ignore_index
-        )
-    )
 
 
 def max_margin_loss(
@@ -152,7 +143,8 @@ def max_margin_loss(
 
     The search runs without gradient; the gradient flows through the chosen rows only. A token
     with no candidate left (e.g. every in-batch target equals its own) contributes 0. The loss
-    is >= 0. Decode with cosine similarity.
+    is >= 0; a NaN or infinite prediction gives NaN for its token (and so for the mean), as in
+    the other losses, even when it has no candidate. Decode with cosine similarity.
 
     Args:
         pred: ``[..., D]`` predicted embeddings.
@@ -174,8 +166,18 @@ def max_margin_loss(
         tensor([0.0000, 0.5000])
     """
     check_reduction(reduction)
-    _check_max_margin(margin, negatives, chunk_size)
+    check_ignore_index(ignore_index)
+    _check_max_margin_loss_args(margin, negatives, num_negatives, chunk_size, generator)
     per_token, batch = _max_margin_loss_tokens(
-        pred, ids, table, margin, negatives, num_negatives, chunk_size, generator, exclude, ignore_index
+        pred,
+        ids,
+        table,
+        margin=margin,
+        negatives=negatives,
+        num_negatives=num_negatives,
+        chunk_size=chunk_size,
+        generator=generator,
+        exclude=exclude,
+        ignore_index=ignore_index,
     )
     return reduce(per_token, batch, reduction)

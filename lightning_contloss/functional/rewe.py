@@ -7,11 +7,12 @@ from torch import Tensor
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_ignore_index,
+    check_number,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
 from lightning_contloss.functional.cosine import row_cosine
 
@@ -20,11 +21,20 @@ __all__ = ["rewe_loss"]
 DEFAULT_LAM = 20.0
 
 
+def _check_rewe_loss_args(lam: float) -> None:
+    check_number(lam, "lam", low=0.0, why="the weight of the cosine term")
+
+
 def _rewe_loss_tokens(
-    logits: Tensor, pred: Tensor, ids: Tensor, table: Tensor, lam: float, ignore_index: int | None
+    logits: Tensor,
+    pred: Tensor,
+    ids: Tensor,
+    table: Tensor,
+    *,
+    lam: float,
+    ignore_index: int | None,
 ) -> tuple[Tensor, Batch]:
-    if not lam >= 0:
-        raise ValueError(f"lam must be >= 0 (the weight of the cosine term), got {lam}")
+    """Per-token ReWE loss (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     if not isinstance(logits, Tensor) or not logits.is_floating_point():
         raise ValueError("logits must be a floating-point [..., V] tensor")
@@ -38,21 +48,8 @@ def _rewe_loss_tokens(
     with full_precision(batch.pred.device):
         flat_logits = logits.reshape(-1, logits.shape[-1]).to(batch.dtype)
         nll = F.cross_entropy(flat_logits, batch.ids, reduction="none")
-        cos = row_cosine(batch.pred, F.embedding(batch.ids, table).to(batch.dtype))
-        per_token = nll + lam * (1.0 - cos)
+        per_token = nll + lam * (1.0 - row_cosine(batch.pred, batch.rows(table)))
     return per_token, batch
-
-
-def _rewe_loss_update(
-    logits: Tensor,
-    pred: Tensor,
-    ids: Tensor,
-    table: Tensor,
-    lam: float = DEFAULT_LAM,
-    ignore_index: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sum of the ReWE losses over the counted tokens, and their number."""
-    return sum_count(*_rewe_loss_tokens(logits, pred, ids, table, lam, ignore_index))
 
 
 def rewe_loss(
@@ -88,5 +85,6 @@ def rewe_loss(
         tensor(0.9860)
     """
     check_reduction(reduction)
-    per_token, batch = _rewe_loss_tokens(logits, pred, ids, table, lam, ignore_index)
-    return reduce(per_token, batch, reduction)
+    check_ignore_index(ignore_index)
+    _check_rewe_loss_args(lam)
+    return reduce(*_rewe_loss_tokens(logits, pred, ids, table, lam=lam, ignore_index=ignore_index), reduction)

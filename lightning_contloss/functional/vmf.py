@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_contloss.functional._checks import (
     Batch,
+    check_ignore_index,
+    check_number,
     check_reduction,
     full_precision,
     prepare,
     reduce,
-    sum_count,
 )
 from lightning_contloss.functional.cosine import row_dot_norm, safe_norm
 from lightning_contloss.functional.vmf_normalizer import log_vmf_normalizer
@@ -24,25 +24,27 @@ DEFAULT_LAMBDA1 = 0.02
 DEFAULT_LAMBDA2 = 0.1
 
 
-def _check_lambdas(lambda1: float, lambda2: float) -> None:
-    if not lambda1 >= 0:
-        raise ValueError(f"lambda1 must be >= 0 (it penalises the norm of pred), got {lambda1}")
-    if not 0 < lambda2 <= 1:
-        raise ValueError(f"lambda2 must be in (0, 1] (it scales the dot product with the target), got {lambda2}")
+def _check_vmf_nll_args(lambda1: float, lambda2: float, approx: bool) -> None:
+    check_number(lambda1, "lambda1", low=0.0, why="it penalises the norm of pred")
+    check_number(lambda2, "lambda2", low=0.0, high=1.0, low_open=True, why="it scales the dot product with the target")
+    if not isinstance(approx, bool):
+        raise ValueError(f"approx must be True or False, got {approx!r}")
 
 
 def _vmf_nll_tokens(
     pred: Tensor,
     ids: Tensor,
     table: Tensor,
+    *,
     lambda1: float,
     lambda2: float,
     approx: bool,
     ignore_index: int | None,
 ) -> tuple[Tensor, Batch]:
+    """Per-token regularised vMF NLL (``[N]``) and the checked, flattened batch it was computed on."""
     batch = prepare(pred, ids, table, ignore_index)
     with full_precision(batch.pred.device):
-        target = F.embedding(batch.ids, table).to(batch.dtype)
+        target = batch.rows(table)
         # The norm's gradient at exactly zero is 0 and the normaliser substitutes its finite
         # κ -> 0 limit there, so a zero prediction needs no epsilon.
         dot, kappa = row_dot_norm(batch.pred, target)
@@ -50,20 +52,6 @@ def _vmf_nll_tokens(
         # ê·μ_w = ê·e_w / ‖e_w‖, without materialising the normalised rows.
         per_token = -log_c - lambda2 * dot / safe_norm(target) + lambda1 * kappa
     return per_token, batch
-
-
-def _vmf_nll_update(
-    pred: Tensor,
-    ids: Tensor,
-    table: Tensor,
-    lambda1: float = DEFAULT_LAMBDA1,
-    lambda2: float = DEFAULT_LAMBDA2,
-    approx: bool = False,
-    ignore_index: int | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Sum of the regularised vMF NLL over the counted tokens, and their number."""
-    _check_lambdas(lambda1, lambda2)
-    return sum_count(*_vmf_nll_tokens(pred, ids, table, lambda1, lambda2, approx, ignore_index))
 
 
 def vmf_nll(
@@ -115,6 +103,9 @@ def vmf_nll(
         True
     """
     check_reduction(reduction)
-    _check_lambdas(lambda1, lambda2)
-    per_token, batch = _vmf_nll_tokens(pred, ids, table, lambda1, lambda2, approx, ignore_index)
+    check_ignore_index(ignore_index)
+    _check_vmf_nll_args(lambda1, lambda2, approx)
+    per_token, batch = _vmf_nll_tokens(
+        pred, ids, table, lambda1=lambda1, lambda2=lambda2, approx=approx, ignore_index=ignore_index
+    )
     return reduce(per_token, batch, reduction)

@@ -21,7 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_contloss.functional._checks import full_precision
+from lightning_contloss.functional._checks import (
+    check_generator,
+    check_ignore_index,
+    check_number,
+    check_positive_int,
+    check_table,
+    full_precision,
+)
 
 __all__ = [
     "fit_kappa",
@@ -45,9 +52,7 @@ def _chunk_for(chunk_size: int, queries: int) -> int:
 def _check_inputs(
     pred: Tensor, table: Tensor, exclude_mask: Tensor | None, chunk_size: int, kappa: float | None
 ) -> None:
-    if not isinstance(table, Tensor) or table.dim() != 2:
-        shape = tuple(table.shape) if isinstance(table, Tensor) else type(table).__name__
-        raise ValueError(f"table must be a 2-D [V, D] tensor, got {shape}; pass targets.weight")
+    check_table(table)
     if not isinstance(pred, Tensor):
         raise ValueError(f"pred must be a [..., D] tensor, got {type(pred).__name__}")
     if pred.dim() < 1 or pred.shape[-1] != table.shape[1]:
@@ -55,20 +60,34 @@ def _check_inputs(
             f"pred has dim {pred.shape[-1] if pred.dim() else 'none'} but the target table has dim "
             f"{table.shape[1]}; build the head with out_features=targets.dim"
         )
-    if not pred.is_floating_point() or not table.is_floating_point():
-        raise ValueError(f"pred and table must be floating point, got {pred.dtype} and {table.dtype}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive number of table rows, got {chunk_size}")
-    if kappa is not None and not (math.isfinite(kappa) and kappa >= 0):
-        raise ValueError(f"kappa must be a finite number >= 0, got {kappa}")
+    if not pred.is_floating_point():
+        raise ValueError(f"pred must be floating point, got {pred.dtype}")
+    check_positive_int(chunk_size, "chunk_size")
+    if kappa is not None:
+        check_number(kappa, "kappa", low=0.0)
     if exclude_mask is not None:
-        if exclude_mask.shape != (table.shape[0],) or exclude_mask.dtype != torch.bool:
+        if (
+            not isinstance(exclude_mask, Tensor)
+            or exclude_mask.shape != (table.shape[0],)
+            or exclude_mask.dtype != torch.bool
+        ):
+            what = (
+                f"{exclude_mask.dtype} {tuple(exclude_mask.shape)}"
+                if isinstance(exclude_mask, Tensor)
+                else type(exclude_mask).__name__
+            )
             raise ValueError(
-                f"exclude_mask must be a bool tensor of shape [V]=[{table.shape[0]}], got "
-                f"{exclude_mask.dtype} {tuple(exclude_mask.shape)}; pass targets.special_mask or None"
+                f"exclude_mask must be a bool tensor of shape [V]=[{table.shape[0]}], got {what}; "
+                "pass targets.special_mask or None"
             )
         if bool(exclude_mask.all()):
             raise ValueError("exclude_mask excludes every row of the table; the distribution would be empty")
+
+
+def _check_finite(x: Tensor, name: str, why: str) -> None:
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite values; {why}")
 
 
 def _query(pred: Tensor, kappa: float | None) -> Tensor:
@@ -149,7 +168,10 @@ def _target_scores(query: Tensor, target: Tensor, table: Tensor) -> Tensor:
     return (query * rows).sum(dim=-1)
 
 
-def _check_target(pred: Tensor, target: Tensor, num_rows: int) -> Tensor:
+def _check_target(pred: Tensor, target: Tensor, num_rows: int | None) -> Tensor:
+    """``target`` flattened to int64, after checking it against ``pred`` (and the table's ``num_rows``)."""
+    if not isinstance(target, Tensor):
+        raise ValueError(f"target must be a tensor of token ids, got {type(target).__name__}")
     if target.shape != pred.shape[:-1]:
         raise ValueError(
             f"target has shape {tuple(target.shape)} but pred has shape {tuple(pred.shape)}; "
@@ -158,7 +180,7 @@ def _check_target(pred: Tensor, target: Tensor, num_rows: int) -> Tensor:
     if target.dtype in (torch.bool,) or target.is_floating_point() or target.is_complex():
         raise ValueError(f"target must hold integer token ids, got {target.dtype}")
     flat = target.reshape(-1).long()
-    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_rows):
+    if num_rows is not None and flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= num_rows):
         bad = flat[(flat < 0) | (flat >= num_rows)][:5].tolist()
         raise ValueError(
             f"target ids {bad} are out of range for a table of {num_rows} rows; drop padding "
@@ -233,8 +255,10 @@ def sample_from_logits(logits: Tensor, num_samples: int = 1, *, generator: torch
         >>> s1.tolist(), s2.tolist()
         ([2], [2])
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    check_positive_int(num_samples, "num_samples")
+    check_generator(generator)
+    if not isinstance(logits, Tensor):
+        raise ValueError(f"logits must be a float tensor [..., V], got {type(logits).__name__}")
     if logits.dim() < 1 or logits.shape[-1] == 0 or not logits.is_floating_point():
         raise ValueError(f"logits must be a float tensor [..., V] with V > 0, got {logits.dtype} {tuple(logits.shape)}")
     flat = logits.reshape(-1, logits.shape[-1]).float()
@@ -286,9 +310,12 @@ def vmf_sample(
         >>> vmf_sample(torch.tensor([[0.0, 80.0, 0.0]]), table, 2, generator=g).tolist()
         [[1], [1]]
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    check_positive_int(num_samples, "num_samples")
+    check_generator(generator)
     _check_inputs(pred, table, exclude_mask, chunk_size, kappa)
+    # A NaN score never wins a Gumbel-max, so NaN input would come out as a valid-looking id.
+    _check_finite(pred, "pred", "a draw from a NaN prediction means nothing; check the model output")
+    _check_finite(table, "table", "pass a finite target table")
     with full_precision(pred.device):
         out = _sample_flat(_query(pred, kappa), table, num_samples, exclude_mask, generator, chunk_size)
     return out.reshape(num_samples, *pred.shape[:-1])
@@ -412,21 +439,24 @@ def fit_kappa(
         1.0986
     """
     _check_inputs(pred, table, exclude_mask, chunk_size, None)
-    if not (math.isfinite(kappa_max) and kappa_max > 0):
-        raise ValueError(f"kappa_max must be a finite positive number, got {kappa_max}")
-    flat_target = target.reshape(-1)
+    check_number(kappa_max, "kappa_max", low=0.0, low_open=True)
+    check_number(tol, "tol", low=0.0, low_open=True)
+    check_positive_int(max_iter, "max_iter")
+    check_ignore_index(ignore_index)
+    # The range is checked after ignore_index is dropped: padding ids may lie outside it.
+    flat_target = _check_target(pred, target, None)
     flat_pred = pred.reshape(-1, pred.shape[-1])
-    if target.shape != pred.shape[:-1]:
-        raise ValueError(
-            f"target has shape {tuple(target.shape)} but pred has shape {tuple(pred.shape)}; "
-            "target must be pred.shape[:-1]"
-        )
     if ignore_index is not None:
         keep = flat_target != ignore_index
         flat_target, flat_pred = flat_target[keep], flat_pred[keep]
     if flat_target.numel() == 0:
-        raise ValueError("fit_kappa got no tokens (all were ignore_index); pass validation predictions")
+        raise ValueError(
+            "fit_kappa got no tokens in pred and target (after dropping ignore_index); pass validation predictions"
+        )
     ids = _check_target(flat_pred, flat_target, table.shape[0])
+    # NaN moments would end the search at an arbitrary κ; ignored positions are never read.
+    _check_finite(flat_pred, "pred", "κ cannot be fitted to NaN predictions; check the model output")
+    _check_finite(table, "table", "pass a finite target table")
     if exclude_mask is not None and bool(exclude_mask.to(ids.device)[ids].any()):
         raise ValueError(
             "some targets are rows that exclude_mask removes, so their NLL is infinite for every κ; "

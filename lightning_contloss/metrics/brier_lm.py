@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss.functional._checks import check_ignore_index, check_positive_int
 from lightning_contloss.metrics.neighbor_accuracy import _check_ids
 
 __all__ = ["BrierLM", "brier_lm"]
@@ -116,13 +117,13 @@ def brier_lm(
         >>> brier_lm(y, y, y)  # a model that always samples the truth
         tensor(100.)
     """
-    _check_max_n(max_n)
+    _check_brier_lm_args(max_n, ignore_index)
     return _brier_lm_compute(*_brier_lm_update(sample1, sample2, target, max_n, ignore_index))
 
 
-def _check_max_n(max_n: int) -> None:
-    if not isinstance(max_n, int) or isinstance(max_n, bool) or max_n < 1:
-        raise ValueError(f"max_n must be a positive int, got {max_n!r}")
+def _check_brier_lm_args(max_n: int, ignore_index: int | None) -> None:
+    check_positive_int(max_n, "max_n")
+    check_ignore_index(ignore_index)
 
 
 class BrierLM(Metric):
@@ -156,8 +157,8 @@ class BrierLM(Metric):
     total: Tensor
 
     def __init__(self, max_n: int = 4, ignore_index: int | None = None, **kwargs: Any) -> None:
+        _check_brier_lm_args(max_n, ignore_index)
         super().__init__(**kwargs)
-        _check_max_n(max_n)
         self.max_n = max_n
         self.ignore_index = ignore_index
         self.add_state("brier_sum", default=torch.zeros(max_n, dtype=torch.long), dist_reduce_fx="sum")

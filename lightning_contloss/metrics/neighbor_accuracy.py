@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss.functional._checks import check_ignore_index, check_positive_int
+
 __all__ = ["NeighborAccuracy", "neighbor_accuracy"]
 
 
@@ -54,12 +56,14 @@ def neighbor_accuracy(topk_ids: Tensor, target: Tensor, k: int = 1, ignore_index
         ignore_index: target id to skip (padding).
 
     Returns:
-        Scalar float accuracy in ``[0, 1]``; NaN when every token is ignored.
+        Scalar float accuracy in ``[0, 1]``; NaN when no token counts (none given, or all ignored).
 
     Example:
         >>> neighbor_accuracy(torch.tensor([[3, 1], [2, 0], [5, 4]]), torch.tensor([1, 2, 9]), k=2)
         tensor(0.6667)
     """
+    check_positive_int(k, "k")
+    check_ignore_index(ignore_index)
     hits, total = _neighbor_accuracy_update(topk_ids, target, k, ignore_index)
     return hits.float() / total
 
@@ -90,9 +94,9 @@ class NeighborAccuracy(Metric):
     total: Tensor
 
     def __init__(self, k: int = 1, ignore_index: int | None = None, **kwargs: Any) -> None:
+        check_positive_int(k, "k")
+        check_ignore_index(ignore_index)
         super().__init__(**kwargs)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
         self.k = k
         self.ignore_index = ignore_index
         self.add_state("correct", default=torch.tensor(0), dist_reduce_fx="sum")

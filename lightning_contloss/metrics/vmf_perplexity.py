@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss.functional._checks import check_ignore_index, check_number, check_positive_int
 from lightning_contloss.functional.vmf_distribution import DEFAULT_CHUNK_SIZE, vmf_log_prob
 from lightning_contloss.metrics.neighbor_accuracy import _check_ids
 from lightning_contloss.targets import TargetEmbeddings
@@ -40,7 +40,12 @@ def _vmf_perplexity_update(
     if ignore_index is not None:
         keep = flat_target != ignore_index
         flat_pred, flat_target = flat_pred[keep], flat_target[keep]
-    if exclude_mask is not None and isinstance(weight, Tensor) and exclude_mask.shape == (weight.shape[0],):
+    if (
+        isinstance(exclude_mask, Tensor)
+        and isinstance(weight, Tensor)
+        and exclude_mask.shape == (weight.shape[0],)
+        and exclude_mask.dtype == torch.bool
+    ):
         in_range = (flat_target >= 0) & (flat_target < weight.shape[0])
         hit = exclude_mask.to(flat_target.device)[flat_target[in_range]]
         if bool(hit.any()):
@@ -75,12 +80,14 @@ def vmf_perplexity(
         chunk_size: table rows scored at once; memory is ``O(N · chunk_size)``.
 
     Returns:
-        Scalar float perplexity; NaN when every token is ignored.
+        Scalar float perplexity; NaN when no token counts (none given, or all ignored), or
+        when a counted prediction is NaN.
 
     Example:
         >>> vmf_perplexity(torch.zeros(5, 8), torch.arange(5), torch.randn(100, 8))  # κ=0: uniform
         tensor(100.0000)
     """
+    check_ignore_index(ignore_index)
     nll, count = _vmf_perplexity_update(
         pred,
         target,
@@ -134,11 +141,11 @@ class VMFPerplexity(Metric):
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         **kwargs: Any,
     ) -> None:
+        check_ignore_index(ignore_index)
+        if kappa is not None:
+            check_number(kappa, "kappa", low=0.0, why="or None for κ = ‖ê‖")
+        check_positive_int(chunk_size, "chunk_size")
         super().__init__(**kwargs)
-        if kappa is not None and not (math.isfinite(kappa) and kappa >= 0):
-            raise ValueError(f"kappa must be a finite number >= 0 or None, got {kappa}")
-        if not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         self.ignore_index = ignore_index
         self.kappa = kappa
         self.chunk_size = chunk_size
