@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import os
-import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,6 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lightning_contloss._fingerprint import table_fingerprint
+from lightning_contloss._ppmi import ppmi_svd
+from lightning_contloss._vector_files import is_binary_name, read_rows
 
 __all__ = ["Coverage", "TargetEmbeddings"]
 
@@ -343,26 +342,9 @@ class TargetEmbeddings(nn.Module):
         words = _check_vocab(vocab, len(vocab))
         if not words:
             raise ValueError("the vocabulary is empty; pass the words of the output vocabulary")
-        index = {w: i for i, w in enumerate(words)}
         if binary is None:
-            stem = path.with_suffix("") if path.suffix == ".gz" else path
-            binary = stem.suffix == ".bin"
-
-        table: np.ndarray | None = None
-        found = np.zeros(len(words), dtype=bool)
-        rows = 0
-        reader = _read_binary(path) if binary else _read_text(path)
-        for word, vec in reader:
-            rows += 1
-            if table is None:
-                table = np.zeros((len(words), vec.shape[0]), dtype=np.float32)
-            i = index.get(word)
-            if i is not None and not found[i]:
-                table[i] = vec
-                found[i] = True
-        if table is None:
-            raise ValueError(f"vector file {str(path)!r} has no vectors; is it empty or only a header?")
-
+            binary = is_binary_name(path)
+        table, found, rows = read_rows(path, words, binary=binary)
         missing = [w for w, f in zip(words, found) if not f]
         coverage = Coverage(found=int(found.sum()), total=len(words), missing=missing, file_rows=rows)
         if missing:
@@ -435,26 +417,7 @@ class TargetEmbeddings(nn.Module):
                 f"token ids span {int(ids.min())}..{int(ids.max())} but vocab_size={vocab_size}; "
                 f"valid ids are 0..{vocab_size - 1}"
             )
-        keys, weights = [], []
-        for d in range(1, window + 1):
-            a, b = ids[:-d], ids[d:]
-            keys += [a * vocab_size + b, b * vocab_size + a]
-            weights += [torch.full((a.numel(),), 1.0 / d).repeat(2)]
-        key = torch.cat(keys)
-        uniq, inverse = torch.unique(key, return_inverse=True)
-        counts = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(
-            0, inverse, torch.cat(weights).double()
-        )
-        rows, cols = uniq // vocab_size, uniq % vocab_size
-        row_sum = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, rows, counts)
-        col_sum = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, cols, counts).pow(alpha)
-        pmi = torch.log(counts * col_sum.sum() / (row_sum[rows] * col_sum[cols]))
-        keep = pmi > 0
-        ppmi = torch.sparse_coo_tensor(
-            torch.stack([rows[keep], cols[keep]]), pmi[keep].float(), (vocab_size, vocab_size), check_invariants=False
-        )
-        u, s = _randomized_svd(ppmi, dim, niter, torch.Generator().manual_seed(seed))
-        emb = u * s.sqrt()
+        emb = ppmi_svd(ids, vocab_size, dim, window, alpha, niter, seed)
         unseen = emb.norm(dim=-1) == 0
         if bool(unseen.any()):
             g = torch.Generator().manual_seed(seed)
@@ -497,95 +460,3 @@ class TargetEmbeddings(nn.Module):
         result = type(self)(mixed, self._vocab, normalize=True)
         result.special_mask.copy_(self.special_mask)
         return result
-
-
-def _randomized_svd(matrix: Tensor, rank: int, niter: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Top-``rank`` left singular vectors and values of a sparse matrix (Halko et al., 2011).
-
-    torch.svd_lowrank re-transposes its COO input on every product: on PTB (V=10k, rank 256)
-    it took 31 s where keeping both orientations in CSR, as here, takes under 5 s.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        a = matrix.coalesce().to_sparse_csr()
-        at = matrix.t().coalesce().to_sparse_csr()
-        q = min(rank + 10, matrix.shape[0], matrix.shape[1])
-        y = a @ torch.randn(matrix.shape[1], q, generator=generator)
-        basis = torch.linalg.qr(y).Q
-        for _ in range(niter):
-            basis = torch.linalg.qr(at @ basis).Q
-            basis = torch.linalg.qr(a @ basis).Q
-        small = (at @ basis).t()  # basis^T A, [q, n]
-    u_small, s, _ = torch.linalg.svd(small, full_matrices=False)
-    return (basis @ u_small)[:, :rank], s[:rank]
-
-
-# ---------------------------------------------------------------------- file readers
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # GzipFile is a BinaryIO at run time
-    return open(path, "rb")
-
-
-def _read_text(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields (word, vector) per line; validates widths, numbers and finiteness as it goes."""
-    width: int | None = None
-    with _open(path) as raw:
-        stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
-        for lineno, line in enumerate(stream, start=1):
-            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
-            if lineno == 1 and len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-                width = int(parts[1])  # word2vec / fastText header: "count dim"
-                continue
-            if len(parts) == 1 and not parts[0]:
-                continue
-            if width is None:
-                width = len(parts) - 1
-                if width < 1:
-                    raise ValueError(f"{path}:{lineno}: malformed line, expected 'word v1 ... vD', got {line[:80]!r}")
-            if len(parts) - 1 != width:
-                raise ValueError(
-                    f"{path}:{lineno}: row of word {parts[0]!r} has {len(parts) - 1} values but the file's "
-                    f"width is {width}; fix or delete that line"
-                )
-            try:
-                vec = np.array(parts[1:], dtype=np.float32)
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{lineno}: malformed line, could not parse the values of {parts[0]!r} as numbers"
-                ) from None
-            if not np.isfinite(vec).all():
-                raise ValueError(f"{path}:{lineno}: row of word {parts[0]!r} has NaN or inf; fix or delete it")
-            yield parts[0], vec
-
-
-def _read_binary(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields (word, vector) from a word2vec binary file ("count dim\\n" then word, space, floats)."""
-    with _open(path) as f:
-        header = f.readline()
-        try:
-            count, width = (int(x) for x in header.split())
-        except ValueError:
-            raise ValueError(
-                f"{path}:1: a binary word2vec file starts with 'count dim', got {header[:40]!r}; "
-                "pass binary=False for a text file"
-            ) from None
-        nbytes = 4 * width
-        for n in range(count):
-            chars = bytearray()
-            while True:
-                c = f.read(1)
-                if not c:
-                    raise ValueError(f"{path}: file ends inside entry {n + 1} of {count}; it is truncated")
-                if c == b" ":
-                    break
-                if c != b"\n":
-                    chars += c
-            data = f.read(nbytes)
-            if len(data) != nbytes:
-                raise ValueError(f"{path}: file ends inside entry {n + 1} of {count}; it is truncated")
-            vec = np.frombuffer(data, dtype="<f4").astype(np.float32)
-            word = chars.decode("utf-8", errors="replace")
-            if not np.isfinite(vec).all():
-                raise ValueError(f"{path}: entry {n + 1} ({word!r}) has NaN or inf; fix or delete it")
-            yield word, vec
