@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from lightning_contloss._fingerprint import table_fingerprint
 from lightning_contloss._ppmi import ppmi_svd
-from lightning_contloss._vector_files import is_binary_name, read_rows
+from lightning_contloss._vector_files import check_encoding, is_binary_name, read_rows
 
 __all__ = ["Coverage", "TargetEmbeddings"]
 
@@ -307,14 +307,17 @@ class TargetEmbeddings(nn.Module):
         binary: bool | None = None,
         seed: int = 0,
         special_ids: Iterable[int | str] = (),
+        encoding: str = "utf-8",
     ) -> TargetEmbeddings:
         """Targets for ``vocab`` read from a word2vec / GloVe / fastText vector file.
 
         Text files have one ``word v1 ... vD`` line per word, with an optional ``count dim``
         header (word2vec, fastText). Binary word2vec files (``binary=True``, or a ``.bin``
-        suffix) are read too; ``.gz`` files are decompressed on the fly. The file is streamed:
+        suffix) are read too; gzip files are decompressed on the fly. The file is streamed:
         only rows of vocabulary words are kept, written straight into the ``[V, D]`` table.
         ``result.coverage`` says how many words were found and lists those that were not.
+        A damaged or misread file raises a ``ValueError`` naming the file, the line or entry,
+        and the fix (``encoding=``, ``binary=``, downloading it again).
 
         Args:
             path: the vector file.
@@ -325,6 +328,9 @@ class TargetEmbeddings(nn.Module):
             normalize: L2-normalise the rows.
             binary: force binary (True) or text (False); ``None`` decides by the suffix.
             seed: seed of the random OOV rows.
+            special_ids: ids or words to exclude from decoding.
+            encoding: the file's text encoding (of the words, in a binary file; bytes that
+                are not valid there become U+FFFD, so those words are reported missing).
 
         Example:
             >>> import tempfile, pathlib
@@ -336,15 +342,20 @@ class TargetEmbeddings(nn.Module):
         """
         if oov not in ("random", "mean", "error"):
             raise ValueError(f"oov must be 'random', 'mean' or 'error', got {oov!r}")
+        encoding = check_encoding(encoding)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"vector file {str(path)!r} does not exist")
+        if not path.is_file():
+            raise ValueError(f"vector file {str(path)!r} is not a regular file; pass the path of the vector file")
         words = _check_vocab(vocab, len(vocab))
         if not words:
             raise ValueError("the vocabulary is empty; pass the words of the output vocabulary")
         if binary is None:
             binary = is_binary_name(path)
-        table, found, rows = read_rows(path, words, binary=binary)
+        table, found, rows = read_rows(path, words, binary=binary, encoding=encoding)
         missing = [w for w, f in zip(words, found) if not f]
         coverage = Coverage(found=int(found.sum()), total=len(words), missing=missing, file_rows=rows)
         if missing:
