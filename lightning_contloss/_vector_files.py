@@ -176,21 +176,25 @@ def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     decoder = codecs.getincrementaldecoder(encoding)("strict")
     pending = ""
     lineno = 0
+    first = True
     with _open(path) as raw:
         for chunk in _byte_lines(raw, path):
+            if first:
+                # A UTF-8 byte-order mark is not part of the first word, whatever encoding= says.
+                chunk, first = chunk.removeprefix(_UTF8_BOM), False
             try:
                 pending += decoder.decode(chunk)
             except UnicodeDecodeError as err:
-                bad = chunk[err.start : err.start + 4]
+                bad = chunk[err.start : err.start + 1]
                 raise ValueError(
                     f"{path}:{lineno + 1}: not valid {encoding} text ({err.reason}, byte {err.start + 1} of the "
-                    f"line is {bad[:1]!r}); pass encoding='latin-1' (or the file's own encoding) for a text file, "
+                    f"line is {bad!r}); pass encoding='latin-1' (or the file's own encoding) for a text file, "
                     "or binary=True for a binary word2vec file"
                 ) from None
             *complete, pending = pending.split("\n")
             for line in complete:
                 lineno += 1
-                yield lineno, line
+                yield lineno, line.removeprefix("\ufeff") if lineno == 1 else line
     try:
         pending += decoder.decode(b"", final=True)
     except UnicodeDecodeError:
@@ -198,7 +202,7 @@ def _text_lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
             f"{path}:{lineno + 1}: the file ends inside a {encoding} character; it is truncated or not {encoding}"
         ) from None
     if pending:
-        yield lineno + 1, pending
+        yield lineno + 1, pending.removeprefix("\ufeff") if lineno == 0 else pending
 
 
 def _header(parts: list[str]) -> tuple[int, int] | None:
@@ -267,7 +271,7 @@ def _read_exact(f: IO[bytes], size: int) -> bytes:
 
 
 def _binary_header(f: IO[bytes], path: Path) -> tuple[int, int]:
-    line = f.readline(256)
+    line = f.readline(256).removeprefix(_UTF8_BOM)
     try:
         count, width = (int(x) for x in line.split())
     except ValueError:

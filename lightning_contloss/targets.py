@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,25 +35,35 @@ class Coverage:
         total: size of the vocabulary.
         missing: the vocabulary words with no vector, in vocabulary order.
         file_rows: rows read from the file.
+        zero: found words whose vector in the file is all zeros, in vocabulary order. They
+            count as found, but a zero row has no direction: cosine decoding never returns
+            it and the cosine-based losses cannot pull a prediction towards it.
 
     Example:
         >>> Coverage(found=3, total=4, missing=["zyx"], file_rows=10)
         Coverage(found=3/4 (75.00%), missing=['zyx'])
+        >>> Coverage(found=3, total=3, file_rows=3, zero=["<pad>"])
+        Coverage(found=3/3 (100.00%), missing=[], zero=['<pad>'])
     """
 
     found: int
     total: int
     missing: list[str] = field(default_factory=list)
     file_rows: int = 0
+    zero: list[str] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return self.found / self.total if self.total else 0.0
 
     def __repr__(self) -> str:
-        head = self.missing[:10]
-        more = f" (+{len(self.missing) - len(head)} more)" if len(self.missing) > len(head) else ""
-        return f"Coverage(found={self.found}/{self.total} ({100 * self.ratio:.2f}%), missing={head}{more})"
+        text = f"Coverage(found={self.found}/{self.total} ({100 * self.ratio:.2f}%), missing={_head(self.missing)}"
+        return text + (f", zero={_head(self.zero)})" if self.zero else ")")
+
+
+def _head(words: list[str], n: int = 10) -> str:
+    more = f" (+{len(words) - n} more)" if len(words) > n else ""
+    return f"{words[:n]}{more}"
 
 
 def _unit_sphere(num: int, dim: int, generator: torch.Generator) -> Tensor:
@@ -78,6 +89,23 @@ def _check_vocab(vocab: Sequence[str], size: int) -> list[str]:
             f"the vocabulary has duplicate words: {', '.join(dupes)}; every word must map to exactly one id"
         )
     return words
+
+
+def _warn_zero_rows(weight: Tensor, special: Tensor, vocab: list[str] | None) -> None:
+    """Warn about all-zero rows that decoding may be asked for: they have no direction."""
+    zero = ~weight.any(dim=-1) & ~special
+    if not bool(zero.any()):
+        return
+    ids = zero.nonzero().flatten().tolist()
+    named = ids[:10] if vocab is None else [f"{i} ({vocab[i]!r})" for i in ids[:10]]
+    more = f" (+{len(ids) - 10} more)" if len(ids) > 10 else ""
+    warnings.warn(
+        f"{len(ids)} rows of the target table are all zero: ids {', '.join(map(str, named))}{more}. A zero row "
+        "has no direction, so cosine decoding never returns it and cosine losses cannot learn it; give those "
+        "words a vector (e.g. from_file(..., oov='random') for missing ones) or mark them special",
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _check_finite(weight: Tensor, what: str) -> None:
@@ -141,6 +169,7 @@ class TargetEmbeddings(nn.Module):
         self._token_to_id: dict[str, int] | None = {w: i for i, w in enumerate(words)} if words else None
         self.coverage: Coverage | None = None
         self.mark_special(*special_ids)
+        _warn_zero_rows(self.weight, self.special_mask, words)
 
     # ------------------------------------------------------------------ basic views
     @property
@@ -357,7 +386,8 @@ class TargetEmbeddings(nn.Module):
             binary = is_binary_name(path)
         table, found, rows = read_rows(path, words, binary=binary, encoding=encoding)
         missing = [w for w, f in zip(words, found) if not f]
-        coverage = Coverage(found=int(found.sum()), total=len(words), missing=missing, file_rows=rows)
+        zero = [w for w, z in zip(words, found & ~table.any(axis=1)) if z]
+        coverage = Coverage(found=int(found.sum()), total=len(words), missing=missing, file_rows=rows, zero=zero)
         if missing:
             if oov == "error":
                 raise ValueError(
@@ -468,6 +498,4 @@ class TargetEmbeddings(nn.Module):
         if bool(((a < 0) | (a > 1)).any()):
             raise ValueError("alpha must lie in [0, 1]")
         mixed = (1 - a) * F.normalize(self.weight, dim=-1) + a * F.normalize(other.weight.to(self.weight), dim=-1)
-        result = type(self)(mixed, self._vocab, normalize=True)
-        result.special_mask.copy_(self.special_mask)
-        return result
+        return type(self)(mixed, self._vocab, normalize=True, special_ids=self.special_ids.tolist())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +341,31 @@ def test_content_hash_changes_with_table_and_specials() -> None:
     h1 = t.content_hash()
     assert h0 != h1
     assert TargetEmbeddings.random(5, 3, seed=1).content_hash() != h0
+
+
+# ---------------------------------------------------------------------- zero rows (issue 11 row 9)
+def test_zero_rows_of_a_tensor_are_warned_about() -> None:
+    w = torch.randn(6, 4)
+    w[[2, 5]] = 0.0
+    with pytest.warns(UserWarning, match=r"2 rows of the target table are all zero: ids 2, 5\. .*mark them special"):
+        TargetEmbeddings.from_tensor(w)
+    with pytest.warns(UserWarning, match=r"ids 2 \('c'\), 5 \('f'\)"):
+        TargetEmbeddings.from_tensor(w, vocab=list("abcdef"), normalize=False)
+
+
+def test_zero_rows_that_are_special_are_not_warned_about() -> None:
+    w = torch.randn(6, 4)
+    w[[2, 5]] = 0.0
+    emb = torch.nn.Embedding(6, 4, padding_idx=0)  # the padding row is zero and marked special
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TargetEmbeddings.from_tensor(w, special_ids=[2, 5])
+        TargetEmbeddings.from_embedding(emb)
+        TargetEmbeddings.random(6, 4, special_ids=[0]).mix(TargetEmbeddings.random(6, 4, seed=1), 0.5)
+
+
+def test_mix_of_opposite_rows_warns_about_the_zero_rows() -> None:
+    a = TargetEmbeddings.random(4, 3)
+    b = TargetEmbeddings.from_tensor(-a.weight)
+    with pytest.warns(UserWarning, match="4 rows of the target table are all zero"):
+        a.mix(b, 0.5)

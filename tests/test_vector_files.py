@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -218,3 +219,47 @@ def test_path_of_wrong_type() -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# ---------------------------------------------------------------------- row 9: BOM, zero vectors
+@pytest.mark.parametrize("header", [False, True])
+@pytest.mark.parametrize("encoding", ["utf-8", "latin-1"])
+def test_utf8_bom_is_stripped(tmp_path: Path, header: bool, encoding: str) -> None:
+    p = tmp_path / "v.txt"
+    p.write_bytes(b"\xef\xbb\xbf" + text_bytes(ROWS, header=header))
+    t = load(p, ["the", "cat"], normalize=False, **({} if encoding == "utf-8" else {"encoding": encoding}))
+    assert t.coverage is not None and t.coverage.missing == [] and t.coverage.file_rows == 4
+    torch.testing.assert_close(t.weight[0], torch.tensor([1.0, 0.0, 0.0]))
+
+
+def test_utf8_sig_and_utf16_boms(tmp_path: Path) -> None:
+    p = tmp_path / "v.txt"
+    for encoding in ("utf-8-sig", "utf-16"):
+        p.write_bytes(text_bytes(ROWS, encoding=encoding))
+        assert load(p, ["the"], encoding=encoding).coverage.missing == []  # type: ignore[union-attr]
+
+
+def test_utf8_bom_before_a_binary_header(tmp_path: Path) -> None:
+    p = tmp_path / "v.bin"
+    p.write_bytes(b"\xef\xbb\xbf" + binary_bytes(ROWS))
+    assert load(p, ["the"]).coverage.missing == []  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_zero_vectors_in_a_file_are_reported_and_warned(tmp_path: Path, binary: bool) -> None:
+    rows = {**ROWS, "nil": [0.0, 0.0, 0.0], "void": [0.0, 0.0, 0.0]}
+    p = _write(tmp_path / ("v.bin" if binary else "v.txt"), binary_bytes(rows) if binary else text_bytes(rows))
+    with pytest.warns(UserWarning, match=r"2 rows of the target table are all zero: ids 1 \('nil'\), 3 \('void'\)"):
+        t = load(p, ["the", "nil", "cat", "void", "dog"])
+    assert t.coverage is not None
+    assert t.coverage.zero == ["nil", "void"] and t.coverage.found == 4 and t.coverage.missing == ["dog"]
+    assert "zero=['nil', 'void']" in repr(t.coverage)
+    assert bool((t.weight[[1, 3]] == 0).all())
+
+
+def test_zero_vector_of_a_special_word_is_reported_but_not_warned(tmp_path: Path) -> None:
+    p = _write(tmp_path / "v.txt", text_bytes({**ROWS, "<pad>": [0.0, 0.0, 0.0]}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t = load(p, ["<pad>", "the"], special_ids=["<pad>"])
+    assert t.coverage is not None and t.coverage.zero == ["<pad>"]
