@@ -8,6 +8,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from lightning_contloss._arguments import bool_arg, int_arg, real_arg
+
 __all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "replace_softmax_head", "split_head_output"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -49,17 +51,27 @@ class EmbeddingRegressionHead(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
+        in_features, out_features = int_arg(in_features, "in_features"), int_arg(out_features, "out_features")
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
-        if hidden is not None and hidden <= 0:
-            raise ValueError(f"hidden must be positive or None, got {hidden}")
+        if hidden is not None:
+            hidden = int_arg(hidden, "hidden")
+            if hidden <= 0:
+                raise ValueError(f"hidden must be positive or None, got {hidden}")
         if isinstance(activation, str):
             if activation not in _ACTIVATIONS:
                 raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(_ACTIVATIONS)}")
             act_factory = _ACTIVATIONS[activation]
-        else:
+        elif callable(activation):
             act_factory = activation
+        else:
+            raise TypeError(
+                f"activation must be one of {sorted(_ACTIVATIONS)} or an nn.Module class, "
+                f"got {type(activation).__name__}"
+            )
+        dropout = real_arg(dropout, "dropout", 0.0, 1.0)
+        bias = bool_arg(bias, "bias")
         self.in_features = in_features
         self.out_features = out_features
         self.hidden = hidden

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lightning_contloss._arguments import bool_arg, int_arg, real_arg, seed_arg
 from lightning_contloss._fingerprint import table_fingerprint
+from lightning_contloss._ppmi import ppmi_svd
+from lightning_contloss._vector_files import check_encoding, is_binary_name, read_rows
 
 __all__ = ["Coverage", "TargetEmbeddings"]
 
@@ -35,25 +37,35 @@ class Coverage:
         total: size of the vocabulary.
         missing: the vocabulary words with no vector, in vocabulary order.
         file_rows: rows read from the file.
+        zero: found words whose vector in the file is all zeros, in vocabulary order. They
+            count as found, but a zero row has no direction: cosine decoding never returns
+            it and the cosine-based losses cannot pull a prediction towards it.
 
     Example:
         >>> Coverage(found=3, total=4, missing=["zyx"], file_rows=10)
         Coverage(found=3/4 (75.00%), missing=['zyx'])
+        >>> Coverage(found=3, total=3, file_rows=3, zero=["<pad>"])
+        Coverage(found=3/3 (100.00%), missing=[], zero=['<pad>'])
     """
 
     found: int
     total: int
     missing: list[str] = field(default_factory=list)
     file_rows: int = 0
+    zero: list[str] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return self.found / self.total if self.total else 0.0
 
     def __repr__(self) -> str:
-        head = self.missing[:10]
-        more = f" (+{len(self.missing) - len(head)} more)" if len(self.missing) > len(head) else ""
-        return f"Coverage(found={self.found}/{self.total} ({100 * self.ratio:.2f}%), missing={head}{more})"
+        text = f"Coverage(found={self.found}/{self.total} ({100 * self.ratio:.2f}%), missing={_head(self.missing)}"
+        return text + (f", zero={_head(self.zero)})" if self.zero else ")")
+
+
+def _head(words: list[str], n: int = 10) -> str:
+    more = f" (+{len(words) - n} more)" if len(words) > n else ""
+    return f"{words[:n]}{more}"
 
 
 def _unit_sphere(num: int, dim: int, generator: torch.Generator) -> Tensor:
@@ -61,9 +73,18 @@ def _unit_sphere(num: int, dim: int, generator: torch.Generator) -> Tensor:
     return F.normalize(torch.randn(num, dim, generator=generator, dtype=torch.float32), dim=-1)
 
 
-def _check_vocab(vocab: Sequence[str], size: int) -> list[str]:
-    words = [str(w) for w in vocab]
-    if len(words) != size:
+def _check_vocab(vocab: Sequence[str], size: int | None = None) -> list[str]:
+    """``vocab`` as a list of distinct words, ``size`` of them when given."""
+    if isinstance(vocab, str) or not isinstance(vocab, Iterable):
+        raise TypeError(f"vocab must be a list of words, got {type(vocab).__name__}")
+    words = list(vocab)
+    bad = next((i for i, w in enumerate(words) if not isinstance(w, str)), None)
+    if bad is not None:
+        raise TypeError(
+            f"vocab must hold words (str), but entry {bad} is {type(words[bad]).__name__} {words[bad]!r}; "
+            "pass the words, not their ids"
+        )
+    if size is not None and len(words) != size:
         raise ValueError(
             f"the vocabulary has {len(words)} words but the table has {size} rows; "
             "pass one word per row, in row order"
@@ -79,6 +100,79 @@ def _check_vocab(vocab: Sequence[str], size: int) -> list[str]:
             f"the vocabulary has duplicate words: {', '.join(dupes)}; every word must map to exactly one id"
         )
     return words
+
+
+def _warn_zero_rows(weight: Tensor, special: Tensor, vocab: list[str] | None) -> None:
+    """Warn about all-zero rows that decoding may be asked for: they have no direction."""
+    zero = ~weight.any(dim=-1) & ~special
+    if not bool(zero.any()):
+        return
+    ids = zero.nonzero().flatten().tolist()
+    named = ids[:10] if vocab is None else [f"{i} ({vocab[i]!r})" for i in ids[:10]]
+    more = f" (+{len(ids) - 10} more)" if len(ids) > 10 else ""
+    warnings.warn(
+        f"{len(ids)} rows of the target table are all zero: ids {', '.join(map(str, named))}{more}. A zero row "
+        "has no direction, so cosine decoding never returns it and cosine losses cannot learn it; give those "
+        "words a vector (e.g. from_file(..., oov='random') for missing ones) or mark them special",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _special_list(special_ids: object) -> list[int | str]:
+    """``special_ids`` as a list; a single word or id is an error, not a sequence of characters."""
+    if isinstance(special_ids, (str, bytes)) or not isinstance(special_ids, Iterable):
+        raise TypeError(
+            f"special_ids must be a list of ids or words, got {type(special_ids).__name__} {special_ids!r}; "
+            "wrap a single one in a list, e.g. special_ids=['<pad>']"
+        )
+    return list(special_ids)
+
+
+def _token_stream(token_ids: object) -> Tensor:
+    """``token_ids`` as a flat int64 CPU tensor; float, bool or non-numeric ids are an error, not truncated."""
+    if isinstance(token_ids, Tensor):
+        if token_ids.is_floating_point() or token_ids.is_complex() or token_ids.dtype == torch.bool:
+            raise TypeError(f"token_ids must be integer ids, got a {token_ids.dtype} tensor; round or cast it first")
+        _check_materialised(token_ids, "token_ids")
+        return token_ids.detach().to("cpu", torch.int64).flatten()
+    try:
+        array = np.asarray(token_ids)
+    except (TypeError, ValueError):
+        raise TypeError(f"token_ids must be a flat sequence of integer ids, got {type(token_ids).__name__}") from None
+    if array.size == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"token_ids must be integer ids, got {array.dtype} values; round or cast them first")
+    if array.dtype.kind == "u" and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"token id {array.max()} is too large for an int64 id")
+    return torch.from_numpy(array.astype(np.int64).reshape(-1))
+
+
+def _parse_extra_state(state: Any, size: int, what: str) -> tuple[list[str] | None, bool | None]:
+    """The vocabulary and ``normalized`` flag of an extra-state dict; ``None`` for "keep the current one"."""
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} must be a dict with 'vocab' and 'normalized', got {type(state).__name__}")
+    vocab = state.get("vocab")
+    if vocab is not None:
+        if isinstance(vocab, str) or not isinstance(vocab, (list, tuple)):
+            raise ValueError(f"{what} has a 'vocab' of type {type(vocab).__name__}; it must be a list of words")
+        try:
+            vocab = _check_vocab(vocab, size)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{what} does not fit these targets: {err}") from None
+    normalized = state.get("normalized")
+    if normalized is not None and not isinstance(normalized, bool):
+        raise ValueError(f"{what} has 'normalized'={normalized!r}; it must be True or False")
+    return vocab, normalized
+
+
+def _check_materialised(tensor: Tensor, what: str) -> None:
+    if tensor.is_meta:
+        raise ValueError(
+            f"{what} is on the meta device, so it has no values; build the targets from real data "
+            "(materialise the model or load its checkpoint first)"
+        )
 
 
 def _check_finite(weight: Tensor, what: str) -> None:
@@ -130,7 +224,10 @@ class TargetEmbeddings(nn.Module):
             raise ValueError(f"weight must have at least one row and one column, got {tuple(weight.shape)}")
         if not weight.is_floating_point():
             raise ValueError(f"weight must be a floating-point tensor, got {weight.dtype}; call .float() first")
+        _check_materialised(weight, "weight")
         _check_finite(weight, "the target table")
+        normalize = bool_arg(normalize, "normalize")
+        specials = _special_list(special_ids)
         words = _check_vocab(vocab, weight.shape[0]) if vocab is not None else None
         table = weight.detach().clone()
         if normalize:
@@ -141,7 +238,8 @@ class TargetEmbeddings(nn.Module):
         self._vocab: list[str] | None = words
         self._token_to_id: dict[str, int] | None = {w: i for i, w in enumerate(words)} if words else None
         self.coverage: Coverage | None = None
-        self.mark_special(*special_ids)
+        self.mark_special(*specials)
+        _warn_zero_rows(self.weight, self.special_mask, words)
 
     # ------------------------------------------------------------------ basic views
     @property
@@ -174,7 +272,15 @@ class TargetEmbeddings(nn.Module):
     @property
     def special_ids(self) -> Tensor:
         """The marked ids (int64, sorted), which decoders never return."""
+        self._require_values("special_ids")
         return self.special_mask.nonzero().flatten()
+
+    def _require_values(self, what: str) -> None:
+        if self.weight.is_meta:
+            raise ValueError(
+                f"these targets are on the meta device, so {what} has no values; "
+                "materialise them first (e.g. .to_empty(device='cpu') and load a checkpoint)"
+            )
 
     def mark_special(self, *ids: int | str) -> TargetEmbeddings:
         """Mark ids (or words, when there is a vocabulary) as special: excluded from decoding.
@@ -193,7 +299,12 @@ class TargetEmbeddings(nn.Module):
                     raise ValueError(f"cannot mark {i!r} as special: it is not in the vocabulary")
                 resolved.append(self._token_to_id[i])
             else:
-                j = int(i)
+                try:
+                    j = int_arg(i, "a special id")
+                except TypeError:
+                    raise TypeError(
+                        f"special ids must be int ids or words (str), got {type(i).__name__} {i!r}"
+                    ) from None
                 if not 0 <= j < len(self):
                     raise ValueError(f"special id {j} is out of range; valid ids are 0..{len(self) - 1}")
                 resolved.append(j)
@@ -202,7 +313,31 @@ class TargetEmbeddings(nn.Module):
         return self
 
     def forward(self, ids: Tensor) -> Tensor:
-        """Look up target rows: ``ids [...] -> [..., D]``."""
+        """Look up target rows: ``ids [...] -> [..., D]``, ids integers in ``0..V-1``.
+
+        Example:
+            >>> TargetEmbeddings.random(5, 3)(torch.tensor([7]))
+            Traceback (most recent call last):
+            ...
+            ValueError: ids [7] are out of range: the target table has 5 rows, so valid ids are 0..4
+        """
+        if not isinstance(ids, Tensor):
+            raise TypeError(f"ids must be an integer tensor of token ids, got {type(ids).__name__}")
+        if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+            raise TypeError(f"ids must be an integer tensor of token ids, got {ids.dtype}; round or cast it first")
+        if ids.dtype not in (torch.int32, torch.int64):
+            ids = ids.long()
+        if ids.device != self.weight.device and not self.weight.is_meta:
+            raise ValueError(
+                f"ids are on {ids.device} but the target table is on {self.weight.device}; move them to one device"
+            )
+        if ids.numel() and not ids.is_meta:
+            bad = (ids < 0) | (ids >= len(self))
+            if bool(bad.any()):
+                raise ValueError(
+                    f"ids {ids[bad].unique()[:5].tolist()} are out of range: the target table has {len(self)} "
+                    f"rows, so valid ids are 0..{len(self) - 1}"
+                )
         return F.embedding(ids, self.weight)
 
     def content_hash(self) -> str:
@@ -212,22 +347,79 @@ class TargetEmbeddings(nn.Module):
             >>> TargetEmbeddings.random(10, 4).content_hash() == TargetEmbeddings.random(10, 4).content_hash()
             True
         """
+        self._require_values("content_hash()")
         return table_fingerprint(self.weight, self.special_mask)
 
     def extra_repr(self) -> str:
         vocab = "with vocab" if self._vocab is not None else "no vocab"
-        specials = int(self.special_mask.sum())
+        specials = "?" if self.special_mask.is_meta else int(self.special_mask.sum())
         return f"V={len(self)}, D={self.dim}, normalized={self.normalized}, {vocab}, specials={specials}"
 
     # ------------------------------------------------------------------ checkpointing
     def get_extra_state(self) -> dict[str, Any]:
+        """The vocabulary and the ``normalized`` flag, saved in ``state_dict`` as ``_extra_state``."""
         return {"vocab": self._vocab, "normalized": self.normalized}
 
-    def set_extra_state(self, state: dict[str, Any]) -> None:
-        vocab = state.get("vocab")
-        self._vocab = list(vocab) if vocab is not None else None
-        self._token_to_id = {w: i for i, w in enumerate(self._vocab)} if self._vocab else None
-        self.normalized = bool(state.get("normalized", True))
+    def set_extra_state(self, state: Any) -> None:
+        """Restore the vocabulary and ``normalized`` from :meth:`get_extra_state`'s dict.
+
+        A vocabulary of ``None``, or none at all (older checkpoints), keeps the current one:
+        loading never erases a vocabulary. A vocabulary that does not fit this table (not
+        ``V`` distinct strings) raises ``ValueError`` and changes nothing.
+        """
+        vocab, normalized = _parse_extra_state(state, len(self), "the state dict")
+        if vocab is not None:
+            self._vocab = vocab
+            self._token_to_id = {w: i for i, w in enumerate(vocab)}
+        if normalized is not None:
+            self.normalized = normalized
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Everything is checked before anything is copied, so a rejected state dict leaves the
+        # table, the special mask and the vocabulary as they were.
+        self._check_state(state_dict, prefix)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        # No extra state (a checkpoint from before it existed) keeps the vocabulary, like a
+        # vocabulary of None, instead of failing a strict load.
+        extra = prefix + "_extra_state"
+        if extra in missing_keys:
+            missing_keys.remove(extra)
+
+    def _check_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        shape = tuple(self.weight.shape)
+        keys = {name: prefix + name for name in ("weight", "special_mask", "_extra_state")}
+        weight = state_dict.get(keys["weight"])
+        if weight is not None:
+            if not isinstance(weight, Tensor) or tuple(weight.shape) != shape or not weight.is_floating_point():
+                got = f"{weight.dtype} {tuple(weight.shape)}" if isinstance(weight, Tensor) else type(weight).__name__
+                raise ValueError(
+                    f"the state dict's {keys['weight']!r} is {got} but these targets are a float {shape} table; "
+                    f"build targets of that shape before loading, e.g. TargetEmbeddings.random(V, D)"
+                )
+            _check_materialised(weight, f"the state dict's {keys['weight']!r}")
+            _check_finite(weight, f"the state dict's {keys['weight']!r}")
+        mask = state_dict.get(keys["special_mask"])
+        if mask is not None and (
+            not isinstance(mask, Tensor) or tuple(mask.shape) != shape[:1] or mask.dtype != torch.bool
+        ):
+            got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
+            raise ValueError(
+                f"the state dict's {keys['special_mask']!r} is {got} but must be a bool ({shape[0]},) mask, "
+                "one entry per row"
+            )
+        if keys["_extra_state"] in state_dict:
+            _parse_extra_state(state_dict[keys["_extra_state"]], shape[0], f"the state dict's {keys['_extra_state']!r}")
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -252,9 +444,10 @@ class TargetEmbeddings(nn.Module):
             >>> torch.allclose(t.weight.norm(dim=-1), torch.ones(4))
             True
         """
+        num_embeddings, dim = int_arg(num_embeddings, "num_embeddings"), int_arg(dim, "dim")
         if num_embeddings <= 0 or dim <= 0:
             raise ValueError(f"random targets need V > 0 and D > 0, got V={num_embeddings}, D={dim}")
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(seed_arg(seed))
         return cls(_unit_sphere(num_embeddings, dim, g), vocab, special_ids=special_ids)
 
     @classmethod
@@ -291,8 +484,11 @@ class TargetEmbeddings(nn.Module):
             [0]
         """
         if not isinstance(embedding, nn.Embedding):
-            raise ValueError(f"from_embedding takes an nn.Embedding, got {type(embedding).__name__}")
-        specials: list[int | str] = list(special_ids)
+            raise ValueError(
+                f"from_embedding takes an nn.Embedding, got {type(embedding).__name__}; for a plain tensor "
+                "use from_tensor(weight)"
+            )
+        specials = _special_list(special_ids)
         if embedding.padding_idx is not None:
             specials.append(int(embedding.padding_idx))
         return cls(embedding.weight.detach().float(), vocab, normalize=normalize, special_ids=specials)
@@ -308,14 +504,17 @@ class TargetEmbeddings(nn.Module):
         binary: bool | None = None,
         seed: int = 0,
         special_ids: Iterable[int | str] = (),
+        encoding: str = "utf-8",
     ) -> TargetEmbeddings:
         """Targets for ``vocab`` read from a word2vec / GloVe / fastText vector file.
 
         Text files have one ``word v1 ... vD`` line per word, with an optional ``count dim``
         header (word2vec, fastText). Binary word2vec files (``binary=True``, or a ``.bin``
-        suffix) are read too; ``.gz`` files are decompressed on the fly. The file is streamed:
+        suffix) are read too; gzip files are decompressed on the fly. The file is streamed:
         only rows of vocabulary words are kept, written straight into the ``[V, D]`` table.
         ``result.coverage`` says how many words were found and lists those that were not.
+        A damaged or misread file raises a ``ValueError`` naming the file, the line or entry,
+        and the fix (``encoding=``, ``binary=``, downloading it again).
 
         Args:
             path: the vector file.
@@ -326,6 +525,9 @@ class TargetEmbeddings(nn.Module):
             normalize: L2-normalise the rows.
             binary: force binary (True) or text (False); ``None`` decides by the suffix.
             seed: seed of the random OOV rows.
+            special_ids: ids or words to exclude from decoding.
+            encoding: the file's text encoding (of the words, in a binary file; bytes that
+                are not valid there become U+FFFD, so those words are reported missing).
 
         Example:
             >>> import tempfile, pathlib
@@ -337,34 +539,28 @@ class TargetEmbeddings(nn.Module):
         """
         if oov not in ("random", "mean", "error"):
             raise ValueError(f"oov must be 'random', 'mean' or 'error', got {oov!r}")
+        encoding = check_encoding(encoding)
+        seed = seed_arg(seed)
+        if binary is not None:
+            bool_arg(binary, "binary")
+        normalize = bool_arg(normalize, "normalize")
+        special_ids = _special_list(special_ids)
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike), got {type(path).__name__}")
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"vector file {str(path)!r} does not exist")
-        words = _check_vocab(vocab, len(vocab))
+        if not path.is_file():
+            raise ValueError(f"vector file {str(path)!r} is not a regular file; pass the path of the vector file")
+        words = _check_vocab(vocab)
         if not words:
             raise ValueError("the vocabulary is empty; pass the words of the output vocabulary")
-        index = {w: i for i, w in enumerate(words)}
         if binary is None:
-            stem = path.with_suffix("") if path.suffix == ".gz" else path
-            binary = stem.suffix == ".bin"
-
-        table: np.ndarray | None = None
-        found = np.zeros(len(words), dtype=bool)
-        rows = 0
-        reader = _read_binary(path) if binary else _read_text(path)
-        for word, vec in reader:
-            rows += 1
-            if table is None:
-                table = np.zeros((len(words), vec.shape[0]), dtype=np.float32)
-            i = index.get(word)
-            if i is not None and not found[i]:
-                table[i] = vec
-                found[i] = True
-        if table is None:
-            raise ValueError(f"vector file {str(path)!r} has no vectors; is it empty or only a header?")
-
+            binary = is_binary_name(path)
+        table, found, rows = read_rows(path, words, binary=binary, encoding=encoding)
         missing = [w for w, f in zip(words, found) if not f]
-        coverage = Coverage(found=int(found.sum()), total=len(words), missing=missing, file_rows=rows)
+        zero = [w for w, z in zip(words, found & ~table.any(axis=1)) if z]
+        coverage = Coverage(found=int(found.sum()), total=len(words), missing=missing, file_rows=rows, zero=zero)
         if missing:
             if oov == "error":
                 raise ValueError(
@@ -417,13 +613,17 @@ class TargetEmbeddings(nn.Module):
             window: context half-width.
             alpha: smoothing exponent of the context distribution.
             niter: power iterations of the randomized SVD.
+            seed: seed of the SVD and of the rows of unseen ids.
 
         Example:
             >>> ids = torch.randint(0, 50, (5000,), generator=torch.Generator().manual_seed(0))
             >>> TargetEmbeddings.from_corpus(ids, vocab_size=50, dim=8).weight.shape
             torch.Size([50, 8])
         """
-        ids = torch.as_tensor(np.asarray(token_ids), dtype=torch.int64).flatten()
+        vocab_size, dim = int_arg(vocab_size, "vocab_size"), int_arg(dim, "dim")
+        window, niter = int_arg(window, "window"), int_arg(niter, "niter", minimum=0)
+        alpha, seed = real_arg(alpha, "alpha", 0.0, 1.0), seed_arg(seed)
+        ids = _token_stream(token_ids)
         if ids.numel() < 2:
             raise ValueError("from_corpus needs a corpus of at least two tokens")
         if not 0 < dim < vocab_size:
@@ -435,26 +635,7 @@ class TargetEmbeddings(nn.Module):
                 f"token ids span {int(ids.min())}..{int(ids.max())} but vocab_size={vocab_size}; "
                 f"valid ids are 0..{vocab_size - 1}"
             )
-        keys, weights = [], []
-        for d in range(1, window + 1):
-            a, b = ids[:-d], ids[d:]
-            keys += [a * vocab_size + b, b * vocab_size + a]
-            weights += [torch.full((a.numel(),), 1.0 / d).repeat(2)]
-        key = torch.cat(keys)
-        uniq, inverse = torch.unique(key, return_inverse=True)
-        counts = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(
-            0, inverse, torch.cat(weights).double()
-        )
-        rows, cols = uniq // vocab_size, uniq % vocab_size
-        row_sum = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, rows, counts)
-        col_sum = torch.zeros(vocab_size, dtype=torch.float64).index_add_(0, cols, counts).pow(alpha)
-        pmi = torch.log(counts * col_sum.sum() / (row_sum[rows] * col_sum[cols]))
-        keep = pmi > 0
-        ppmi = torch.sparse_coo_tensor(
-            torch.stack([rows[keep], cols[keep]]), pmi[keep].float(), (vocab_size, vocab_size), check_invariants=False
-        )
-        u, s = _randomized_svd(ppmi, dim, niter, torch.Generator().manual_seed(seed))
-        emb = u * s.sqrt()
+        emb = ppmi_svd(ids, vocab_size, dim, window, alpha, niter, seed)
         unseen = emb.norm(dim=-1) == 0
         if bool(unseen.any()):
             g = torch.Generator().manual_seed(seed)
@@ -479,113 +660,28 @@ class TargetEmbeddings(nn.Module):
             >>> torch.allclose(a.mix(b, 0.0).weight, a.weight)
             True
         """
+        if not isinstance(other, TargetEmbeddings):
+            raise TypeError(f"other must be a TargetEmbeddings, got {type(other).__name__}")
+        self._require_values("mix()")
+        other._require_values("mix()")
         if other.weight.shape != self.weight.shape:
             raise ValueError(
                 f"cannot mix a {tuple(self.weight.shape)} table with a {tuple(other.weight.shape)} one; "
                 "both need the same V and D"
             )
-        a = torch.as_tensor(alpha, dtype=self.weight.dtype, device=self.weight.device)
+        if isinstance(alpha, bool) or not isinstance(alpha, (Real, Tensor, Sequence, np.ndarray)):
+            raise TypeError(f"alpha must be a float or a [V] tensor, got {type(alpha).__name__}")
+        try:
+            a = torch.as_tensor(alpha, dtype=self.weight.dtype, device=self.weight.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"alpha must be a float or a [V] tensor of floats, got {alpha!r}") from None
         if a.dim() == 1:
             if a.shape[0] != len(self):
                 raise ValueError(f"per-token alpha has {a.shape[0]} entries but the table has {len(self)} rows")
             a = a[:, None]
         elif a.dim() != 0:
             raise ValueError(f"alpha must be a float or a [V] tensor, got shape {tuple(a.shape)}")
-        if bool(((a < 0) | (a > 1)).any()):
-            raise ValueError("alpha must lie in [0, 1]")
+        if not bool(((a >= 0) & (a <= 1)).all()):
+            raise ValueError("alpha must lie in [0, 1] (NaN is not allowed)")
         mixed = (1 - a) * F.normalize(self.weight, dim=-1) + a * F.normalize(other.weight.to(self.weight), dim=-1)
-        result = type(self)(mixed, self._vocab, normalize=True)
-        result.special_mask.copy_(self.special_mask)
-        return result
-
-
-def _randomized_svd(matrix: Tensor, rank: int, niter: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Top-``rank`` left singular vectors and values of a sparse matrix (Halko et al., 2011).
-
-    torch.svd_lowrank re-transposes its COO input on every product: on PTB (V=10k, rank 256)
-    it took 31 s where keeping both orientations in CSR, as here, takes under 5 s.
-    """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*[Ss]parse.*")
-        a = matrix.coalesce().to_sparse_csr()
-        at = matrix.t().coalesce().to_sparse_csr()
-        q = min(rank + 10, matrix.shape[0], matrix.shape[1])
-        y = a @ torch.randn(matrix.shape[1], q, generator=generator)
-        basis = torch.linalg.qr(y).Q
-        for _ in range(niter):
-            basis = torch.linalg.qr(at @ basis).Q
-            basis = torch.linalg.qr(a @ basis).Q
-        small = (at @ basis).t()  # basis^T A, [q, n]
-    u_small, s, _ = torch.linalg.svd(small, full_matrices=False)
-    return (basis @ u_small)[:, :rank], s[:rank]
-
-
-# ---------------------------------------------------------------------- file readers
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.GzipFile(path, "rb")  # type: ignore[return-value]  # GzipFile is a BinaryIO at run time
-    return open(path, "rb")
-
-
-def _read_text(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields (word, vector) per line; validates widths, numbers and finiteness as it goes."""
-    width: int | None = None
-    with _open(path) as raw:
-        stream = io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="\n")
-        for lineno, line in enumerate(stream, start=1):
-            parts = line.rstrip("\r\n").rstrip(" ").split(" ")
-            if lineno == 1 and len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
-                width = int(parts[1])  # word2vec / fastText header: "count dim"
-                continue
-            if len(parts) == 1 and not parts[0]:
-                continue
-            if width is None:
-                width = len(parts) - 1
-                if width < 1:
-                    raise ValueError(f"{path}:{lineno}: malformed line, expected 'word v1 ... vD', got {line[:80]!r}")
-            if len(parts) - 1 != width:
-                raise ValueError(
-                    f"{path}:{lineno}: row of word {parts[0]!r} has {len(parts) - 1} values but the file's "
-                    f"width is {width}; fix or delete that line"
-                )
-            try:
-                vec = np.array(parts[1:], dtype=np.float32)
-            except ValueError:
-                raise ValueError(
-                    f"{path}:{lineno}: malformed line, could not parse the values of {parts[0]!r} as numbers"
-                ) from None
-            if not np.isfinite(vec).all():
-                raise ValueError(f"{path}:{lineno}: row of word {parts[0]!r} has NaN or inf; fix or delete it")
-            yield parts[0], vec
-
-
-def _read_binary(path: Path) -> Iterator[tuple[str, np.ndarray]]:
-    """Yields (word, vector) from a word2vec binary file ("count dim\\n" then word, space, floats)."""
-    with _open(path) as f:
-        header = f.readline()
-        try:
-            count, width = (int(x) for x in header.split())
-        except ValueError:
-            raise ValueError(
-                f"{path}:1: a binary word2vec file starts with 'count dim', got {header[:40]!r}; "
-                "pass binary=False for a text file"
-            ) from None
-        nbytes = 4 * width
-        for n in range(count):
-            chars = bytearray()
-            while True:
-                c = f.read(1)
-                if not c:
-                    raise ValueError(f"{path}: file ends inside entry {n + 1} of {count}; it is truncated")
-                if c == b" ":
-                    break
-                if c != b"\n":
-                    chars += c
-            data = f.read(nbytes)
-            if len(data) != nbytes:
-                raise ValueError(f"{path}: file ends inside entry {n + 1} of {count}; it is truncated")
-            vec = np.frombuffer(data, dtype="<f4").astype(np.float32)
-            word = chars.decode("utf-8", errors="replace")
-            if not np.isfinite(vec).all():
-                raise ValueError(f"{path}: entry {n + 1} ({word!r}) has NaN or inf; fix or delete it")
-            yield word, vec
+        return type(self)(mixed, self._vocab, normalize=True, special_ids=self.special_ids.tolist())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +281,179 @@ def test_build_parser_defaults() -> None:
     assert isinstance(args, argparse.Namespace) and args.budget == runner_mod.DEFAULT_BUDGET
     runs, options = runner_mod._check(args)
     assert runs[0].head == "softmax" and len(runs) >= 3 and options.max_valid_tokens == 8192
+
+
+# ---------------------------------------------------------------------- issue 11 rows 13-15: checked in the parent
+def tiny_corpus(path: Path, lines: int = 200, words: int = 40) -> Path:
+    g = torch.Generator().manual_seed(0)
+    text = [" ".join(f"w{int(i)}" for i in torch.randint(0, words, (8,), generator=g)) for _ in range(lines)]
+    path.write_text("\n".join(text) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def no_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a worker process is started."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a worker was started although the input is bad")
+
+    monkeypatch.setattr(runner_mod.subprocess, "Popen", refuse)
+
+
+def _bad_input_cases(tmp: Path) -> list[tuple[list[str], str]]:
+    a_file = tmp / "a_file.txt"
+    a_file.write_text("not a folder")
+    binary = tmp / "binary.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    latin = tmp / "latin.txt"
+    latin.write_bytes("le café est noir\n".encode("latin-1") * 50)
+    one_line = tmp / "one.txt"
+    one_line.write_text("just one line of text here\n")
+    corpus = tiny_corpus(tmp / "corpus.txt")
+    return [
+        (["--out", str(a_file)], "is a file, not a folder"),
+        (["--out", str(a_file / "sub")], "which is a file"),
+        (["--data", str(binary)], "holds NUL bytes, so it is binary"),
+        (["--data", str(latin)], "not valid utf-8 text (invalid continuation byte on line 1); pass --encoding latin-1"),
+        (["--data", str(corpus), "--encoding", "klingon"], "--encoding 'klingon' is not a text encoding"),
+        (["--data", str(one_line)], "has 1 non-blank line(s)"),
+        (["--data", str(corpus), "--seq-len", "500"], "--seq-len 500 needs 501 tokens in each split"),
+        (["--data", str(corpus), "--max-valid-tokens", "50", "--seq-len", "60"], "capped at 50 by --max-valid-tokens"),
+        (["--d-model", "30"], "--d-model 30 is not divisible by --n-heads 4"),
+        (["--d-model", "32", "--n-heads", "0"], "--n-heads must be at least 1"),
+        (["--budget", "inf"], "--budget must be a finite number of seconds, got inf"),
+        (["--budget", "nan"], "--budget must be a positive number of seconds, got nan"),
+        (["--seed", "-1"], "--seed must be in 0..4294967295"),
+        (["--seed", str(2**40)], "--seed must be in"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(14))
+def test_bad_input_is_one_line_exit_2_before_any_worker(
+    case: int, tmp_path: Path, capsys: pytest.CaptureFixture[str], no_workers: None
+) -> None:
+    args, expected = _bad_input_cases(tmp_path)[case]
+    before = sorted(tmp_path.rglob("*"))
+    out = [] if "--out" in args else ["--out", str(tmp_path / "out")]
+    code, err = _run_main([*args, *out], capsys)
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("lightning-contloss compare: error: ")
+    assert expected in err
+    assert sorted(tmp_path.rglob("*")) == before, "bad input must be caught before anything is written"
+
+
+def test_argparse_errors_return_2_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run_main(["--budget", "soon"], capsys)
+    assert code == 2 and "invalid float value: 'soon'" in err
+
+
+def test_good_corpus_in_another_encoding_passes_the_checks(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.txt"
+    latin.write_bytes("le café est noir et très chaud\n".encode("latin-1") * 50)
+    args = runner_mod.build_parser().parse_args(["--data", str(latin), "--encoding", "latin-1", "--seq-len", "8"])
+    _, options = runner_mod._check(args)
+    assert options.encoding == "latin-1" and options.seq_len == 8
+
+
+def test_bad_input_exit_2_in_a_subprocess_starts_no_worker(tmp_path: Path) -> None:
+    corpus = tiny_corpus(tmp_path / "corpus.txt", lines=3)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_contloss", "compare", "--data", str(corpus), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--seq-len 64 needs 65 tokens" in proc.stderr
+    assert not (tmp_path / "o").exists()
+
+
+# ---------------------------------------------------------------------- a failed run (row 14)
+def test_a_failed_run_is_in_the_report_and_the_exit_code(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def fake_run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
+        if job["spec"]["targets"] == "ppmi":
+            raise runner_mod.RunFailed("ValueError: dim must be in 1..vocab_size-1, got dim=256, vocab_size=43")
+        return fake_row("softmax", 0.2, 1000, 1024, 10)
+
+    monkeypatch.setattr(runner_mod, "_run_one", fake_run_one)
+    code = main(["compare", "--budget", "2", "--out", str(tmp_path), "--runs", "softmax", "linear:cosine:ppmi"])
+    assert code == 1
+    report = (tmp_path / "report.md").read_text()
+    assert "| softmax · CE |" in report and "**1 of 2 runs failed**" in report
+    assert "| linear · cosine · ppmi | ValueError: dim must be in 1..vocab_size-1, got dim=256" in report
+    assert "run linear · cosine · ppmi FAILED: ValueError: dim must be in" in capsys.readouterr().err
+
+
+def test_run_one_says_how_a_worker_died(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    class Killed:
+        def __init__(self, cmd: list[str]) -> None:
+            pass
+
+        def wait(self) -> int:
+            return -9
+
+    monkeypatch.setattr(runner_mod.subprocess, "Popen", Killed)
+    stale = tmp_path / "run1.json"
+    stale.write_text('{"label": "from an earlier comparison"}')
+    with pytest.raises(runner_mod.RunFailed, match=r"killed by signal 9 \(out of memory\?\)"):
+        runner_mod._run_one({"spec": {}, "result": str(stale)}, tmp_path / "job1.json")
+    assert not stale.exists(), "an earlier comparison's row must not pass for this run's"
+
+
+def test_worker_writes_the_error_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lightning_contloss.compare import worker
+
+    job = {
+        "spec": parse_run("linear:cosine:random").to_dict(),
+        "data": {"path": str(tmp_path / "gone.txt"), "seq_len": 8},
+        "budget_s": 1.0,
+        "result": str(tmp_path / "run1.json"),
+    }
+    (tmp_path / "job1.json").write_text(json.dumps(job))
+    assert worker.main([str(tmp_path / "job1.json")]) == 1
+    error = json.loads((tmp_path / "run1.json").read_text())["error"]
+    assert error.startswith("ValueError: corpus file") and "does not exist" in error
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_ppmi_wider_than_the_vocabulary_fails_the_run_and_the_exit_code(tmp_path: Path) -> None:
+    """A real worker: PPMI targets of dim 256 for a 43-word corpus cannot be built."""
+    corpus = tiny_corpus(tmp_path / "corpus.txt")
+    out = tmp_path / "cmp"
+    proc = subprocess.run(
+        [
+            sys.executable, "-m", "lightning_contloss", "compare", "--budget", "1", "--out", str(out),
+            "--data", str(corpus), "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--batch-size", "4",
+            "--seq-len", "8", "--evals", "1", "--no-progress", "--runs", "linear:cosine:ppmi",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "No run finished." in report and "**1 of 1 runs failed**" in report
+    assert "| linear · cosine · ppmi | ValueError: dim must be in 1..vocab_size-1, got dim=256" in report
+    assert "run linear · cosine · ppmi FAILED" in proc.stderr
+
+
+def test_long_windows_get_a_long_enough_position_table(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    jobs: list[dict[str, Any]] = []
+
+    def fake_run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
+        jobs.append(job)
+        return fake_row("softmax", 0.2, 1000, 1024, 10)
+
+    monkeypatch.setattr(runner_mod, "_run_one", fake_run_one)
+    corpus = tiny_corpus(tmp_path / "corpus.txt", lines=2000)
+    common = ["compare", "--budget", "1", "--data", str(corpus), "--runs", "softmax", "--d-model", "32"]
+    assert main([*common, "--out", str(tmp_path / "a"), "--seq-len", "600"]) == 0
+    assert main([*common, "--out", str(tmp_path / "b"), "--seq-len", "64", "--n-heads", "8"]) == 0
+    assert jobs[0]["model"] == {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_len": 600}
+    assert jobs[1]["model"] == {"d_model": 32, "n_layers": 2, "n_heads": 8}

@@ -131,3 +131,34 @@ def test_head_trains_towards_targets() -> None:
         loss.backward()
         opt.step()
     assert float(loss.detach()) < 0.2 * first
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "error", "message"),
+    [
+        ((4.5, 8), {}, TypeError, "in_features must be an int, got float 4.5"),
+        ((16, "8"), {}, TypeError, "out_features must be an int"),
+        ((16, True), {}, TypeError, "out_features must be an int, got bool"),
+        ((16, 8), {"hidden": 3.0}, TypeError, "hidden must be an int"),
+        ((16, 8), {"hidden": 0}, ValueError, "hidden must be positive"),
+        ((16, 8), {"activation": 3}, TypeError, "activation must be one of"),
+        ((16, 8), {"activation": "swish"}, ValueError, "unknown activation"),
+        ((16, 8), {"hidden": 4, "dropout": 1.5}, ValueError, r"dropout must lie in \[0, 1\]"),
+        ((16, 8), {"dropout": float("nan")}, ValueError, "dropout must lie"),
+        ((16, 8), {"dropout": "0.1"}, TypeError, "dropout must be a number"),
+        ((16, 8), {"bias": "yes"}, TypeError, "bias must be True or False"),
+    ],
+)
+def test_head_constructor_rejects_bad_arguments(
+    args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        EmbeddingRegressionHead(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_head_accepts_numpy_and_torch_integers() -> None:
+    import numpy as np
+
+    head = EmbeddingRegressionHead(np.int64(16), torch.tensor(8), hidden=np.int32(4))  # type: ignore[arg-type]
+    assert (head.in_features, head.out_features, head.hidden) == (16, 8, 4)
+    assert type(head.in_features) is int

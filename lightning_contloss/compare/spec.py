@@ -97,6 +97,7 @@ class DataOptions:
         seq_len: tokens per window.
         max_train_tokens: keep only this many training tokens (quick runs), or ``None``.
         max_valid_tokens: the fixed validation subset every evaluation uses.
+        encoding: the text encoding of ``path``.
 
     Example:
         >>> DataOptions(max_valid_tokens=4096).output_vocab
@@ -109,6 +110,7 @@ class DataOptions:
     seq_len: int = 64
     max_train_tokens: int | None = None
     max_valid_tokens: int | None = 16384
+    encoding: str = "utf-8"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""

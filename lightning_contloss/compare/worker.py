@@ -2,7 +2,8 @@
 
 Run as ``python -m lightning_contloss.compare.worker JOB.json``; the job names the run, the
 data, the budget and where the result goes. A fresh process per run keeps each run's peak
-RSS its own and stops one run's memory from polluting the next.
+RSS its own and stops one run's memory from polluting the next. A run that raises writes
+``{"error": "<type>: <message>"}`` as its result and exits with code 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import resource
 import sys
 import time
+import traceback
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -231,7 +233,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with open(args[0], encoding="utf-8") as f:
         job = json.load(f)
-    row = run_job(job)
+    try:
+        row = run_job(job)
+    except Exception as err:
+        # The traceback is for whoever reads the log; the one-line reason goes into the report.
+        traceback.print_exc()
+        reason = " ".join(f"{type(err).__name__}: {err}".split())
+        with open(job["result"], "w", encoding="utf-8") as f:
+            json.dump({"error": reason[:1000]}, f)
+        return 1
     with open(job["result"], "w", encoding="utf-8") as f:
         json.dump(row, f, indent=1)
     return 0
