@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from numbers import Real
 
-__all__ = ["bool_arg", "int_arg", "real_arg", "seed_arg"]
+__all__ = ["bool_arg", "check_allocation", "int_arg", "real_arg", "seed_arg"]
 
 _SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -76,3 +77,23 @@ def real_arg(value: object, name: str, low: float, high: float) -> float:
     if not math.isfinite(number) or not low <= number <= high:
         raise ValueError(f"{name} must lie in [{low:g}, {high:g}], got {value!r}")
     return number
+
+
+def check_allocation(nbytes: int, what: str, fix: str) -> None:
+    """Refuse, with a ``ValueError``, an allocation larger than this machine's physical memory.
+
+    Better than the allocator's own failure, and than an allocation that succeeds lazily and
+    gets the process killed when it is filled.
+
+    Example:
+        >>> check_allocation(1024, "a tiny table", "fewer rows")
+    """
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): let the allocator decide
+        return
+    if nbytes > total:
+        raise ValueError(
+            f"{what} needs {nbytes / 2**30:.1f} GiB, more than this machine's {total / 2**30:.1f} GiB of memory; "
+            f"use {fix}"
+        )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from lightning_contloss._arguments import bool_arg, int_arg, real_arg
+from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, real_arg
 
 __all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "replace_softmax_head", "split_head_output"]
 
@@ -72,6 +73,10 @@ class EmbeddingRegressionHead(nn.Module):
             )
         dropout = real_arg(dropout, "dropout", 0.0, 1.0)
         bias = bool_arg(bias, "bias")
+        widths = (in_features, out_features) if hidden is None else (in_features, hidden, out_features)
+        weights = sum(a * b for a, b in itertools.pairwise(widths))
+        layers = f"in_features={in_features}, hidden={hidden}, out_features={out_features}"
+        check_allocation(4 * weights, f"a head of {layers}", "smaller layers")
         self.in_features = in_features
         self.out_features = out_features
         self.hidden = hidden

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lightning_contloss._arguments import bool_arg, int_arg, real_arg, seed_arg
+from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, real_arg, seed_arg
 from lightning_contloss._fingerprint import table_fingerprint
 from lightning_contloss._ppmi import ppmi_svd
 from lightning_contloss._vector_files import check_encoding, is_binary_name, read_rows
@@ -117,6 +117,10 @@ def _warn_zero_rows(weight: Tensor, special: Tensor, vocab: list[str] | None) ->
         UserWarning,
         stacklevel=3,
     )
+
+
+# Co-occurrence pairs are keyed as a * V + b in int64.
+_MAX_CORPUS_VOCAB = 2**31 - 1
 
 
 def _special_list(special_ids: object) -> list[int | str]:
@@ -225,7 +229,7 @@ class TargetEmbeddings(nn.Module):
         if not weight.is_floating_point():
             raise ValueError(f"weight must be a floating-point tensor, got {weight.dtype}; call .float() first")
         _check_materialised(weight, "weight")
-        _check_finite(weight, "the target table")
+        _check_finite(weight, "weight (the target table)")
         normalize = bool_arg(normalize, "normalize")
         specials = _special_list(special_ids)
         words = _check_vocab(vocab, weight.shape[0]) if vocab is not None else None
@@ -399,8 +403,8 @@ class TargetEmbeddings(nn.Module):
     def _check_state(self, state_dict: dict[str, Any], prefix: str) -> None:
         shape = tuple(self.weight.shape)
         keys = {name: prefix + name for name in ("weight", "special_mask", "_extra_state")}
-        weight = state_dict.get(keys["weight"])
-        if weight is not None:
+        if keys["weight"] in state_dict:
+            weight = state_dict[keys["weight"]]
             if not isinstance(weight, Tensor) or tuple(weight.shape) != shape or not weight.is_floating_point():
                 got = f"{weight.dtype} {tuple(weight.shape)}" if isinstance(weight, Tensor) else type(weight).__name__
                 raise ValueError(
@@ -409,10 +413,8 @@ class TargetEmbeddings(nn.Module):
                 )
             _check_materialised(weight, f"the state dict's {keys['weight']!r}")
             _check_finite(weight, f"the state dict's {keys['weight']!r}")
-        mask = state_dict.get(keys["special_mask"])
-        if mask is not None and (
-            not isinstance(mask, Tensor) or tuple(mask.shape) != shape[:1] or mask.dtype != torch.bool
-        ):
+        mask = state_dict.get(keys["special_mask"], self.special_mask)
+        if not isinstance(mask, Tensor) or tuple(mask.shape) != shape[:1] or mask.dtype != torch.bool:
             got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(
                 f"the state dict's {keys['special_mask']!r} is {got} but must be a bool ({shape[0]},) mask, "
@@ -448,6 +450,8 @@ class TargetEmbeddings(nn.Module):
         if num_embeddings <= 0 or dim <= 0:
             raise ValueError(f"random targets need V > 0 and D > 0, got V={num_embeddings}, D={dim}")
         g = torch.Generator().manual_seed(seed_arg(seed))
+        what = f"a random table of num_embeddings={num_embeddings} × dim={dim}"
+        check_allocation(num_embeddings * dim * 4, what, "a smaller V or D")
         return cls(_unit_sphere(num_embeddings, dim, g), vocab, special_ids=special_ids)
 
     @classmethod
@@ -635,8 +639,18 @@ class TargetEmbeddings(nn.Module):
                 f"token ids span {int(ids.min())}..{int(ids.max())} but vocab_size={vocab_size}; "
                 f"valid ids are 0..{vocab_size - 1}"
             )
+        if vocab_size > _MAX_CORPUS_VOCAB:
+            raise ValueError(f"vocab_size must be at most {_MAX_CORPUS_VOCAB} for corpus targets, got {vocab_size}")
+        # The randomized SVD holds a few dense [V, dim + 10] float32 factors at once.
+        factors = 4 * vocab_size * (dim + 10) * 4
+        check_allocation(factors, f"the PPMI-SVD of vocab_size={vocab_size}, dim={dim}", "a smaller vocab_size or dim")
         emb = ppmi_svd(ids, vocab_size, dim, window, alpha, niter, seed)
         unseen = emb.norm(dim=-1) == 0
+        if bool(unseen.all()):
+            raise ValueError(
+                f"token_ids ({ids.numel()} tokens) has no pair of tokens with positive PMI within window={window}, "
+                "so there is nothing to factorise; pass a longer, more varied corpus, or use random targets"
+            )
         if bool(unseen.any()):
             g = torch.Generator().manual_seed(seed)
             emb[unseen] = _unit_sphere(int(unseen.sum()), dim, g) * float(emb[~unseen].norm(dim=-1).mean())
