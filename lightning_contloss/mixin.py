@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.heads import EmbeddingRegressionHead, replace_softmax_head
+from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
 from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -157,7 +158,7 @@ class ContinuousOutputMixin(_Base):
             )
         if keep_softmax:
             new_head = JointHead(old, new_head)
-        replace_softmax_head(self, path, new_head, vocab_size=len(targets))
+        replace_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
         self.continuous_ignore_index = _ignore_index(loss)
@@ -171,10 +172,10 @@ class ContinuousOutputMixin(_Base):
             old = self.get_submodule(path)
         except AttributeError:
             old = None
-        if isinstance(old, nn.Linear) and old.out_features != vocab_size:
+        if isinstance(old, nn.Linear) and not head_vocab_fits(self, path, old.out_features, vocab_size):
             raise ValueError(
                 f"the targets have V={vocab_size} rows but {path!r} has out_features={old.out_features}; "
-                f"build targets for the model's vocabulary (V={old.out_features})"
+                f"{vocab_hint(old.out_features)}"
             )
         if not isinstance(old, nn.Linear):
             # replace_softmax_head raises with the list of candidate layers.
@@ -222,7 +223,11 @@ class ContinuousOutputMixin(_Base):
         return head
 
     def split_output(self, out: Tensor) -> tuple[Tensor | None, Tensor]:
-        """``(logits or None, pred [..., D])`` from the model's output (logits only in ReWE mode)."""
+        """``(logits or None, pred [..., D])`` from the model's output (logits only in ReWE mode).
+
+        ``out`` may be a Hugging Face ``ModelOutput``: its ``.logits`` are used.
+        """
+        out = prediction_tensor(out)
         self._check_ready(out)
         if self._continuous_keep_softmax:
             return self._joint_head().split(out)
@@ -230,6 +235,7 @@ class ContinuousOutputMixin(_Base):
 
     def _loss_value(self, out: Tensor, ids: Tensor) -> tuple[Tensor, Tensor, int]:
         logits, pred = self.split_output(out)
+        check_targets(self, self._continuous_path or "", ids)
         value = self.continuous_loss_fn(logits, pred, ids) if logits is not None else self.continuous_loss_fn(pred, ids)
         ignore = self.continuous_ignore_index
         tokens = int((ids != ignore).sum()) if ignore is not None else ids.numel()
