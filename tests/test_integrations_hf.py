@@ -306,7 +306,9 @@ class BartContinuous(ContinuousOutputMixin, L.LightningModule):
 
 
 CAUSAL = {"gpt2": (GPT2Softmax, GPT2Continuous), "llama": (LlamaSoftmax, LlamaContinuous)}
-SEQ2SEQ = {"t5": (T5Softmax, T5Continuous), "marian": (MarianSoftmax, MarianContinuous), "bart": (BartSoftmax, BartContinuous)}
+SEQ2SEQ = {
+    "t5": (T5Softmax, T5Continuous), "marian": (MarianSoftmax, MarianContinuous), "bart": (BartSoftmax, BartContinuous)
+}
 PAIRS = {**CAUSAL, **SEQ2SEQ}
 
 
@@ -452,7 +454,7 @@ def test_tie_weights_leaves_the_continuous_head_untied(name: str) -> None:
 def test_resize_token_embeddings_refuses_before_changing_anything(name: str) -> None:
     model = build(PAIRS[name][1]).model
     rows = model.get_input_embeddings().weight.shape[0]
-    with pytest.raises(ValueError, match=r"resize_token_embeddings cannot run after replace_softmax_head.*Resize first"):
+    with pytest.raises(ValueError, match=r"resize_token_embeddings cannot run after replace_softmax_head.*Resize"):
         model.resize_token_embeddings(V + 10)
     assert model.get_input_embeddings().weight.shape[0] == rows
     assert model.config.vocab_size == V
@@ -688,7 +690,7 @@ def fit(module: L.LightningModule, train: Any, steps: int) -> list[float]:
     losses: list[float] = []
 
     class Record(L.Callback):
-        def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any) -> None:
             losses.append(float(outputs["loss"]))
 
     trainer = L.Trainer(
@@ -716,3 +718,27 @@ def test_seq2seq_conversion_trains_on_ptb_reversal_with_labels(name: str, ptb: A
     lm = build(SEQ2SEQ[name][1], vocab_size=S2S_VOCAB)
     losses = fit(lm, reversal_data(ptb, 16 * STEPS), STEPS)
     assert len(losses) == STEPS and sum(losses[-3:]) / 3 < losses[0] - 0.02
+
+
+def test_rewe_joint_head_keeps_the_softmax_bias_and_generates_from_its_logits() -> None:
+    class MarianReWE(ContinuousOutputMixin, L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = MarianMTModel(marian_config(V))
+            self.model.final_logits_bias[0, 7] = 1.5
+            targets = TargetEmbeddings.random(V, DIM, special_ids=[PAD])
+            self.replace_softmax_head("model.lm_head", targets, CosineLoss(ignore_index=-100), keep_softmax=True)
+
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'model.lm_head' shares its weight")
+        lm = MarianReWE().eval()
+    bias = lm.model.final_logits_bias
+    assert bias.shape == (1, V + DIM) and float(bias[0, 7]) == 1.5 and not bool(bias[0, V:].any())
+    src, labels = ids(2, 5), ids(2, 4, seed=2)
+    with torch.no_grad():
+        out = lm.model(input_ids=src, labels=labels)
+        assert out.logits.shape == (2, 4, V + DIM) and torch.isfinite(out.loss)
+        generated = lm.model.generate(input_ids=src, max_new_tokens=4, do_sample=False)
+        logits = lm.model(input_ids=src, decoder_input_ids=generated[:, :1]).logits[:, -1, :V]
+    assert torch.equal(generated[:, 1], logits.argmax(-1))  # the kept softmax decides, as ContinuousOutputMixin.decode

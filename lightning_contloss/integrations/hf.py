@@ -57,7 +57,9 @@ class ContinuousHFModel:
     """Mixed in before a ``PreTrainedModel`` class by :func:`continuous_class`; see the module docs."""
 
     # ------------------------------------------------------------------ generation
-    def generate(self, *args: Any, num_candidates: int | None = None, token_score: str = "cosine", **kwargs: Any) -> Any:
+    def generate(
+        self, *args: Any, num_candidates: int | None = None, token_score: str = "cosine", **kwargs: Any
+    ) -> Any:
         """HF's ``generate`` on continuous scores; takes two extra keyword arguments.
 
         Args:
@@ -119,8 +121,7 @@ class ContinuousHFModel:
 
 
 def _new_instance(base: type) -> Any:
-    cls = continuous_class(base)
-    return cls.__new__(cls)
+    return object.__new__(continuous_class(base))
 
 
 def continuous_class(base: type) -> type:
@@ -217,8 +218,9 @@ def _labels_loss(owner: ContinuousOwner, pred: Tensor, labels: Tensor, shift: bo
 
 def _head_width(head: nn.Module) -> int | None:
     regression = getattr(head, "regression", None)  # ReWE's JointHead: V logits then D predictions
-    if regression is not None and hasattr(head, "vocab_size"):
-        return int(head.vocab_size) + int(regression.out_features)
+    vocab = getattr(head, "vocab_size", None)
+    if regression is not None and vocab is not None:
+        return int(vocab) + int(regression.out_features)
     width = getattr(head, "out_features", None)
     return int(width) if width is not None else None
 

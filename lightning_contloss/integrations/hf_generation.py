@@ -137,10 +137,11 @@ class CandidatesGuard:
     Example:
         >>> class _View:
         ...     k = 1
-        >>> CandidatesGuard(_View())(torch.zeros(1, 1), torch.tensor([[float("-inf"), float("-inf")]]))
+        >>> masked = torch.tensor([[float("-inf"), float("-inf")]])
+        >>> CandidatesGuard(_View())(torch.zeros(1, 1), masked)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        ValueError: logits processors masked all 1 candidate tokens of 1 sequence(s); pass generate(..., num_candidates=N) with a larger N (default 50 outside beam search)
+        ValueError: logits processors masked all 1 candidate tokens of 1 sequence(s); pass generate(..., ...
     """
 
     def __init__(self, view: Any) -> None:

@@ -35,6 +35,7 @@ class ShiftCheck:
         >>> ids = torch.tensor([[5, 6, 7]])
         >>> check.record(ids)
         >>> check.check(ids[:, 1:])  # shifted: fine
+        >>> check.record(ids)
         >>> import warnings
         >>> with warnings.catch_warnings(record=True) as caught:
         ...     warnings.simplefilter("always")

@@ -7,26 +7,31 @@ vocabulary only: the decoder's table then has no padding rows, so no padding id 
 
 from __future__ import annotations
 
-__all__ = ["PAD_MULTIPLES", "padding_multiple", "vocab_fits", "vocab_hint"]
+__all__ = ["MAX_PAD_FRACTION", "PAD_MULTIPLES", "padding_multiple", "vocab_fits", "vocab_hint"]
 
 # Multiples that libraries round a vocabulary up to (HF's pad_to_multiple_of=64, Megatron's
 # 128 × tensor-parallel size, litgpt's default padding_multiple=512). Only "V rounded up to one
 # of these" counts as padding, so a target table for the wrong vocabulary is still refused.
 PAD_MULTIPLES: tuple[int, ...] = (64, 128, 256, 512, 1024)
+# Padding is a few rows: at most 1/MAX_PAD_FRACTION of the layer (10001 -> 10240 pads 2.3%).
+# A larger gap is more likely a target table for the wrong vocabulary.
+MAX_PAD_FRACTION = 16
 
 
 def padding_multiple(out_features: int, vocab_size: int) -> int | None:
     """The multiple that ``vocab_size`` was rounded up to to give ``out_features``, or ``None``.
+
+    ``None`` too when the padding would be ``out_features / MAX_PAD_FRACTION`` rows or more.
 
     Args:
         out_features: the softmax layer's width.
         vocab_size: the number of target rows (the real vocabulary).
 
     Example:
-        >>> padding_multiple(10240, 10000), padding_multiple(1024, 1000), padding_multiple(10240, 9000)
-        (512, 64, None)
+        >>> padding_multiple(10240, 10000), padding_multiple(1024, 1000), padding_multiple(1024, 900)
+        (256, 64, None)
     """
-    if not 0 < vocab_size < out_features:
+    if not 0 < vocab_size < out_features or (out_features - vocab_size) * MAX_PAD_FRACTION >= out_features:
         return None
     for multiple in PAD_MULTIPLES:
         if -(-vocab_size // multiple) * multiple == out_features:
@@ -38,7 +43,8 @@ def vocab_fits(out_features: int, vocab_size: int, padded_size: int | None = Non
     """Whether ``vocab_size`` target rows fit a softmax layer of width ``out_features``.
 
     They fit when the sizes are equal, when ``out_features`` is ``vocab_size`` rounded up to a
-    multiple in :data:`PAD_MULTIPLES`, or when the model's config declares the layer padded
+    multiple in :data:`PAD_MULTIPLES` (by less than ``1 / MAX_PAD_FRACTION`` of the layer),
+    or when the model's config declares the layer padded
     (``padded_size == out_features``, e.g. litgpt's ``padded_vocab_size``).
 
     Example:
@@ -61,6 +67,7 @@ def vocab_hint(out_features: int) -> str:
     return (
         f"build targets for the model's vocabulary (V={out_features}), or, if the layer is padded beyond the real "
         f"vocabulary (litgpt and Megatron round V up to a multiple of {multiples}), for the real tokens only "
-        "(e.g. V=config.vocab_size): padding ids then have no target row and are never decoded, whereas "
-        "rows built for them would be decodable"
+        "(e.g. V=config.vocab_size): padding ids then have no target row and are never decoded. For any other "
+        f"padding, build {out_features} rows and mark the padding ids special so they are never decoded: "
+        f"TargetEmbeddings.random({out_features}, D, special_ids=range(real_vocab_size, {out_features}))"
     )
