@@ -669,13 +669,13 @@ def ptb() -> Any:
     )
 
 
-def reversal_data(ptb: Any, rows: int) -> DataLoader[tuple[Tensor, ...]]:
-    """``(src, labels)``: PTB chunks of frequent words, and each chunk reversed then <eos> (-100 padded)."""
-    train = ptb.train_ids
+def reversal_data(text_ids: Tensor, rows: int, shuffle: bool = True) -> DataLoader[tuple[Tensor, ...]]:
+    """``(src, labels)``: chunks of frequent words of ``text_ids``, each reversed then <eos> (-100 padded)."""
+    train = text_ids
     src = torch.full((rows, SRC_LEN), PAD)
     labels = torch.full((rows, SRC_LEN + 1), -100)
     row = pos = 0
-    while row < rows:
+    while row < rows and pos + SRC_LEN < train.numel():
         chunk = train[pos : pos + 3 + pos % (SRC_LEN - 2)]
         pos += chunk.numel()
         if bool((chunk < S2S_VOCAB).all()) and bool((chunk > EOS).all()):
@@ -683,7 +683,7 @@ def reversal_data(ptb: Any, rows: int) -> DataLoader[tuple[Tensor, ...]]:
             labels[row, : chunk.numel()] = chunk.flip(0)
             labels[row, chunk.numel()] = EOS
             row += 1
-    return DataLoader(TensorDataset(src, labels), batch_size=16, shuffle=True)
+    return DataLoader(TensorDataset(src[:row], labels[:row]), batch_size=16, shuffle=shuffle)
 
 
 def fit(module: L.LightningModule, train: Any, steps: int) -> list[float]:
@@ -716,7 +716,7 @@ def test_causal_conversion_trains_on_ptb(name: str, ptb: Any) -> None:
 @pytest.mark.parametrize("name", sorted(SEQ2SEQ))
 def test_seq2seq_conversion_trains_on_ptb_reversal_with_labels(name: str, ptb: Any) -> None:
     lm = build(SEQ2SEQ[name][1], vocab_size=S2S_VOCAB)
-    losses = fit(lm, reversal_data(ptb, 16 * STEPS), STEPS)
+    losses = fit(lm, reversal_data(ptb.train_ids, 16 * STEPS), STEPS)
     assert len(losses) == STEPS and sum(losses[-3:]) / 3 < losses[0] - 0.02
 
 
@@ -742,3 +742,50 @@ def test_rewe_joint_head_keeps_the_softmax_bias_and_generates_from_its_logits() 
         generated = lm.model.generate(input_ids=src, max_new_tokens=4, do_sample=False)
         logits = lm.model(input_ids=src, decoder_input_ids=generated[:, :1]).logits[:, -1, :V]
     assert torch.equal(generated[:, 1], logits.argmax(-1))  # the kept softmax decides, as ContinuousOutputMixin.decode
+
+
+# --------------------------------------------------------------------------- the docs' end-to-end recipes
+
+
+@pytest.mark.slow
+def test_docs_recipe_causal_lm(ptb: Any, tmp_path: Any) -> None:
+    # --8<-- [start:gpt2-run]
+    from lightning_contloss import HNSWDecodingCallback
+
+    lm = GPT2Continuous(ptb.vocab_size)  # ptb = lightning_contloss.examples.data.PTBDataModule(...)
+    trainer = L.Trainer(
+        max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        callbacks=[HNSWDecodingCallback(k=5)],
+    )
+    trainer.fit(lm, ptb.train_dataloader())
+    metrics = trainer.validate(lm, ptb.val_dataloader(), verbose=False)[0]  # val/acc@1, val/acc@5, ...
+
+    lm.eval()
+    prompt = ptb.vocab.encode("the company said").unsqueeze(0)
+    with torch.no_grad():
+        greedy = lm.model.generate(prompt, max_new_tokens=10, do_sample=False)
+        beam = lm.model.generate(prompt, max_new_tokens=10, num_beams=4)
+        # the same tokens as the package's own search over the same decoder:
+        step = lambda prefix: lm.model(prefix).logits[:, -1]  # noqa: E731
+        ours = beam_search(step, prompt, beam_size=4, max_len=10, eos_id=EOS, decoder=lm.decoder, pad_id=PAD)
+    print(" ".join(ptb.vocab.decode(beam[0, prompt.shape[1] :])))
+    # --8<-- [end:gpt2-run]
+    assert 0.0 <= metrics["val/acc@1"] <= 1.0
+    assert greedy.shape[0] == 1 and beam[:, prompt.shape[1] :].tolist() == ours.ids.tolist()
+
+
+@pytest.mark.slow
+def test_docs_recipe_seq2seq(ptb: Any) -> None:
+    # --8<-- [start:t5-run]
+    lm = T5Continuous(S2S_VOCAB)
+    trainer = L.Trainer(max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(lm, reversal_data(ptb.train_ids, 16 * 5))  # (src, labels) batches, see reversal_data
+
+    lm.eval()
+    src = torch.tensor([[12, 40, 7, 99]])
+    with torch.no_grad():
+        greedy = lm.model.generate(input_ids=src, max_new_tokens=6, do_sample=False)
+        beam = lm.model.generate(input_ids=src, max_new_tokens=6, num_beams=4, min_new_tokens=2)
+    # generate() returns decoder_start_token_id first, then the generated tokens
+    # --8<-- [end:t5-run]
+    assert greedy[0, 0] == PAD and beam.shape[1] >= 3
