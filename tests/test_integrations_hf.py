@@ -414,6 +414,17 @@ def test_seq2seq_labels_build_decoder_inputs_as_hf_does(name: str) -> None:
     torch.testing.assert_close(out.loss, expected)
 
 
+def test_shift_labels_are_taken_as_already_shifted() -> None:
+    lm = build(GPT2Continuous).eval()
+    x = ids(2, 7)
+    with torch.no_grad():
+        pred = lm.model(x).logits
+        out = lm.model(x, shift_labels=x.roll(-1, 1))
+        torch.testing.assert_close(out.loss, CosineLoss(lm.continuous_targets)(pred, x.roll(-1, 1)))
+        with pytest.raises(ValueError, match="not both"):
+            lm.model(x, labels=x, shift_labels=x)
+
+
 def test_labels_padding_needs_an_ignore_index() -> None:
     lm = build(GPT2Continuous)  # CosineLoss() without ignore_index
     labels = ids(1, 6)

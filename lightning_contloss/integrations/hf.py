@@ -7,8 +7,9 @@ the head:
 
 ============================== =====================================================================
 ``model(..., labels=y)``       the continuous loss with HF's own label convention: causal LMs shift
-                               (position t predicts ``y[t + 1]``), seq2seq models build
-                               ``decoder_input_ids`` from ``y`` as HF does; ``-100`` is padding
+                               (position t predicts ``y[t + 1]``; ``shift_labels=`` are taken as
+                               already shifted), seq2seq models build ``decoder_input_ids`` from
+                               ``y`` as HF does; ``-100`` is padding
 ``model.generate(...)``        HF's generate on vocabulary scores that rank as the decoder does
                                (greedy = ``greedy_decode``, beam = ``beam_search``), see
                                ``hf_generation.py``
@@ -154,12 +155,16 @@ def _continuous_forward(base_forward: Callable[..., Any]) -> Callable[..., Any]:
     def forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         state = _state(self)
         labels = kwargs.pop("labels", None)
+        # HF 5.x: shift_labels= are causal labels the caller has already shifted.
+        shifted = kwargs.pop("shift_labels", None)
+        if shifted is not None and labels is not None:
+            raise ValueError("pass labels= or shift_labels=, not both")
         position = getattr(type(self), "_contloss_labels_position", None)
         if position is not None and len(args) > position:
             raise ValueError(f"pass labels= by keyword to a continuous {type(self).__name__}, not by position")
         config = getattr(self, "config", None)
         seq2seq = bool(getattr(config, "is_encoder_decoder", False))
-        owner = state.require_owner("labels=") if labels is not None else None
+        owner = state.require_owner("labels=") if labels is not None or shifted is not None else None
         if labels is not None and seq2seq and kwargs.get("decoder_input_ids") is None:
             if kwargs.get("decoder_inputs_embeds") is None:
                 kwargs["decoder_input_ids"] = self.prepare_decoder_input_ids_from_labels(labels=labels)  # type: ignore[operator]
@@ -171,8 +176,10 @@ def _continuous_forward(base_forward: Callable[..., Any]) -> Callable[..., Any]:
         if state.view is not None:
             out = _with_logits(out, state.view(_logits_of(out)))
         if owner is not None:
-            assert labels is not None
-            out = _with_loss(out, _labels_loss(owner, _logits_of(out), labels, shift=not seq2seq))
+            target = labels if labels is not None else shifted
+            assert target is not None
+            shift = labels is not None and not seq2seq
+            out = _with_loss(out, _labels_loss(owner, _logits_of(out), target, shift=shift))
         return out
 
     return forward
