@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, real_arg
+from lightning_contloss.integrations import ContinuousOwner, adapt_model, head_vocab_fits, vocab_hint
 
 __all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "replace_softmax_head", "split_head_output"]
 
@@ -211,6 +212,7 @@ def replace_softmax_head(
     head: nn.Module,
     *,
     vocab_size: int | None = None,
+    owner: ContinuousOwner | None = None,
 ) -> nn.Linear:
     """Swaps the ``nn.Linear(H, V)`` at ``path`` inside ``root`` for ``head`` and returns the old layer.
 
@@ -222,7 +224,11 @@ def replace_softmax_head(
         path: dotted module path, e.g. ``"lm_head"`` or ``"decoder.layers.3.out"``.
         head: the replacement, typically an :class:`EmbeddingRegressionHead`. If it has an
             ``in_features`` attribute it must match the old layer's.
-        vocab_size: V; when given the old layer must have ``out_features == V``.
+        vocab_size: V; when given the old layer must have ``out_features == V``, or be V
+            rounded up to a multiple of 64 … 1024 (a padded vocabulary, as litgpt's).
+        owner: the module that owns targets and loss (``ContinuousOutputMixin`` passes itself);
+            a Hugging Face or litgpt model holding the layer is adapted to the new head
+            (``labels=``, ``generate()``, tying; see :mod:`lightning_contloss.integrations`).
 
     Example:
         >>> lm = torch.nn.ModuleDict({"body": torch.nn.Linear(8, 16), "lm_head": torch.nn.Linear(16, 1000)})
@@ -242,10 +248,10 @@ def replace_softmax_head(
         raise ValueError(
             f"{path!r} is a {type(old).__name__}, not an nn.Linear softmax head; {_candidates(root, vocab_size)}"
         )
-    if vocab_size is not None and old.out_features != vocab_size:
+    if vocab_size is not None and not head_vocab_fits(root, path, old.out_features, vocab_size):
         raise ValueError(
             f"{path!r} has out_features={old.out_features} but the targets have V={vocab_size}; "
-            f"point at the vocabulary projection, or build targets with V={old.out_features}. "
+            f"point at the vocabulary projection, or {vocab_hint(old.out_features)}. "
             f"{_candidates(root, vocab_size)}"
         )
     head_in = getattr(head, "in_features", None)
@@ -264,4 +270,5 @@ def replace_softmax_head(
             stacklevel=2,
         )
     setattr(parent, name, head)
+    adapt_model(root, path, old, owner)
     return old

@@ -13,6 +13,7 @@ from torchmetrics import Metric
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.decoding.factory import check_decoder
 from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, replace_softmax_head, split_head_output
+from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
 from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -129,7 +130,7 @@ class ContinuousOutputMixin(_Base):
             )
         if keep_softmax:
             new_head = JointHead(old, new_head, pred_dim=targets.dim)
-        replace_softmax_head(self, path, new_head, vocab_size=len(targets))
+        replace_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
         self.continuous_ignore_index = _ignore_index(loss)
@@ -142,10 +143,10 @@ class ContinuousOutputMixin(_Base):
             old = self.get_submodule(path)
         except AttributeError:
             old = None
-        if isinstance(old, nn.Linear) and old.out_features != vocab_size:
+        if isinstance(old, nn.Linear) and not head_vocab_fits(self, path, old.out_features, vocab_size):
             raise ValueError(
                 f"the targets have V={vocab_size} rows but {path!r} has out_features={old.out_features}; "
-                f"build targets for the model's vocabulary (V={old.out_features})"
+                f"{vocab_hint(old.out_features)}"
             )
         if not isinstance(old, nn.Linear):
             # replace_softmax_head raises with the list of candidate layers.
@@ -187,7 +188,7 @@ class ContinuousOutputMixin(_Base):
         ``out`` is the model's output tensor, or a Hugging Face ``ModelOutput`` (its ``.logits``).
         """
         head = self._continuous_head()
-        out = _prediction_tensor(out)
+        out = prediction_tensor(out)
         expected = int(getattr(head, "out_features", self.continuous_targets.dim))
         if out.shape[-1] != expected:
             raise ValueError(
@@ -198,6 +199,7 @@ class ContinuousOutputMixin(_Base):
 
     def _loss_value(self, out: Tensor | Any, ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None, int]:
         logits, pred = self.split_output(out)
+        check_targets(self, self._continuous_path or "", ids)
         value = self.continuous_loss_fn(logits, pred, ids) if logits is not None else self.continuous_loss_fn(pred, ids)
         ignore = self.continuous_ignore_index
         tokens = int((ids != ignore).sum()) if ignore is not None else ids.numel()
@@ -295,19 +297,6 @@ class ContinuousOutputMixin(_Base):
     def continuous_predict_step(self, pred: Tensor, k: int = 1) -> Tensor:
         """``predict_step`` helper: token ids ``[..., k]`` of the model's predictions."""
         return self.decode(pred, k)
-
-
-def _prediction_tensor(out: Tensor | Any) -> Tensor:
-    """The prediction tensor of a model output: a tensor as it is, a ``ModelOutput``'s ``.logits``."""
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    raise ValueError(
-        f"expected the model's output tensor [..., D] (or a Hugging Face ModelOutput with .logits), got "
-        f"{type(out).__name__}; pass model(x) of the model whose head was replaced, e.g. model(x).logits"
-    )
 
 
 def _tensor_key(*tensors: Tensor) -> tuple[int, ...]:
