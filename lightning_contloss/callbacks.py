@@ -335,7 +335,7 @@ class DecodingCallback(Callback):
             self._tuned_for = self._targets_hash
         decoder = self._epoch_decoder(trainer, module, flat_pred, flat_target)
         start = time.perf_counter()
-        knn_ids = decoder.query(flat_pred, self.k)[0].to(table.device)
+        knn_ids, knn_scores = (t.to(table.device) for t in decoder.query(flat_pred, self.k))
         self._decode_seconds += time.perf_counter() - start
         self._decode_tokens += flat_pred.shape[0]
         ids = torch.cat(self._logit_ids).to(table.device) if self._logit_ids else knn_ids
@@ -350,7 +350,7 @@ class DecodingCallback(Callback):
             kept_pred, kept = kept_pred[keep], kept[keep]
         if kept.numel():
             m["mean_cos"].update(torch.nn.functional.cosine_similarity(kept_pred, table[kept], dim=-1))
-        self._recall(module, flat_pred, knn_ids)
+        self._recall(module, flat_pred, knn_ids, knn_scores)
         self._likelihood_metrics(module)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
 
@@ -394,7 +394,7 @@ class DecodingCallback(Callback):
         ignore = module.continuous_ignore_index
         return ignore if ignore is not None else _SKIP_ID
 
-    def _recall(self, module: ContinuousOutputMixin, flat_pred: Tensor, ids: Tensor) -> None:
+    def _recall(self, module: ContinuousOutputMixin, flat_pred: Tensor, ids: Tensor, scores: Tensor) -> None:
         take = min(self.recall_sample - self._recall_seen, flat_pred.shape[0])
         if take <= 0 or self.decoder is None:
             return
@@ -404,8 +404,14 @@ class DecodingCallback(Callback):
         if self._reranked is not None:
             # The same re-ranking over exact candidates: recall measures the index, not the rule.
             exact = RerankedDecoder(exact, self._reranked.bias, self._reranked.candidates)
-        exact_ids, _ = exact.query(flat_pred[:take], 1)
-        self.metrics["decode_recall"].update(ids[:take, :1], exact_ids.to(ids.device))
+        exact_ids, exact_scores = exact.query(flat_pred[:take], 1)
+        # With scores, a tie (e.g. a duplicate row) counts as found, as in tune_ef's knn_recall.
+        self.metrics["decode_recall"].update(
+            ids[:take, :1],
+            exact_ids.to(ids.device),
+            approx_scores=scores[:take, :1],
+            exact_scores=exact_scores.to(scores.device, scores.dtype),
+        )
         self._recall_seen += take
 
     def _likelihood_metrics(self, module: ContinuousOutputMixin) -> None:
