@@ -25,12 +25,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-transformers = pytest.importorskip("transformers", reason="the 'hf' extra installs transformers")
+from lightning_contloss import replace_softmax_head
+from lightning_contloss.heads import EmbeddingRegressionHead
+from lightning_contloss.integrations import integration_state
+
+pytest.importorskip("transformers", reason="the 'hf' extra installs transformers")
 
 # --8<-- [start:imports]
-import lightning as L  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from transformers import (  # noqa: E402
+import lightning as L
+import torch.nn.functional as F
+from transformers import (
     BartConfig,
     BartForConditionalGeneration,
     GPT2Config,
@@ -43,16 +47,12 @@ from transformers import (  # noqa: E402
     T5ForConditionalGeneration,
 )
 
-from lightning_contloss import ContinuousOutputMixin, TargetEmbeddings, beam_search, greedy_decode  # noqa: E402
-from lightning_contloss.losses import CosineLoss  # noqa: E402
+from lightning_contloss import ContinuousOutputMixin, TargetEmbeddings, beam_search, greedy_decode
+from lightning_contloss.losses import CosineLoss
 
 DIM = 64  # target embedding size D
 PAD, EOS = 0, 2  # <pad> and <eos> of the PTB vocabulary (lightning_contloss.examples.data)
 # --8<-- [end:imports]
-
-from lightning_contloss import replace_softmax_head  # noqa: E402
-from lightning_contloss.heads import EmbeddingRegressionHead  # noqa: E402
-from lightning_contloss.integrations import integration_state  # noqa: E402
 
 MAX_CHANGED_LINES = 10
 V = 1000  # vocabulary of the untrained models that the fast checks use
