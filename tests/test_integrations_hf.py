@@ -776,8 +776,10 @@ def test_docs_recipe_causal_lm(ptb: Any, tmp_path: Any) -> None:
     with torch.no_grad():
         greedy = lm.model.generate(prompt, max_new_tokens=10, do_sample=False)
         beam = lm.model.generate(prompt, max_new_tokens=10, num_beams=4)
-        # the same tokens as the package's own search over the same decoder:
-        step = lambda prefix: lm.model(prefix).logits[:, -1]  # noqa: E731
+
+        def step(prefix: Tensor) -> Tensor:  # the package's own search, over the same decoder
+            return lm.model(prefix).logits[:, -1]
+
         ours = beam_search(step, prompt, beam_size=4, max_len=10, eos_id=EOS, decoder=lm.decoder, pad_id=PAD)
     print(" ".join(ptb.vocab.decode(beam[0, prompt.shape[1] :])))
     # --8<-- [end:gpt2-run]
