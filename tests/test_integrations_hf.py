@@ -25,12 +25,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-transformers = pytest.importorskip("transformers", reason="the 'hf' extra installs transformers")
+from lightning_contloss import replace_softmax_head
+from lightning_contloss.heads import EmbeddingRegressionHead
+from lightning_contloss.integrations import integration_state
+
+pytest.importorskip("transformers", reason="the 'hf' extra installs transformers")
 
 # --8<-- [start:imports]
-import lightning as L  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
-from transformers import (  # noqa: E402
+import lightning as L
+import torch.nn.functional as F
+from transformers import (
     BartConfig,
     BartForConditionalGeneration,
     GPT2Config,
@@ -43,16 +47,12 @@ from transformers import (  # noqa: E402
     T5ForConditionalGeneration,
 )
 
-from lightning_contloss import ContinuousOutputMixin, TargetEmbeddings, beam_search, greedy_decode  # noqa: E402
-from lightning_contloss.losses import CosineLoss  # noqa: E402
+from lightning_contloss import ContinuousOutputMixin, TargetEmbeddings, beam_search, greedy_decode
+from lightning_contloss.losses import CosineLoss
 
 DIM = 64  # target embedding size D
 PAD, EOS = 0, 2  # <pad> and <eos> of the PTB vocabulary (lightning_contloss.examples.data)
 # --8<-- [end:imports]
-
-from lightning_contloss import replace_softmax_head  # noqa: E402
-from lightning_contloss.heads import EmbeddingRegressionHead  # noqa: E402
-from lightning_contloss.integrations import integration_state  # noqa: E402
 
 MAX_CHANGED_LINES = 10
 V = 1000  # vocabulary of the untrained models that the fast checks use
@@ -776,8 +776,10 @@ def test_docs_recipe_causal_lm(ptb: Any, tmp_path: Any) -> None:
     with torch.no_grad():
         greedy = lm.model.generate(prompt, max_new_tokens=10, do_sample=False)
         beam = lm.model.generate(prompt, max_new_tokens=10, num_beams=4)
-        # the same tokens as the package's own search over the same decoder:
-        step = lambda prefix: lm.model(prefix).logits[:, -1]  # noqa: E731
+
+        def step(prefix: Tensor) -> Tensor:  # the package's own search, over the same decoder
+            return lm.model(prefix).logits[:, -1]
+
         ours = beam_search(step, prompt, beam_size=4, max_len=10, eos_id=EOS, decoder=lm.decoder, pad_id=PAD)
     print(" ".join(ptb.vocab.decode(beam[0, prompt.shape[1] :])))
     # --8<-- [end:gpt2-run]
