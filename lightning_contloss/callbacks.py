@@ -488,5 +488,13 @@ class DecodingCallback(Callback):
         self._tuned_for = state_dict.get("tuned_for")
 
 
-# The historical name, from when HNSW was the only decoder; both names stay.
-HNSWDecodingCallback = DecodingCallback
+class HNSWDecodingCallback(DecodingCallback):
+    """:class:`DecodingCallback` under its historical name, from when HNSW was the only decoder.
+
+    Both names stay; they behave the same (the default decoder is ``"auto"``: exact search for
+    small tables, HNSW for large ones).
+
+    Example:
+        >>> isinstance(HNSWDecodingCallback(k=5), DecodingCallback)
+        True
+    """

@@ -52,7 +52,7 @@ def test_moved_arguments_warn_and_still_work(tmp_path: Path) -> None:
     with pytest.warns(FutureWarning, match="CSLSReranking"):
         cb = DecodingCallback(hubness="csls", csls_k=4, rerank_candidates=16)
     assert isinstance(cb.reranking, CSLSReranking) and (cb.reranking.k, cb.reranking.candidates) == (4, 16)
-    assert HNSWDecodingCallback is DecodingCallback
+    assert issubclass(HNSWDecodingCallback, DecodingCallback)
 
 
 def test_decoder_can_be_a_callable_or_a_ready_decoder() -> None:
