@@ -103,7 +103,14 @@ def main() -> None:
     args = parser.parse_args()
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     ptb = PTBDataModule(batch_size=16, seq_len=32)
-    rows = [run(name, ptb, args.steps) for name in args.models]
+    rows: list[dict[str, Any]] = []
+    for name in args.models:
+        rows.append(run(name, ptb, args.steps))
+        write(args, rows, load)  # after every model, so an interrupted run keeps what it measured
+    print(f"wrote {args.out}")
+
+
+def write(args: argparse.Namespace, rows: list[dict[str, Any]], load: str) -> None:
     end_load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     lines = [
         "# Hugging Face and litgpt conversions: continuous vs softmax twin",
@@ -116,7 +123,7 @@ def main() -> None:
         "random targets, cosine loss, exact nearest-neighbour decoding. Lines = changed lines of the",
         "LightningModule (comments included), as counted by the tests.",
         "",
-        f"Load: `{load}` at the start, `{end_load}` at the end (2 cores shared with other jobs,",
+        f"Load: `{load}` at the start, `{end_load}` after the last model (2 cores shared with other jobs,",
         "so the seconds are noisy; both heads of a model ran back to back).",
         "",
         "| model | lines changed | softmax acc@1 | continuous acc@1 | softmax s | continuous s |",
@@ -129,7 +136,6 @@ def main() -> None:
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
