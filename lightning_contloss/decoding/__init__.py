@@ -10,6 +10,7 @@ from typing import Any
 
 from lightning_contloss.decoding import cache as _cache
 from lightning_contloss.decoding.base import Decoder
+from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.factory import DecoderFactory, check_decoder, make_decoder
 from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, auto_ef_construction, tune_ef
@@ -17,12 +18,15 @@ from lightning_contloss.decoding.recall import knn_recall
 from lightning_contloss.decoding.rerank import RerankedDecoder
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
+from lightning_contloss.decoding.search_rules import SearchRules
+from lightning_contloss.decoding.search_state import StatefulStep, reorder_state
 
 __all__ = [
     "DEFAULT_EF_CANDIDATES",
     "CSLSReranking",
     "Decoder",
     "DecoderFactory",
+    "EOSBias",
     "EpochStatistics",
     "ExactDecoder",
     "HNSWDecoder",
@@ -30,12 +34,16 @@ __all__ = [
     "RerankedDecoder",
     "Reranking",
     "SearchResult",
+    "SearchRules",
+    "StatefulStep",
     "auto_ef_construction",
     "beam_search",
+    "calibrate_eos_bias",
     "check_decoder",
     "greedy_decode",
     "knn_recall",
     "make_decoder",
+    "reorder_state",
     "tune_ef",
 ]
 

@@ -1,6 +1,8 @@
 """Greedy and beam search over a continuous-output model, with candidates from a k-NN decoder.
 
-The model is given as ``step_fn(prefix_ids) -> pred``:
+The model is given in one of two forms.
+
+**Prefix form**, ``step_fn(prefix_ids) -> pred``:
 
 * ``prefix_ids`` is a ``[B', t]`` int64 tensor on ``start``'s device: the start tokens
   followed by the tokens generated so far, one row per live sequence (greedy) or live
@@ -10,26 +12,37 @@ The model is given as ``step_fn(prefix_ids) -> pred``:
   (for vMF, unnormalised: its norm is the concentration κ).
 
 ``step_fn`` must be a pure function of the prefix (recompute from the whole prefix, or key
-any cache on it). Token scores come from :func:`~lightning_contloss.functional.scoring.token_log_scores`:
+any cache on it), so each step costs a pass over the whole prefix.
+
+**Stateful form**, a :class:`~lightning_contloss.decoding.search_state.StatefulStep`: called
+once with the start tokens and no state (an encoder runs here, once per source), then with the
+last generated token of each live row and the state it returned, which the search reorders
+whenever rows end or beams are re-ranked. With a KV cache each step costs one position
+(:mod:`lightning_contloss.integrations.torch_transformer` has one for ``nn.TransformerDecoder``).
+
+Token scores come from :func:`~lightning_contloss.functional.scoring.token_log_scores`:
 ``"cosine"`` gives cos - 1 per token (the negative cosine loss), ``"vmf"`` the vMF
-log-density log C_m(κ) + pred·ê_w.
+log-density log C_m(κ) + pred·ê_w. :class:`~lightning_contloss.decoding.search_rules.SearchRules`
+(``rules=``) adds an EOS bias, a minimum length and repetition blocking.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
 
 from lightning_contloss.decoding.base import Decoder
+from lightning_contloss.decoding.search_rules import SearchRules
+from lightning_contloss.decoding.search_state import StatefulStep
 from lightning_contloss.functional.scoring import TOKEN_SCORES, TokenScore, token_log_scores
 
 __all__ = ["LengthNorm", "SearchResult", "StepFn", "beam_search", "greedy_decode", "length_penalty_factor"]
 
-StepFn = Callable[[Tensor], Tensor]
+StepFn = Callable[[Tensor], Tensor] | StatefulStep
 LengthNorm = Literal["plain", "gnmt"]
 
 
@@ -40,7 +53,8 @@ class SearchResult(NamedTuple):
         ids: ``[B, L]`` int64 generated tokens (the start tokens are not repeated), EOS
             included, then ``pad_id`` up to the longest sequence of the batch.
         scores: ``[B]`` float64: for greedy search the summed token scores, for beam search
-            the summed token scores divided by the length penalty (the ranking score).
+            the summed token scores divided by the length penalty (the ranking score); token
+            scores include what ``rules`` add (EOS bias, repetition penalty).
         lengths: ``[B]`` int64 number of generated tokens, EOS included.
     """
 
@@ -80,10 +94,20 @@ def length_penalty_factor(length: int | Tensor, alpha: float, norm: LengthNorm =
 
 
 def _check_common(
-    step_fn: StepFn, start: Tensor, max_len: int, eos_id: int | None, decoder: Decoder, score: str, pad_id: int | None
+    step_fn: StepFn,
+    start: Tensor,
+    max_len: int,
+    eos_id: int | None,
+    decoder: Decoder,
+    score: str,
+    pad_id: int | None,
+    rules: SearchRules | None,
 ) -> tuple[Tensor, int]:
-    if not callable(step_fn):
-        raise ValueError(f"step_fn must be a callable prefix_ids [B, t] -> pred [B, D], got {type(step_fn).__name__}")
+    if not isinstance(step_fn, StatefulStep) and not callable(step_fn):
+        raise ValueError(
+            "step_fn must be a callable prefix_ids [B, t] -> pred [B, D] or a StatefulStep, "
+            f"got {type(step_fn).__name__}"
+        )
     if not isinstance(decoder, Decoder):
         raise ValueError(
             f"decoder must be a Decoder (ExactDecoder, HNSWDecoder, RerankedDecoder), got {type(decoder).__name__}"
@@ -106,6 +130,10 @@ def _check_common(
                 f"eos_id {eos_id} is never returned by the decoder (it is special, excluded or all-zero), so "
                 "no sequence could end; unmark it as special or pass eos_id=None"
             )
+    if rules is not None and not isinstance(rules, SearchRules):
+        raise ValueError(f"rules must be a SearchRules or None, got {type(rules).__name__}")
+    if rules is not None and eos_id is None and (rules.scores_eos or rules.min_length):
+        raise ValueError("rules.eos_bias and rules.min_length act on EOS; pass eos_id, or leave them unset")
     if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
         raise ValueError(f"pad_id must be an int or None, got {pad_id!r}")
     if pad_id is None:
@@ -113,29 +141,107 @@ def _check_common(
     return (start if start.dim() == 2 else start[:, None]).long(), pad_id
 
 
-def _step(step_fn: StepFn, prefix: Tensor, dim: int) -> Tensor:
-    pred = step_fn(prefix)
-    if not isinstance(pred, Tensor) or tuple(pred.shape) != (prefix.shape[0], dim):
+def _checked_pred(pred: Any, rows: int, dim: int, what: str) -> Tensor:
+    if not isinstance(pred, Tensor) or tuple(pred.shape) != (rows, dim):
         got = tuple(pred.shape) if isinstance(pred, Tensor) else type(pred).__name__
-        raise ValueError(
-            f"step_fn must return the next-token predictions [B, D] = {[prefix.shape[0], dim]} for a prefix "
-            f"of shape {list(prefix.shape)}, got {got}"
-        )
+        raise ValueError(f"step_fn must return the next-token predictions [B, D] = {[rows, dim]} for {what}, got {got}")
     if not pred.is_floating_point():
         raise ValueError(f"step_fn must return floating-point predictions, got {pred.dtype}")
     if not bool(torch.isfinite(pred).all()):
-        rows = (~torch.isfinite(pred).all(dim=-1)).nonzero().flatten()[:10].tolist()
+        bad = (~torch.isfinite(pred).all(dim=-1)).nonzero().flatten()[:10].tolist()
         raise ValueError(
-            f"step_fn returned NaN or inf predictions for rows {rows} of a prefix of shape {list(prefix.shape)}; "
+            f"step_fn returned NaN or inf predictions for rows {bad} of {what}; "
             "the model diverged or was fed an id it cannot embed"
         )
     return pred.detach()
+
+
+class _Steps:
+    """Calls the model in its form (prefix or stateful) and keeps a stateful model's state."""
+
+    def __init__(self, step_fn: StepFn, dim: int) -> None:
+        self.step_fn = step_fn
+        self.dim = dim
+        self.state: Any = None
+
+    def __call__(self, history: Tensor, t: int) -> Tensor:
+        # history [N, t0 + t]: the start tokens and the tokens generated so far, rows in state order.
+        fn = self.step_fn
+        if not isinstance(fn, StatefulStep):
+            return _checked_pred(fn(history), history.shape[0], self.dim, f"a prefix of shape {list(history.shape)}")
+        ids = history if t == 0 else history[:, -1:]
+        out = fn.step(ids, None if t == 0 else self.state)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise ValueError(
+                f"a StatefulStep's step must return (pred, state), got {type(out).__name__}"
+                + (f" of length {len(out)}" if isinstance(out, tuple) else "")
+            )
+        what = "the start tokens" if t == 0 else f"step {t} (last tokens [{ids.shape[0]}, 1])"
+        pred = _checked_pred(out[0], ids.shape[0], self.dim, what)
+        self.state = out[1]
+        return pred
+
+    def keep(self, index: Tensor, previous_rows: int) -> None:
+        """Rows ``index`` of the ``previous_rows`` current rows go on (repeats allowed)."""
+        fn = self.step_fn
+        if not isinstance(fn, StatefulStep):
+            return
+        rows = index.numel()
+        if rows == previous_rows and bool((index == torch.arange(rows, device=index.device)).all()):
+            return
+        self.state = fn.reorder(self.state, index)
 
 
 def _candidate_scores(pred: Tensor, ids: Tensor, decoder: Decoder, score: TokenScore) -> Tensor:
     table = decoder.table
     emb = table[ids.to(table.device)].to(device=pred.device)
     return token_log_scores(pred, emb, score).to(torch.float64)
+
+
+def _candidates(
+    pred: Tensor,
+    history: Tensor,
+    t: int,
+    decoder: Decoder,
+    score: TokenScore,
+    k: int,
+    rules: SearchRules | None,
+    eos_id: int | None,
+    need: int,
+) -> tuple[Tensor, Tensor]:
+    """The candidates ``[N, C]`` of each prediction and their scores after the rules.
+
+    Rules only lower scores (EOS, the one token they may raise, is always a candidate then),
+    and a token outside the k nearest scores at most the k-th's raw score. So while a row has
+    fewer than ``need`` allowed candidates at or above that floor, a token not queried could
+    still beat them: all rows are queried again with twice as many neighbours, up to every
+    returnable token. With an exact decoder the result is then what a search over the whole
+    vocabulary would pick.
+    """
+    device = history.device
+    count = int(decoder.returnable.sum())
+    k = min(k, count)
+    while True:
+        ids, _ = decoder.query(pred, k)
+        ids = ids.to(device)
+        scores = _candidate_scores(pred, ids, decoder, score).to(device)
+        if rules is None:
+            return ids, scores
+        floor = scores.min(dim=1, keepdim=True).values
+        if rules.scores_eos and eos_id is not None:
+            has_eos = (ids == eos_id).any(dim=1)
+            eos = torch.full((ids.shape[0], 1), eos_id, dtype=ids.dtype, device=device)
+            eos_scores = _candidate_scores(pred, eos, decoder, score).to(device)
+            # EOS among the neighbours already competes; a second copy would fill two beam slots.
+            eos_scores = eos_scores.masked_fill(has_eos[:, None], -math.inf)
+            ids, scores = torch.cat([ids, eos], dim=1), torch.cat([scores, eos_scores], dim=1)
+        scores = rules.apply(scores, ids, history, t, eos_id)
+        if k >= count or not rules.blocks:
+            return ids, scores
+        sure = ((scores >= floor) & torch.isfinite(scores)).sum(dim=1) >= min(need, count)
+        if bool(sure.all()):
+            return ids, scores
+        k = min(2 * k, count)
 
 
 @torch.no_grad()
@@ -148,20 +254,32 @@ def greedy_decode(
     *,
     score: TokenScore = "cosine",
     pad_id: int | None = None,
+    rules: SearchRules | None = None,
+    num_candidates: int | None = None,
 ) -> SearchResult:
-    """Generate by taking the decoder's nearest token at each step, for a batch of sequences.
+    """Generate by taking the best-scoring candidate token at each step, for a batch of sequences.
 
-    A sequence stops after it emits ``eos_id`` (kept in the output) or after ``max_len``
-    tokens; finished sequences are not passed to ``step_fn`` again.
+    Without ``rules`` the candidate is the decoder's nearest token. With ``rules``, each step
+    scores ``num_candidates`` nearest tokens (and EOS, when ``rules.eos_bias`` is set), applies
+    the rules and takes the best; where a token outside those could still win (the nearest
+    were ruled out or penalised), the step queries more neighbours, so with an exact decoder
+    the pick is the best allowed token of the whole vocabulary. A row with no allowed token
+    stops. A sequence stops after
+    it emits ``eos_id`` (kept in the output) or after ``max_len`` tokens; finished sequences
+    are not passed to ``step_fn`` again.
 
     Args:
-        step_fn: ``prefix_ids [B', t] -> pred [B', D]`` (see the module docs).
+        step_fn: ``prefix_ids [B', t] -> pred [B', D]``, or a
+            :class:`~lightning_contloss.decoding.search_state.StatefulStep` (see the module docs).
         start: ``[B, t0]`` (or ``[B]``) start tokens, e.g. BOS.
         max_len: most tokens to generate.
         eos_id: the id that ends a sequence, or ``None``.
         decoder: an ``ExactDecoder`` / ``HNSWDecoder`` over the target table.
         score: token score summed into ``SearchResult.scores``: ``"cosine"`` or ``"vmf"``.
         pad_id: filler after a sequence's end (default ``eos_id``, else 0).
+        rules: a :class:`~lightning_contloss.decoding.search_rules.SearchRules`, or ``None``.
+        num_candidates: nearest tokens scored per step (default 1, or 4 when ``rules`` can rule
+            out a candidate).
 
     Example:
         >>> from lightning_contloss.decoding import ExactDecoder
@@ -171,25 +289,40 @@ def greedy_decode(
         >>> out.ids.tolist(), out.lengths.tolist()
         ([[1, 2, 3], [3, 3, 3]], [3, 1])
     """
-    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id)
+    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
+    if num_candidates is None:
+        cands = 4 if rules is not None and rules.blocks else 1
+    else:
+        cands = _positive_int("num_candidates", num_candidates)
     batch, device = start.shape[0], start.device
     out = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
     scores = torch.zeros(batch, dtype=torch.float64, device=device)
     lengths = torch.zeros(batch, dtype=torch.int64, device=device)
-    alive = torch.ones(batch, dtype=torch.bool, device=device)
+    steps = _Steps(step_fn, decoder.dim)
+    rows = torch.arange(batch, device=device)
     for t in range(max_len):
-        rows = alive.nonzero().flatten()
         if rows.numel() == 0:
             break
-        pred = _step(step_fn, torch.cat([start[rows], out[rows, :t]], dim=1), decoder.dim)
-        ids, _ = decoder.query(pred, 1)
-        scores[rows] += _candidate_scores(pred, ids, decoder, score)[:, 0].to(device)
-        tok = ids[:, 0].to(device)
-        out[rows, t] = tok
-        lengths[rows] += 1
-        if eos_id is not None:
-            alive[rows[tok == eos_id]] = False
+        history = torch.cat([start[rows], out[rows, :t]], dim=1)
+        pred = steps(history, t)
+        ids, cand_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, need=1)
+        best, pick = cand_scores.max(dim=1)
+        tok = ids.gather(1, pick[:, None])[:, 0]
+        ok = torch.isfinite(best)
+        out[rows[ok], t] = tok[ok]
+        scores[rows[ok]] += best[ok]
+        lengths[rows[ok]] += 1
+        go_on = ok & (tok != eos_id) if eos_id is not None else ok
+        if not bool(go_on.all()):
+            steps.keep(go_on.nonzero().flatten(), rows.numel())
+            rows = rows[go_on]
     return SearchResult(out[:, : int(lengths.max()) if batch else 0], scores, lengths)
+
+
+def _positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
 
 
 @torch.no_grad()
@@ -206,6 +339,7 @@ def beam_search(
     score: TokenScore = "cosine",
     num_candidates: int | None = None,
     pad_id: int | None = None,
+    rules: SearchRules | None = None,
 ) -> SearchResult:
     """Beam search for a batch of sequences, scoring tokens by the loss's log-likelihood.
 
@@ -221,10 +355,12 @@ def beam_search(
     outputs, as every cosine token score is <= 0). With ``score="cosine"`` a sequence stops as
     soon as no live hypothesis can still beat its best finished one (exact, because cosine
     token scores are <= 0, so a sum never rises); vMF log-densities have no such bound, so
-    vMF search runs until every hypothesis has ended or ``max_len`` tokens.
+    vMF search runs until every hypothesis has ended or ``max_len`` tokens. ``rules`` apply to
+    every candidate (a positive ``eos_bias`` lifts the bound, so the search then runs on too).
 
     Args:
-        step_fn: ``prefix_ids [B', t] -> pred [B', D]`` (see the module docs).
+        step_fn: ``prefix_ids [B', t] -> pred [B', D]``, or a
+            :class:`~lightning_contloss.decoding.search_state.StatefulStep` (see the module docs).
         start: ``[B, t0]`` (or ``[B]``) start tokens.
         beam_size: hypotheses kept per sequence.
         max_len: most tokens to generate.
@@ -235,6 +371,7 @@ def beam_search(
         score: ``"cosine"`` or ``"vmf"``, matching the training loss.
         num_candidates: k-NN candidates per hypothesis (default ``beam_size``).
         pad_id: filler after a sequence's end (default ``eos_id``, else 0).
+        rules: a :class:`~lightning_contloss.decoding.search_rules.SearchRules`, or ``None``.
 
     Returns:
         the best hypothesis of each sequence; ``scores`` are its ranking scores.
@@ -247,10 +384,9 @@ def beam_search(
         >>> out.ids.tolist(), out.scores.tolist()
         ([[1, 2, 3]], [0.0])
     """
-    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id)
+    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
     length_penalty = _finite_number("length_penalty", length_penalty)
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+    beam_size = _positive_int("beam_size", beam_size)
     if length_norm not in ("plain", "gnmt"):
         raise ValueError(f"length_norm must be 'plain' or 'gnmt', got {length_norm!r}")
     # lp is monotone in the length, so its extremes are at 1 and max_len; 0 or inf there would
@@ -262,10 +398,7 @@ def beam_search(
             "(it overflows float64); use a length_penalty of moderate size, e.g. in [0, 2]"
         )
     count = int(decoder.returnable.sum())
-    cands = beam_size if num_candidates is None else num_candidates
-    if isinstance(cands, bool) or not isinstance(cands, int) or cands < 1:
-        raise ValueError(f"num_candidates must be an int >= 1, got {num_candidates!r}")
-    cands = min(cands, count)
+    cands = min(beam_size if num_candidates is None else _positive_int("num_candidates", num_candidates), count)
 
     batch, width, device = start.shape[0], beam_size, start.device
     inf = float("-inf")
@@ -274,29 +407,31 @@ def beam_search(
     beam[:, 0] = 0.0  # one live hypothesis (the start) per sequence
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # Only cosine scores have a sign bound (<= 0) that makes early stopping exact.
-    bounded = score == "cosine"
+    bounded = score == "cosine" and (rules is None or rules.keeps_scores_nonpositive)
     best_score = torch.full((batch,), inf, dtype=torch.float64, device=device)
     best_tokens = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
     best_len = torch.zeros(batch, dtype=torch.int64, device=device)
 
+    steps = _Steps(step_fn, decoder.dim)
+    live = torch.isfinite(beam)
     for t in range(max_len):
-        live = torch.isfinite(beam) & ~done[:, None]
         if not bool(live.any()):
             break
+        # Rows of the model's state follow live.nonzero(): sequence-major, then beam slot.
         b_idx, w_idx = live.nonzero(as_tuple=True)
-        prefix = torch.cat([start[b_idx], tokens[b_idx, w_idx, :t]], dim=1)
-        pred = _step(step_fn, prefix, decoder.dim)
-        ids, _ = decoder.query(pred, cands)
-        step_scores = _candidate_scores(pred, ids, decoder, score).to(device)
-        total = torch.full((batch, width, cands), inf, dtype=torch.float64, device=device)
+        history = torch.cat([start[b_idx], tokens[b_idx, w_idx, :t]], dim=1)
+        pred = steps(history, t)
+        ids, step_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, need=cands)
+        n_cand = ids.shape[1]
+        total = torch.full((batch, width, n_cand), inf, dtype=torch.float64, device=device)
         total[b_idx, w_idx] = beam[b_idx, w_idx, None] + step_scores
-        cand_tok = torch.full((batch, width, cands), pad, dtype=torch.int64, device=device)
-        cand_tok[b_idx, w_idx] = ids.to(device)
+        cand_tok = torch.full((batch, width, n_cand), pad, dtype=torch.int64, device=device)
+        cand_tok[b_idx, w_idx] = ids
 
-        n_top = min(2 * width, width * cands)
+        n_top = min(2 * width, width * n_cand)
         top_s, top_pos = total.view(batch, -1).topk(n_top, dim=1)
         top_tok = cand_tok.view(batch, -1).gather(1, top_pos)
-        top_src = top_pos // cands
+        top_src = top_pos // n_cand
         ext = tokens.gather(1, top_src[..., None].expand(-1, -1, max_len)).clone()
         ext[:, :, t] = top_tok
         finite = torch.isfinite(top_s)
@@ -327,6 +462,16 @@ def beam_search(
             # score is sum / (largest lp still reachable). Stop once no live beam can win.
             lp_max = max(lp, length_penalty_factor(max_len, length_penalty, length_norm).item())
             done |= (beam.max(dim=1).values / lp_max) <= best_score
+        previous = live
+        live = torch.isfinite(beam) & ~done[:, None]
+        if t + 1 < max_len and bool(live.any()):
+            # Each new slot extends hypothesis top_src[order] of its sequence; find that
+            # hypothesis' row in the state, so the state follows the beams.
+            row_of = torch.full((batch, width), -1, dtype=torch.int64, device=device)
+            row_of[b_idx, w_idx] = torch.arange(b_idx.numel(), device=device)
+            source = top_src.gather(1, order)
+            nb, nw = live.nonzero(as_tuple=True)
+            steps.keep(row_of[nb, source[nb, nw]], int(previous.sum()))
 
     length = int(best_len.max()) if batch else 0
     return SearchResult(best_tokens[:, :length], best_score, best_len)

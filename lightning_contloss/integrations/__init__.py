@@ -17,11 +17,13 @@ from torch import Tensor, nn
 from lightning_contloss.integrations.outputs import prediction_tensor
 from lightning_contloss.integrations.padding import PAD_MULTIPLES, padding_multiple, vocab_fits, vocab_hint
 from lightning_contloss.integrations.state import STATE_ATTR, ContinuousOwner, IntegrationState
+from lightning_contloss.integrations.torch_transformer import TransformerDecoderStep
 
 __all__ = [
     "PAD_MULTIPLES",
     "ContinuousOwner",
     "IntegrationState",
+    "TransformerDecoderStep",
     "adapt_model",
     "check_targets",
     "head_vocab_fits",

@@ -1,0 +1,123 @@
+"""StatefulStep: a model step for greedy/beam search that keeps state (a KV cache, the encoder output).
+
+The prefix form of a search step, ``step_fn(prefix_ids) -> pred``, recomputes the model over the
+whole prefix at every step. A :class:`StatefulStep` is called once with the start tokens and no
+state, then once per generated token with that token alone and the state it returned last:
+
+* ``step(ids, None) -> (pred, state)`` on the first call: ``ids`` is ``start`` (``[B, t0]``),
+  so an encoder-decoder runs its encoder here, once per source;
+* ``step(ids, state) -> (pred, state)`` afterwards: ``ids`` is ``[B', 1]``, the token each live
+  row generated last;
+* ``reorder(state, index) -> state`` between the two, whenever rows end or beams are re-ranked:
+  row ``i`` of the new state must be row ``index[i]`` of the old one. ``index`` may repeat rows
+  (two beams extending one hypothesis) and leave rows out (finished sequences).
+
+The default :func:`reorder_state` handles a state made of tensors whose first dimension is the
+row (batch-first), nested in tuples, lists and dicts, with ``None`` and plain Python numbers and
+strings passed through, and objects with a ``reorder_cache(index)`` method (Hugging Face's
+``Cache`` classes). Pass ``reorder=`` for anything else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+__all__ = ["StatefulStep", "reorder_state"]
+
+StateStepFn = Callable[[Tensor, Any], tuple[Tensor, Any]]
+ReorderFn = Callable[[Any, Tensor], Any]
+
+
+def reorder_state(state: Any, index: Tensor) -> Any:
+    """Select rows ``index`` of every batch-first tensor in a (nested) search state.
+
+    Args:
+        state: a tensor ``[B, ...]``; a tuple, list or dict of states; ``None``, a number or a
+            string (kept as is); or an object with ``reorder_cache(index)`` (reordered in place).
+        index: ``[B']`` int64 row indices into the old state (repeats allowed).
+
+    Returns:
+        the state with rows ``index``, of the same structure.
+
+    Example:
+        >>> state = {"memory": torch.arange(6.0).view(3, 2), "offset": 4}
+        >>> new = reorder_state(state, torch.tensor([2, 2, 0]))
+        >>> new["memory"].tolist(), new["offset"]
+        ([[4.0, 5.0], [4.0, 5.0], [0.0, 1.0]], 4)
+    """
+    if isinstance(state, Tensor):
+        if state.dim() == 0:
+            return state
+        return state.index_select(0, index.to(state.device))
+    if state is None or isinstance(state, bool | int | float | str):
+        return state
+    if isinstance(state, tuple):
+        items = [reorder_state(s, index) for s in state]
+        # NamedTuples are rebuilt from their fields, plain tuples from the list.
+        return type(state)(*items) if hasattr(state, "_fields") else tuple(items)
+    if isinstance(state, list):
+        return [reorder_state(s, index) for s in state]
+    if isinstance(state, dict):
+        return {key: reorder_state(value, index) for key, value in state.items()}
+    reorder_cache = getattr(state, "reorder_cache", None)
+    if callable(reorder_cache):
+        reorder_cache(index)
+        return state
+    raise TypeError(
+        f"cannot reorder a search state of type {type(state).__name__}: the default reorder handles "
+        "batch-first tensors in tuples, lists and dicts, and objects with reorder_cache(index); pass "
+        "StatefulStep(step, reorder=fn) with fn(state, index) -> state"
+    )
+
+
+class StatefulStep:
+    """A search step with state: ``step(ids, state) -> (pred, state)`` and ``reorder(state, index)``.
+
+    Pass one as ``step_fn`` to :func:`~lightning_contloss.greedy_decode` or
+    :func:`~lightning_contloss.beam_search`; the search then feeds it the last token only (see
+    the module docs). Either wrap two functions, or subclass and override :meth:`step` (and
+    :meth:`reorder` if the state is not batch-first tensors).
+
+    Args:
+        step: ``(ids [B', t], state | None) -> (pred [B', D], state)``.
+        reorder: ``(state, index [B']) -> state``; default :func:`reorder_state`.
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder, greedy_decode
+        >>> table = torch.eye(4)  # ids 0..3; 3 is EOS
+        >>> def step(ids, state):  # the state is the last id; the search feeds one token at a time
+        ...     last = ids[:, -1]
+        ...     return table[(last + 1).clamp(max=3)], last
+        >>> out = greedy_decode(StatefulStep(step), torch.tensor([[0], [2]]), 5, 3, ExactDecoder(table))
+        >>> out.ids.tolist()
+        [[1, 2, 3], [3, 3, 3]]
+    """
+
+    def __init__(self, step: StateStepFn | None = None, reorder: ReorderFn | None = None) -> None:
+        if step is not None and not callable(step):
+            raise ValueError(f"step must be a callable (ids, state) -> (pred, state), got {type(step).__name__}")
+        if reorder is not None and not callable(reorder):
+            raise ValueError(f"reorder must be a callable (state, index) -> state, got {type(reorder).__name__}")
+        self._step = step
+        self._reorder = reorder
+
+    def step(self, ids: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """The predictions for the next token of each row, and the state after ``ids``.
+
+        Args:
+            ids: ``[B, t0]`` start tokens (first call, ``state`` None) or ``[B', 1]`` last tokens.
+            state: ``None`` on the first call, else what the previous call (then :meth:`reorder`)
+                returned.
+        """
+        if self._step is None:
+            raise NotImplementedError(
+                f"{type(self).__name__} has no step: pass StatefulStep(step=fn) or override step(ids, state)"
+            )
+        return self._step(ids, state)
+
+    def reorder(self, state: Any, index: Tensor) -> Any:
+        """Rows ``index`` of ``state`` (see :func:`reorder_state`)."""
+        return (self._reorder or reorder_state)(state, index)
