@@ -51,7 +51,7 @@ def test_registering_a_loss_makes_it_a_choice_everywhere(registered: str) -> Non
 
 def test_an_unregistered_name_is_refused_with_the_choices() -> None:
     assert "scaledcosine" not in loss_names()
-    with pytest.raises(ValueError, match="unknown loss 'scaledcosine'.*choose one of cosine"):
+    with pytest.raises(ValueError, match=r"unknown loss 'scaledcosine'.*choose one of cosine"):
         spec.parse_run("linear:scaledcosine:random")
     with pytest.raises(ValueError, match="unknown loss 'scaledcosine'"):
         make_loss("scaledcosine")
