@@ -2,7 +2,11 @@
 
 A wrong Python type raises ``TypeError`` (a float where an int belongs, a string for a flag);
 a value out of range raises ``ValueError``. ``bool`` is never accepted as an int, and floats
-are never truncated: ``1.7`` is an error, not id 1.
+are never truncated: ``1.7`` is an error, not id 1. :func:`int_arg` is the package's one int
+check (constructors, the functional losses' ``check_positive_int``, the decoders, the callback);
+its wrong-type error is an :class:`ArgumentTypeError`, a ``TypeError`` that is also a
+``ValueError``, because the losses and decoders have always promised ``ValueError`` for any bad
+argument.
 """
 
 from __future__ import annotations
@@ -12,13 +16,28 @@ import operator
 import os
 from numbers import Real
 
-__all__ = ["bool_arg", "check_allocation", "int_arg", "real_arg", "seed_arg"]
+__all__ = ["ArgumentTypeError", "bool_arg", "check_allocation", "int_arg", "real_arg", "seed_arg"]
 
 _SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
-def int_arg(value: object, name: str, minimum: int | None = None) -> int:
+class ArgumentTypeError(TypeError, ValueError):
+    """A wrong argument type: a ``TypeError``, and a ``ValueError`` for callers that catch bad arguments as one."""
+
+
+def int_arg(value: object, name: str, minimum: int | None = None, *, rule: str | None = None) -> int:
     """``value`` as an int (Python, numpy or 0-d torch integers), at least ``minimum`` when given.
+
+    Args:
+        value: the argument as passed.
+        name: its name, as the error message calls it.
+        minimum: the smallest value allowed, or ``None`` for any int.
+        rule: how the message words the bound (default ``"an int >= {minimum}"``), for checks whose
+            wording users and tests already know, e.g. ``"a positive int"``.
+
+    Raises:
+        ArgumentTypeError: ``value`` is not an integer (a bool, a float, a string, a float tensor).
+        ValueError: ``value`` is below ``minimum``.
 
     Example:
         >>> int_arg(3, "dim", minimum=1)
@@ -26,16 +45,24 @@ def int_arg(value: object, name: str, minimum: int | None = None) -> int:
         >>> int_arg(4.5, "in_features")
         Traceback (most recent call last):
         ...
-        TypeError: in_features must be an int, got float 4.5
+        lightning_contloss._arguments.ArgumentTypeError: in_features must be an int, got float 4.5; pass a whole number
+        >>> int_arg(0, "k", minimum=1, rule=">= 1")
+        Traceback (most recent call last):
+        ...
+        ValueError: k must be >= 1, got 0; use 1 or more
     """
+    at_least = "" if minimum is None else f" >= {minimum}"
     if isinstance(value, bool):
-        raise TypeError(f"{name} must be an int, got bool {value!r}")
+        raise ArgumentTypeError(f"{name} must be an int, got bool {value!r}; pass a whole number{at_least}")
     try:
         number = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+        raise ArgumentTypeError(
+            f"{name} must be an int, got {type(value).__name__} {value!r}; pass a whole number{at_least}"
+        ) from None
     if minimum is not None and number < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {number}")
+        what = rule if rule is not None else f"an int >= {minimum}"
+        raise ValueError(f"{name} must be {what}, got {number}; use {minimum} or more")
     return number
 
 

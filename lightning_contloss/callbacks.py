@@ -13,6 +13,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 from torchmetrics import MeanMetric, Metric, MetricCollection
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding import Decoder, RerankedDecoder, make_decoder
 from lightning_contloss.decoding.factory import DecoderFactory
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
@@ -30,12 +31,6 @@ KAPPA_FIT_TOKENS = 2048
 _FACTORY_ARGS = ("ef", "M", "ef_construction", "num_threads", "cache_dir", "target_recall")
 _RERANK_ARGS = ("csls_k", "rerank_candidates", "prior_weight", "prior_counts")
 _SKIP_ID = -100
-
-
-def _int_arg(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be >= {minimum} (a whole number), got {value!r}")
-    return value
 
 
 class DecodingCallback(Callback):
@@ -113,10 +108,10 @@ class DecodingCallback(Callback):
         seed: int = 0,
         **deprecated: Any,
     ) -> None:
-        self.k = _int_arg("k", k, 1)
-        self.recall_sample = _int_arg("recall_sample", recall_sample, 0)
-        self.metric_tokens = _int_arg("metric_tokens", metric_tokens, 0)
-        self.buffer_tokens = _int_arg("buffer_tokens", buffer_tokens, 1)
+        self.k = int_arg(k, "k", 1, rule=">= 1")
+        self.recall_sample = int_arg(recall_sample, "recall_sample", 0)
+        self.metric_tokens = int_arg(metric_tokens, "metric_tokens", 0)
+        self.buffer_tokens = int_arg(buffer_tokens, "buffer_tokens", 1)
         if not isinstance(brier_lm, bool):
             raise ValueError(f"brier_lm must be True or False, got {brier_lm!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):

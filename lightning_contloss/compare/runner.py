@@ -19,6 +19,7 @@ from typing import Any
 from lightning_contloss.compare.corpus import check_corpus
 from lightning_contloss.compare.report import format_table, summary, write_report
 from lightning_contloss.compare.spec import DEFAULT_RUNS, GLOVE_RUNS, DataOptions, RunSpec, parse_run
+from lightning_contloss.losses import loss_names
 
 __all__ = ["DEFAULT_BUDGET", "CompareError", "RunFailed", "build_parser", "compare_main", "run_compare"]
 
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-vocab", choices=("corpus", "glove"), default="corpus",
                    help="output space: the corpus's words, or GloVe's 400k-word vocabulary")
     p.add_argument("--runs", nargs="+", default=None, metavar="RUN",
-                   help="runs as 'softmax' or HEAD:LOSS:TARGETS (HEAD linear|mlp; LOSS cosine|vmf|infonce|"
-                        "maxmargin|l2; TARGETS random|ppmi|glove)")
+                   help=f"runs as 'softmax' or HEAD:LOSS:TARGETS (HEAD linear|mlp; LOSS {'|'.join(loss_names())}; "
+                        "TARGETS random|ppmi|glove)")
     p.add_argument("--evals", type=int, default=6, help="accuracy evaluations per run (points of the plot)")
     p.add_argument("--max-train-tokens", type=int, default=None, help="use only this many training tokens")
     p.add_argument("--max-valid-tokens", type=int, default=None,

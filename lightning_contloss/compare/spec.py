@@ -10,10 +10,10 @@ from lightning_contloss.losses import loss_names
 __all__ = ["DEFAULT_RUNS", "GLOVE_RUNS", "HEADS", "DataOptions", "RunSpec", "parse_run"]
 
 HEADS = ("softmax", "linear", "mlp")
-# The registered losses. The parent process of compare already has torch (the package's
-# __init__ imports it) and lightning_contloss.losses loaded, so this adds no import; what it
-# must not import is the example models (examples.continuous_lm), which a test checks.
-LOSSES = loss_names()
+# The losses come from the registry (lightning_contloss.losses.loss_names), read when a run is
+# parsed, so a loss registered after this import is a choice too. The parent process of compare
+# already has torch and lightning_contloss.losses loaded, so this adds no import; what it must
+# not import is the example models (examples.continuous_lm), which a test checks.
 TARGETS = ("random", "ppmi", "glove")
 MLP_HIDDEN = 512
 
@@ -78,8 +78,8 @@ def parse_run(text: str) -> RunSpec:
     if len(parts) != 3:
         raise ValueError(f"continuous run {text!r} must read HEAD:LOSS:TARGETS, e.g. 'linear:cosine:random'")
     _, loss, targets = parts
-    if loss not in LOSSES:
-        raise ValueError(f"unknown loss {loss!r} in run {text!r}; choose one of {', '.join(LOSSES)}")
+    if loss not in loss_names():
+        raise ValueError(f"unknown loss {loss!r} in run {text!r}; choose one of {', '.join(loss_names())}")
     if targets not in TARGETS:
         raise ValueError(f"unknown targets {targets!r} in run {text!r}; choose random, ppmi or glove")
     kwargs: dict[str, Any] = {"head_hidden": MLP_HIDDEN} if head == "mlp" else {}
@@ -115,3 +115,10 @@ class DataOptions:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return asdict(self)
+
+
+def __getattr__(name: str) -> Any:
+    # LOSSES, the registered loss names, is read from the registry each time, never a stale copy.
+    if name == "LOSSES":
+        return loss_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

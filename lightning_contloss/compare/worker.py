@@ -125,9 +125,9 @@ def _metric(metrics: Mapping[str, float], name: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _validate(module: L.LightningModule, dm: LMDataModule, callbacks: list[Any], progress: bool) -> Mapping[str, float]:
-    """One validation pass over the datamodule's validation split; its logged metrics."""
-    trainer = L.Trainer(
+def _trainer(callbacks: list[Any], progress: bool, **options: Any) -> L.Trainer:
+    """A one-CPU trainer that writes nothing (no logger, checkpoints or model summary)."""
+    return L.Trainer(
         accelerator="cpu",
         devices=1,
         logger=False,
@@ -135,8 +135,13 @@ def _validate(module: L.LightningModule, dm: LMDataModule, callbacks: list[Any],
         enable_model_summary=False,
         enable_progress_bar=progress,
         callbacks=callbacks,
+        **options,
     )
-    return trainer.validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]
+
+
+def _validate(module: L.LightningModule, dm: LMDataModule, callbacks: list[Any], progress: bool) -> Mapping[str, float]:
+    """One validation pass over the datamodule's validation split; its logged metrics."""
+    return _trainer(callbacks, progress).validate(module, dataloaders=dm.val_dataloader(), verbose=False)[0]
 
 
 def run_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -161,18 +166,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     evaluator = DecodingCallback(k=5, decoder="hnsw", brier_lm=True)
     if spec.continuous:
         callbacks.append(evaluator)
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=10_000,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        callbacks=callbacks,
-    )
+    # Evaluation is the budget callback's and _validate's job, so fit itself never validates.
+    trainer = _trainer(callbacks, progress, max_epochs=10_000, limit_val_batches=0, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
     tokens = int(getattr(module, "tokens_seen", 0))
     metrics = _validate(module, dm, [evaluator] if spec.continuous else [], progress)

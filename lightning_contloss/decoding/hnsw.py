@@ -9,12 +9,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.base import (
     ResolvedTable,
     TableLike,
@@ -35,6 +36,8 @@ from lightning_contloss.functional.scoring import Space
 __all__ = ["DEFAULT_EF_CANDIDATES", "HNSWDecoder", "auto_ef_construction", "tune_ef"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 DEFAULT_EF_CANDIDATES: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 # Bumped whenever the saved layout changes, so old cache entries are never misread. 3: the
@@ -83,12 +86,6 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class _BuildParams:
     """What an index is built with: with the table's fingerprint, the key of a cached index."""
@@ -116,6 +113,29 @@ class _BuildParams:
             raise ValueError(f"{str(folder)!r}: the manifest lacks the build parameters {missing}; save it again")
         check_space(params["space"])
         return cls(**{f.name: params[f.name] for f in fields(cls)})
+
+
+class _BuildParam(Generic[T]):
+    """A read-only decoder attribute that reads the build parameter of the same name (``_params``)."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, decoder: None, owner: type) -> _BuildParam[T]: ...
+    @overload
+    def __get__(self, decoder: HNSWDecoder, owner: type | None = None) -> T: ...
+    def __get__(self, decoder: HNSWDecoder | None, owner: type | None = None) -> T | _BuildParam[T]:
+        if decoder is None:  # looked up on the class (help(), the docs)
+            return self
+        value: T = getattr(decoder._params, self._name)
+        return value
+
+    def __set__(self, decoder: HNSWDecoder, value: object) -> None:
+        raise AttributeError(f"{self._name} is fixed when the index is built; build a new HNSWDecoder to change it")
 
 
 class HNSWDecoder(_TableDecoder):
@@ -192,12 +212,12 @@ class HNSWDecoder(_TableDecoder):
         reach_check: bool = True,
     ) -> None:
         space = check_space(space)
-        M = _positive_int("M", M, minimum=2)
+        M = int_arg(M, "M", 2)
         if ef_construction is not None:
-            ef_construction = _positive_int("ef_construction", ef_construction)
-        ef = _positive_int("ef", ef)
-        num_threads = _positive_int("num_threads", num_threads) if num_threads is not None else _available_cpus()
-        seed = _positive_int("seed", seed, minimum=0)
+            ef_construction = int_arg(ef_construction, "ef_construction", 1)
+        ef = int_arg(ef, "ef", 1)
+        num_threads = int_arg(num_threads, "num_threads", 1) if num_threads is not None else _available_cpus()
+        seed = int_arg(seed, "seed", 0)
         resolved = resolve_table(table, space, exclude)
         if ef_construction is None:
             ef_construction = auto_ef_construction(int(resolved.returnable.sum()))
@@ -244,25 +264,10 @@ class HNSWDecoder(_TableDecoder):
         return cls(table, space, cache_dir=cache_dir if cache_dir is not None else default_cache_dir(), **kwargs)
 
     # ------------------------------------------------------------------ properties
-    @property
-    def M(self) -> int:
-        """Graph degree of the index."""
-        return self._params.M
-
-    @property
-    def ef_construction(self) -> int:
-        """Search breadth used while building."""
-        return self._params.ef_construction
-
-    @property
-    def seed(self) -> int:
-        """Seed of hnswlib's level generator."""
-        return self._params.seed
-
-    @property
-    def deterministic(self) -> bool:
-        """Whether the index was built on one thread (reproducible bytes)."""
-        return self._params.deterministic
+    M = _BuildParam[int]("Graph degree of the index.")
+    ef_construction = _BuildParam[int]("Search breadth used while building.")
+    seed = _BuildParam[int]("Seed of hnswlib's level generator.")
+    deterministic = _BuildParam[bool]("Whether the index was built on one thread (reproducible bytes).")
 
     @property
     def ef(self) -> int:
@@ -271,7 +276,7 @@ class HNSWDecoder(_TableDecoder):
 
     @ef.setter
     def ef(self, value: int) -> None:
-        self._ef = _positive_int("ef", value)
+        self._ef = int_arg(value, "ef", 1)
 
     @property
     def unreachable_count(self) -> int:
@@ -459,8 +464,8 @@ class HNSWDecoder(_TableDecoder):
         self._setup(
             ResolvedTable(table, returnable.to(torch.bool)),
             params,
-            ef=_positive_int("ef", state["ef"]),
-            num_threads=_positive_int("num_threads", threads),
+            ef=int_arg(state["ef"], "ef", 1),
+            num_threads=int_arg(threads, "num_threads", 1),
         )
         self._graph = self._read_graph(folder)
         self.build_seconds = time.perf_counter() - start
@@ -512,10 +517,10 @@ def tune_ef(
         raise ValueError(f"tune_ef tunes an HNSWDecoder, got {type(decoder).__name__}")
     if not 0.0 < float(target_recall) <= 1.0:
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall}")
-    efs = sorted({_positive_int("each ef candidate", c) for c in candidates})
+    efs = sorted({int_arg(c, "each ef candidate", 1) for c in candidates})
     if not efs:
         raise ValueError("candidates is empty; pass ef values to try, e.g. (16, 32, 64, 128)")
-    max_queries = _positive_int("max_queries", max_queries)
+    max_queries = int_arg(max_queries, "max_queries", 1)
     q = check_query(queries, decoder.dim).reshape(-1, decoder.dim)
     if q.shape[0] == 0:
         raise ValueError("tune_ef needs at least one query; pass a batch of the model's predictions")

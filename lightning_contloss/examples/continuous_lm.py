@@ -229,8 +229,8 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         super().__init__()
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {schedule!r}; choose 'constant' or 'cosine'")
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        if loss not in loss_names():  # the registry now: a loss registered after this import counts
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(loss_names())}")
         if targets not in TARGETS:
             raise ValueError(f"unknown targets {targets!r}; choose one of {', '.join(TARGETS)}")
         if targets == "file" and not targets_path:

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
+
 Reduction = Literal["mean", "sum", "none"]
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -98,10 +100,16 @@ def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def check_positive_int(value: int, name: str) -> None:
-    """Raise unless ``value`` is an int >= 1 (a bool is not)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` as an int >= 1 (a bool is not); :func:`~lightning_contloss._arguments.int_arg`, worded for counts.
+
+    Example:
+        >>> check_positive_int(0, "num_negatives")
+        Traceback (most recent call last):
+        ...
+        ValueError: num_negatives must be a positive int, got 0; use 1 or more
+    """
+    return int_arg(value, name, 1, rule="a positive int")
 
 
 def check_number(

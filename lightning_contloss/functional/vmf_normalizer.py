@@ -275,9 +275,7 @@ def log_bessel_iv(v: float | Tensor, x: Tensor) -> Tensor:
         >>> tuple(round(val, 4) for val in log_bessel_iv(149.0, x).tolist())  # I_149(1) underflows float64
         (-703.2867, -1.2589, 99993.2136)
     """
-    vw, xw, v_scalar = _prepare(v, x, "x")
-    result: Tensor = _LogBesselIv.apply(x.expand(xw.shape) if x.shape != xw.shape else x, vw, v_scalar)
-    return result
+    return _apply_in_x(_LogBesselIv, v, x)
 
 
 def bessel_ratio(v: float | Tensor, x: Tensor) -> Tensor:
@@ -289,19 +287,24 @@ def bessel_ratio(v: float | Tensor, x: Tensor) -> Tensor:
     R_v(inf) = 1; x < 0 or NaN gives NaN.
 
     Args:
-        v: the order, a number >= 0 or a tensor broadcastable with ``x`` (no gradient in v).
-        x: the argument, ``[...]``, any real floating dtype and device.
+        v: the order of the denominator ``I_v``: a number >= 0, or a tensor broadcastable with ``x``.
+        x: where to evaluate, ``[...]``, any real floating dtype and device; R is differentiable in it.
 
     Returns:
-        ``[...]`` (broadcast shape), dtype of ``x`` (float32 for bf16/fp16 inputs).
+        R_v(x) in [0, 1), ``[...]`` (broadcast shape), in the dtype of ``x`` (float32 for bf16/fp16).
 
     Example:
         >>> r = bessel_ratio(149.0, torch.tensor([0.0, 1.0, 150.0, 1e5], dtype=torch.float64))
         >>> tuple(round(val, 6) for val in r.tolist())
         (0.0, 0.003333, 0.414499, 0.998506)
     """
+    return _apply_in_x(_BesselRatio, v, x)
+
+
+def _apply_in_x(function: type[torch.autograd.Function], v: float | Tensor, x: Tensor) -> Tensor:
+    """``function(x, v)`` on the checked inputs: differentiable in ``x``, broadcast with ``v``."""
     vw, xw, v_scalar = _prepare(v, x, "x")
-    result: Tensor = _BesselRatio.apply(x.expand(xw.shape) if x.shape != xw.shape else x, vw, v_scalar)
+    result: Tensor = function.apply(x.expand(xw.shape) if x.shape != xw.shape else x, vw, v_scalar)
     return result
 
 
