@@ -35,6 +35,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.decoding.search_state import StatefulStep
@@ -293,7 +294,7 @@ def greedy_decode(
     if num_candidates is None:
         cands = 4 if rules is not None and rules.blocks else 1
     else:
-        cands = _positive_int("num_candidates", num_candidates)
+        cands = int_arg(num_candidates, "num_candidates", 1)
     batch, device = start.shape[0], start.device
     out = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
     scores = torch.zeros(batch, dtype=torch.float64, device=device)
@@ -317,12 +318,6 @@ def greedy_decode(
             steps.keep(go_on.nonzero().flatten(), rows.numel())
             rows = rows[go_on]
     return SearchResult(out[:, : int(lengths.max()) if batch else 0], scores, lengths)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
 
 
 @torch.no_grad()
@@ -386,7 +381,7 @@ def beam_search(
     """
     start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
     length_penalty = _finite_number("length_penalty", length_penalty)
-    beam_size = _positive_int("beam_size", beam_size)
+    beam_size = int_arg(beam_size, "beam_size", 1)
     if length_norm not in ("plain", "gnmt"):
         raise ValueError(f"length_norm must be 'plain' or 'gnmt', got {length_norm!r}")
     # lp is monotone in the length, so its extremes are at 1 and max_len; 0 or inf there would
@@ -398,7 +393,7 @@ def beam_search(
             "(it overflows float64); use a length_penalty of moderate size, e.g. in [0, 2]"
         )
     count = int(decoder.returnable.sum())
-    cands = min(beam_size if num_candidates is None else _positive_int("num_candidates", num_candidates), count)
+    cands = min(beam_size if num_candidates is None else int_arg(num_candidates, "num_candidates", 1), count)
 
     batch, width, device = start.shape[0], beam_size, start.device
     inf = float("-inf")
