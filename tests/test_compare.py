@@ -83,6 +83,42 @@ def test_parse_run_rejects(text: str, word: str) -> None:
         parse_run(text)
 
 
+def test_parse_run_options_set_continuous_lm_arguments() -> None:
+    import inspect
+
+    from lightning_contloss.compare.spec import RUN_OPTIONS
+    from lightning_contloss.examples import ContinuousLM
+
+    spec = parse_run("linear:infonce:random:num_negatives=4096,temperature=0.05,sampler=unigram,prior_bias=false")
+    assert spec.model_kwargs == {"num_negatives": 4096, "temperature": 0.05, "sampler": "unigram", "prior_bias": False}
+    assert (
+        spec.label
+        == "linear · infonce · random (num_negatives=4096, temperature=0.05, sampler=unigram, prior_bias=False)"
+    )
+    assert parse_run("mlp:cosine:random:lr=0.002").model_kwargs == {"head_hidden": 512, "lr": 0.002}
+    assert set(RUN_OPTIONS) <= set(inspect.signature(ContinuousLM.__init__).parameters)
+    # the options reach the model the worker builds
+    from lightning_contloss.compare.worker import build_model
+
+    model = build_model(parse_run("linear:infonce:random:num_negatives=64"), 100, None, None)
+    assert model.hparams.num_negatives == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "word"),
+    [
+        ("linear:cosine:random:bogus=1", "unknown option 'bogus'"),
+        ("linear:cosine:random:lr", "must read key=value"),
+        ("linear:cosine:random:lr=1,lr=2", "given twice"),
+        ("linear:cosine:random:lr=[1]", "must be a number"),
+        ("linear:cosine:random:lr=1:x", "HEAD:LOSS:TARGETS"),
+    ],
+)
+def test_parse_run_rejects_bad_options(text: str, word: str) -> None:
+    with pytest.raises(ValueError, match=word):
+        parse_run(text)
+
+
 # ---------------------------------------------------------------------- budget callback
 def test_wall_clock_budget_stops_and_records() -> None:
     torch.manual_seed(0)
@@ -427,9 +463,31 @@ def test_ppmi_wider_than_the_vocabulary_fails_the_run_and_the_exit_code(tmp_path
     out = tmp_path / "cmp"
     proc = subprocess.run(
         [
-            sys.executable, "-m", "lightning_contloss", "compare", "--budget", "1", "--out", str(out),
-            "--data", str(corpus), "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--batch-size", "4",
-            "--seq-len", "8", "--evals", "1", "--no-progress", "--runs", "linear:cosine:ppmi",
+            sys.executable,
+            "-m",
+            "lightning_contloss",
+            "compare",
+            "--budget",
+            "1",
+            "--out",
+            str(out),
+            "--data",
+            str(corpus),
+            "--d-model",
+            "16",
+            "--n-heads",
+            "2",
+            "--n-layers",
+            "1",
+            "--batch-size",
+            "4",
+            "--seq-len",
+            "8",
+            "--evals",
+            "1",
+            "--no-progress",
+            "--runs",
+            "linear:cosine:ppmi",
         ],
         capture_output=True,
         text=True,

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lightning_contloss.losses import loss_names
 
-__all__ = ["DEFAULT_RUNS", "GLOVE_RUNS", "HEADS", "DataOptions", "RunSpec", "parse_run"]
+__all__ = ["DEFAULT_RUNS", "GLOVE_RUNS", "HEADS", "RUN_OPTIONS", "DataOptions", "RunSpec", "parse_run"]
 
 HEADS = ("softmax", "linear", "mlp")
 # The losses come from the registry (lightning_contloss.losses.loss_names), read when a run is
@@ -16,6 +17,23 @@ HEADS = ("softmax", "linear", "mlp")
 # not import is the example models (examples.continuous_lm), which a test checks.
 TARGETS = ("random", "ppmi", "glove")
 MLP_HIDDEN = 512
+# ContinuousLM options a run may set as a fourth part, HEAD:LOSS:TARGETS:key=value,... (a test
+# checks that each is a ContinuousLM argument; this module must not import the examples).
+RUN_OPTIONS = (
+    "temperature",
+    "num_negatives",
+    "sampler",
+    "margin",
+    "vmf_lambda1",
+    "vmf_lambda2",
+    "cosine_weight",
+    "target_dim",
+    "target_seed",
+    "head_hidden",
+    "prior_bias",
+    "lr",
+    "warmup_steps",
+)
 
 # (a) softmax, (b) the best continuous configuration found (see docs/benefits.md), (c) others.
 DEFAULT_RUNS = ("softmax", "linear:cosine:random", "linear:infonce:random", "linear:vmf:random")
@@ -49,16 +67,51 @@ class RunSpec:
 
     @property
     def label(self) -> str:
-        """A short human name, e.g. ``"linear · cosine · random"``."""
-        return "softmax · CE" if not self.continuous else f"{self.head} · {self.loss} · {self.targets}"
+        """A short human name, e.g. ``"linear · cosine · random"``, options in brackets."""
+        if not self.continuous:
+            return "softmax · CE"
+        shown = {k: v for k, v in self.model_kwargs.items() if not (self.head == "mlp" and k == "head_hidden")}
+        options = f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else ""
+        return f"{self.head} · {self.loss} · {self.targets}{options}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (what the worker process receives)."""
         return asdict(self)
 
 
+def _option_value(key: str, text: str, run: str) -> Any:
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text  # a bare word, e.g. sampler=unigram
+    if not isinstance(value, bool | int | float | str):
+        raise ValueError(f"option {key}={text!r} in run {run!r} must be a number, true/false or a word")
+    return value
+
+
+def _parse_options(text: str, run: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not value.strip():
+            raise ValueError(f"option {item!r} in run {run!r} must read key=value, e.g. 'num_negatives=4096'")
+        if key not in RUN_OPTIONS:
+            raise ValueError(f"unknown option {key!r} in run {run!r}; choose from {', '.join(RUN_OPTIONS)}")
+        if key in options:
+            raise ValueError(f"option {key!r} is given twice in run {run!r}")
+        word = value.strip()
+        options[key] = {"true": True, "false": False}.get(word.lower(), None)
+        if options[key] is None:
+            options[key] = _option_value(key, word, run)
+    return options
+
+
 def parse_run(text: str) -> RunSpec:
-    """Parse ``softmax`` or ``HEAD:LOSS:TARGETS`` (HEAD ``linear``/``mlp``) into a :class:`RunSpec`.
+    """Parse ``softmax`` or ``HEAD:LOSS:TARGETS[:key=value,...]`` (HEAD ``linear``/``mlp``) into a :class:`RunSpec`.
+
+    The optional fourth part sets :class:`~lightning_contloss.examples.ContinuousLM` options
+    (:data:`RUN_OPTIONS`), e.g. ``linear:infonce:random:num_negatives=4096,temperature=0.05``.
 
     Args:
         text: the run as written on the command line.
@@ -66,6 +119,8 @@ def parse_run(text: str) -> RunSpec:
     Example:
         >>> parse_run("linear:cosine:random").targets
         'random'
+        >>> parse_run("linear:infonce:random:num_negatives=4096,sampler=unigram").model_kwargs
+        {'num_negatives': 4096, 'sampler': 'unigram'}
     """
     parts = text.strip().split(":")
     head = parts[0]
@@ -75,14 +130,19 @@ def parse_run(text: str) -> RunSpec:
         if len(parts) > 1 and parts[1:] != ["ce"]:
             raise ValueError(f"the softmax head trains with cross-entropy only; write 'softmax', not {text!r}")
         return RunSpec("softmax")
-    if len(parts) != 3:
-        raise ValueError(f"continuous run {text!r} must read HEAD:LOSS:TARGETS, e.g. 'linear:cosine:random'")
-    _, loss, targets = parts
+    if len(parts) not in (3, 4):
+        raise ValueError(
+            f"continuous run {text!r} must read HEAD:LOSS:TARGETS or HEAD:LOSS:TARGETS:key=value,..., "
+            "e.g. 'linear:cosine:random'"
+        )
+    loss, targets = parts[1], parts[2]
     if loss not in loss_names():
         raise ValueError(f"unknown loss {loss!r} in run {text!r}; choose one of {', '.join(loss_names())}")
     if targets not in TARGETS:
         raise ValueError(f"unknown targets {targets!r} in run {text!r}; choose random, ppmi or glove")
     kwargs: dict[str, Any] = {"head_hidden": MLP_HIDDEN} if head == "mlp" else {}
+    if len(parts) == 4:
+        kwargs.update(_parse_options(parts[3], text))
     return RunSpec(head, loss, targets, kwargs)
 
 
