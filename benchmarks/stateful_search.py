@@ -33,13 +33,15 @@ D_MODEL, LAYERS, HEADS, FF, SRC_LEN, V, D = 256, 3, 4, 1024, 30, 10_000, 256
 
 
 class Body(nn.Module):
-    def __init__(self) -> None:
+    """The decoder of an encoder-decoder Transformer with an output head to ``out`` features."""
+
+    def __init__(self, vocab: int = V, out: int = D) -> None:
         super().__init__()
-        self.emb = nn.Embedding(V, D_MODEL)
+        self.emb = nn.Embedding(vocab, D_MODEL)
         self.pos = nn.Embedding(512, D_MODEL)
         layer = nn.TransformerDecoderLayer(D_MODEL, HEADS, FF, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, LAYERS, norm=nn.LayerNorm(D_MODEL))
-        self.head = nn.Linear(D_MODEL, D)
+        self.head = nn.Linear(D_MODEL, out)
 
     def embed(self, ids: Tensor, offset: int = 0) -> Tensor:
         return self.emb(ids) * D_MODEL**0.5 + self.pos(torch.arange(offset, offset + ids.shape[1]))
