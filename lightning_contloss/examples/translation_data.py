@@ -124,7 +124,7 @@ def bible_corpus(direction: Literal["es-en", "en-es"] = "es-en") -> dict[Split, 
                               [tgt[i] for i in range(len(tgt)) if i not in taken]),
     }
     for name in ("valid", "test"):
-        out[name] = ParallelText([src[i] for i in held[name]], [tgt[i] for i in held[name]])  # type: ignore[index]
+        out[name] = ParallelText([src[i] for i in held[name]], [tgt[i] for i in held[name]])
     return out
 
 
