@@ -3,7 +3,8 @@
 Both take :class:`~lightning_contloss.examples.translation_data.TranslationBatch` batches
 (from :class:`~lightning_contloss.examples.translation_data.TranslationDataModule`), train
 with AdamW and warm-up (:func:`~lightning_contloss.examples.optim.warmup_adamw`), and
-translate with :meth:`~lightning_contloss.examples.translator.Translator.translate`: greedy or beam search, the source encoded once
+translate with :meth:`~lightning_contloss.examples.translator.Translator.translate`: greedy or beam
+search, the source encoded once
 per batch. The softmax model searches its log-probabilities
 (:mod:`~lightning_contloss.examples.softmax_search`); the continuous one searches its nearest
 target embeddings with the package's :func:`~lightning_contloss.decoding.greedy_decode` and
