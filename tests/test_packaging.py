@@ -31,6 +31,8 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
     (wheel,) = wheels.glob("lightning_contloss-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "lightning_contloss/py.typed" in names
+    for data in ("kjv.en.gz", "rv1909.es.gz", "split.json", "README.md"):
+        assert f"lightning_contloss/examples/bible/{data}" in names, data
     assert not any(n.startswith("tests/") for n in names)
 
     venv = tmp_path / "venv"
@@ -50,7 +52,9 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
         "import pathlib, lightning_contloss as lc;"
         "p = pathlib.Path(lc.__file__).parent;"
         "print(p); print((p / 'py.typed').exists());"
-        "t = lc.TargetEmbeddings.random(10, 4); print(len(t), t.dim)"
+        "t = lc.TargetEmbeddings.random(10, 4); print(len(t), t.dim);"
+        "from lightning_contloss.examples.translation_data import bible_corpus, BIBLE_DIR;"
+        "print(len(bible_corpus()['test'].src), BIBLE_DIR.is_relative_to(p))"
     )
     out = subprocess.run(
         [str(py), "-c", probe], check=True, capture_output=True, text=True, cwd=tmp_path
@@ -58,3 +62,4 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
     assert out[0].startswith(str(venv)), out  # imported from the new environment, not the source tree
     assert out[1] == "True"
     assert out[2] == "10 4"
+    assert out[3] == "1000 True"  # the translation data was installed with the package

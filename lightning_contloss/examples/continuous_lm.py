@@ -20,7 +20,7 @@ from lightning_contloss.losses import CosineLoss, InfoNCELoss, loss_names, make_
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
 
-__all__ = ["LOSSES", "TARGETS", "ContinuousLM", "build_loss", "glove_targets"]
+__all__ = ["LOSSES", "TARGETS", "ContinuousLM", "build_loss", "copy_targets", "glove_targets"]
 
 # The registered losses (lightning_contloss.losses.register_loss): a Literal at run time, so the
 # LightningCLI lists and checks the choices; a str for the type checker, which needs a fixed list.
@@ -107,6 +107,32 @@ def glove_targets(words: list[str], *, seed: int = 0) -> TargetEmbeddings:
         g = torch.Generator().manual_seed(seed)
         table[missing] = torch.randn(int(missing.sum()), table.shape[1], generator=g)
     return TargetEmbeddings(table, words)
+
+
+@torch.no_grad()
+def copy_targets(old: TargetEmbeddings, new: TargetEmbeddings) -> None:
+    """Copy ``new``'s rows, vocabulary and normalisation into ``old`` in place; ``old``'s special mask stays.
+
+    Losses and decoders hold a reference to ``old``, so they see the new table (a decoder
+    built from the old content must be rebuilt).
+
+    Args:
+        old: the table a model was built with.
+        new: a table of the same ``[V, D]`` shape.
+
+    Example:
+        >>> old = TargetEmbeddings.random(3, 4, special_ids=[0])
+        >>> copy_targets(old, TargetEmbeddings.random(3, 4, seed=1, vocab=["<pad>", "a", "b"]))
+        >>> old.vocab, old.special_ids.tolist()
+        (['<pad>', 'a', 'b'], [0])
+    """
+    if new.weight.shape != old.weight.shape:
+        raise ValueError(
+            f"new targets are {tuple(new.weight.shape)} but the head regresses {tuple(old.weight.shape)}; "
+            "build them with the model's vocab_size and target_dim"
+        )
+    old.weight.copy_(new.weight.to(old.weight))
+    old.set_extra_state({"vocab": new.vocab, "normalized": new.normalized})
 
 
 def _glove_arrays() -> tuple[np.ndarray, dict[str, int]]:
@@ -315,14 +341,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         Args:
             new: a ``[V, D]`` table of the model's V and D.
         """
-        old = self.continuous_targets
-        if new.weight.shape != old.weight.shape:
-            raise ValueError(
-                f"new targets are {tuple(new.weight.shape)} but the head regresses {tuple(old.weight.shape)}; "
-                "build them with the model's vocab_size and target_dim"
-            )
-        old.weight.copy_(new.weight.to(old.weight))
-        old.set_extra_state({"vocab": new.vocab, "normalized": new.normalized})
+        copy_targets(self.continuous_targets, new)
         self._continuous_decoder = None
         self._targets_ready = True
 

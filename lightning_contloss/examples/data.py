@@ -29,6 +29,8 @@ __all__ = [
 ]
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
+# Start of a target sentence: a decoder's first input token (translation; the LM datamodules never use it).
+BOS = "<bos>"
 
 
 class Vocabulary:
@@ -174,6 +176,16 @@ class Vocabulary:
     def eos_id(self) -> int:
         """Id of ``<eos>``, appended after every line by the datamodules."""
         return self._special_id(EOS)
+
+    @property
+    def bos_id(self) -> int:
+        """Id of ``<bos>``, a decoder's start token; only vocabularies built with it among the specials have one.
+
+        Example:
+            >>> Vocabulary.build("a b".split(), specials=(PAD, UNK, EOS, BOS)).bos_id
+            3
+        """
+        return self._special_id(BOS)
 
     def encode(self, tokens: str | Iterable[str]) -> Tensor:
         """Map tokens to an int64 id tensor; unknown words become ``<unk>``.
