@@ -340,6 +340,33 @@ def test_batched_translation_equals_one_sentence_at_a_time(bible: BibleDataModul
         assert len(set(together)) > 1  # the sources differ, so (random) outputs do too
 
 
+def test_cached_and_recompute_search_give_the_same_translations(bible: BibleDataModule) -> None:
+    for module in _translators(bible)[:2]:
+        module.attach_vocabularies(bible.src_vocab, bible.tgt_vocab)
+        ids = module.encode_sources(bible.test_pairs.sources[:6])  # type: ignore[union-attr]
+        for method in ("greedy", "beam"):
+            cached = module.generate(ids, method, beam_size=3, max_len=12, stateful=True)
+            recompute = module.generate(ids, method, beam_size=3, max_len=12, stateful=False)
+            assert cached.ids.tolist() == recompute.ids.tolist(), (type(module).__name__, method)
+            assert torch.allclose(cached.scores, recompute.scores, atol=1e-4)
+
+
+def test_fitted_eos_bias_and_rules_reach_the_continuous_search(bible: BibleDataModule, tmp_path: Path) -> None:
+    from lightning_contloss import SearchRules
+
+    module = _translators(bible)[1]
+    _fit(module, bible, tmp_path)
+    fit = module.fit_eos_bias(bible.val_dataloader(), max_batches=2)
+    assert fit.positions > 0 and fit.errors_after <= fit.errors_before
+    sources = bible.test_pairs.sources[:4]  # type: ignore[union-attr]
+    # a large bias ends every output at its minimum length, EOS included
+    ids = module.encode_sources(sources)
+    out = module.generate(ids, "greedy", max_len=10, rules=SearchRules(eos_bias=10.0, min_length=2))
+    assert out.lengths.tolist() == [2] * 4
+    with pytest.raises(ValueError, match="rules apply to the continuous search"):
+        _translators(bible)[0].generate(ids, "greedy", max_len=4, rules=SearchRules(min_length=2))
+
+
 def test_checkpoint_keeps_vocabularies_and_translations(bible: BibleDataModule, tmp_path: Path) -> None:
     module = _translators(bible)[1]
     trainer = _fit(module, bible, tmp_path)

@@ -19,7 +19,7 @@ from lightning_contloss.decoding.rerank import RerankedDecoder
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
 from lightning_contloss.decoding.search_rules import SearchRules
-from lightning_contloss.decoding.search_state import StatefulStep, reorder_state
+from lightning_contloss.decoding.search_state import StatefulStep, StepRunner, reorder_state
 
 __all__ = [
     "DEFAULT_EF_CANDIDATES",
@@ -36,6 +36,7 @@ __all__ = [
     "SearchResult",
     "SearchRules",
     "StatefulStep",
+    "StepRunner",
     "auto_ef_construction",
     "beam_search",
     "calibrate_eos_bias",

@@ -38,7 +38,7 @@ from torch import Tensor
 from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.search_rules import SearchRules
-from lightning_contloss.decoding.search_state import StatefulStep
+from lightning_contloss.decoding.search_state import StatefulStep, StepRunner
 from lightning_contloss.functional.scoring import TOKEN_SCORES, TokenScore, token_log_scores
 
 __all__ = ["LengthNorm", "SearchResult", "StepFn", "beam_search", "greedy_decode", "length_penalty_factor"]
@@ -157,40 +157,20 @@ def _checked_pred(pred: Any, rows: int, dim: int, what: str) -> Tensor:
     return pred.detach()
 
 
-class _Steps:
-    """Calls the model in its form (prefix or stateful) and keeps a stateful model's state."""
+class _Steps(StepRunner):
+    """A :class:`StepRunner` whose outputs are checked as next-token predictions ``[N, D]``."""
 
     def __init__(self, step_fn: StepFn, dim: int) -> None:
-        self.step_fn = step_fn
+        super().__init__(step_fn)
         self.dim = dim
-        self.state: Any = None
 
     def __call__(self, history: Tensor, t: int) -> Tensor:
-        # history [N, t0 + t]: the start tokens and the tokens generated so far, rows in state order.
-        fn = self.step_fn
-        if not isinstance(fn, StatefulStep):
-            return _checked_pred(fn(history), history.shape[0], self.dim, f"a prefix of shape {list(history.shape)}")
-        ids = history if t == 0 else history[:, -1:]
-        out = fn.step(ids, None if t == 0 else self.state)
-        if not isinstance(out, tuple) or len(out) != 2:
-            raise ValueError(
-                f"a StatefulStep's step must return (pred, state), got {type(out).__name__}"
-                + (f" of length {len(out)}" if isinstance(out, tuple) else "")
-            )
-        what = "the start tokens" if t == 0 else f"step {t} (last tokens [{ids.shape[0]}, 1])"
-        pred = _checked_pred(out[0], ids.shape[0], self.dim, what)
-        self.state = out[1]
-        return pred
-
-    def keep(self, index: Tensor, previous_rows: int) -> None:
-        """Rows ``index`` of the ``previous_rows`` current rows go on (repeats allowed)."""
-        fn = self.step_fn
-        if not isinstance(fn, StatefulStep):
-            return
-        rows = index.numel()
-        if rows == previous_rows and bool((index == torch.arange(rows, device=index.device)).all()):
-            return
-        self.state = fn.reorder(self.state, index)
+        out = super().__call__(history, t)
+        if not self.stateful:
+            what = f"a prefix of shape {list(history.shape)}"
+        else:
+            what = "the start tokens" if t == 0 else f"step {t} (last tokens [{history.shape[0]}, 1])"
+        return _checked_pred(out, history.shape[0], self.dim, what)
 
 
 def _candidate_scores(pred: Tensor, ids: Tensor, decoder: Decoder, score: TokenScore) -> Tensor:

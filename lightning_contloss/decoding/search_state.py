@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
-__all__ = ["StatefulStep", "reorder_state"]
+__all__ = ["StatefulStep", "StepRunner", "reorder_state"]
 
 StateStepFn = Callable[[Tensor, Any], tuple[Tensor, Any]]
 ReorderFn = Callable[[Any, Tensor], Any]
@@ -121,3 +122,59 @@ class StatefulStep:
     def reorder(self, state: Any, index: Tensor) -> Any:
         """Rows ``index`` of ``state`` (see :func:`reorder_state`)."""
         return (self._reorder or reorder_state)(state, index)
+
+
+class StepRunner:
+    """Drives a search step in either form, for a search loop (the package's and your own).
+
+    Call it with each step's history (start tokens and tokens so far, one row per live
+    hypothesis, rows in the order the state has them); it passes the whole history to a
+    prefix-form step, and the start tokens (first call) or the last token to a
+    :class:`StatefulStep`. After the loop decides which rows go on, :meth:`keep` reorders the
+    state (a no-op for the prefix form).
+
+    Args:
+        step_fn: ``prefix_ids -> output`` or a :class:`StatefulStep`.
+
+    Example:
+        >>> runner = StepRunner(StatefulStep(lambda ids, state: (ids[:, -1:].float(), ids)))
+        >>> runner(torch.tensor([[5, 6], [7, 8]]), 0).tolist()
+        [[6.0], [8.0]]
+        >>> runner.keep(torch.tensor([1]), 2)
+        >>> runner.state.tolist()
+        [[7, 8]]
+    """
+
+    def __init__(self, step_fn: Callable[[Tensor], Any] | StatefulStep) -> None:
+        self.step_fn = step_fn
+        self.state: Any = None
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the step keeps state."""
+        return isinstance(self.step_fn, StatefulStep)
+
+    def __call__(self, history: Tensor, t: int) -> Any:
+        """The step's output for each row of ``history [N, t0 + t]``."""
+        fn = self.step_fn
+        if not isinstance(fn, StatefulStep):
+            return fn(history)
+        ids = history if t == 0 else history[:, -1:]
+        out = fn.step(ids, None if t == 0 else self.state)
+        if not isinstance(out, tuple) or len(out) != 2:
+            raise ValueError(
+                f"a StatefulStep's step must return (pred, state), got {type(out).__name__}"
+                + (f" of length {len(out)}" if isinstance(out, tuple) else "")
+            )
+        self.state = out[1]
+        return out[0]
+
+    def keep(self, index: Tensor, previous_rows: int) -> None:
+        """Rows ``index`` of the ``previous_rows`` current rows go on (repeats allowed)."""
+        fn = self.step_fn
+        if not isinstance(fn, StatefulStep):
+            return
+        rows = index.numel()
+        if rows == previous_rows and bool((index == torch.arange(rows, device=index.device)).all()):
+            return
+        self.state = fn.reorder(self.state, index)

@@ -2,7 +2,9 @@
 
 The model is ``step_fn(prefix_ids [B', t]) -> log_probs [B', V]``, the same prefix
 contract as :func:`~lightning_contloss.decoding.greedy_decode` (finished rows are left out,
-so ``B'`` shrinks), and the results are the same :class:`~lightning_contloss.decoding.SearchResult`.
+so ``B'`` shrinks), or a :class:`~lightning_contloss.decoding.StatefulStep` returning
+log-probabilities (e.g. :class:`~lightning_contloss.integrations.TransformerDecoderStep`
+with a log-softmax head); the results are the same :class:`~lightning_contloss.decoding.SearchResult`.
 Beam search ranks finished hypotheses by ``sum log p / lp(len)`` with the package's
 :func:`~lightning_contloss.decoding.length_penalty_factor`, so softmax and continuous
 beams normalise length the same way.
@@ -14,12 +16,13 @@ import torch
 from torch import Tensor
 
 from lightning_contloss.decoding.search import LengthNorm, SearchResult, StepFn, length_penalty_factor
+from lightning_contloss.decoding.search_state import StepRunner
 
 __all__ = ["softmax_beam_search", "softmax_greedy_decode"]
 
 
-def _log_probs(step_fn: StepFn, prefix: Tensor) -> Tensor:
-    out = step_fn(prefix)
+def _log_probs(runner: StepRunner, prefix: Tensor, t: int) -> Tensor:
+    out = runner(prefix, t)
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != prefix.shape[0]:
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"step_fn must return log-probabilities [B, V] for a prefix {tuple(prefix.shape)}, got {got}")
@@ -43,7 +46,7 @@ def softmax_greedy_decode(
     """Take the most probable token at each step until ``eos_id`` (kept) or ``max_len`` tokens.
 
     Args:
-        step_fn: ``prefix_ids [B', t] -> log_probs [B', V]``.
+        step_fn: ``prefix_ids [B', t] -> log_probs [B', V]``, or a ``StatefulStep``.
         start: ``[B, t0]`` (or ``[B]``) start tokens.
         max_len: most tokens to generate.
         eos_id: the id that ends a sequence, or ``None``.
@@ -60,17 +63,19 @@ def softmax_greedy_decode(
     out = torch.full((batch, max_len), pad_id, dtype=torch.int64, device=start.device)
     scores = torch.zeros(batch, dtype=torch.float64, device=start.device)
     lengths = torch.zeros(batch, dtype=torch.int64, device=start.device)
-    alive = torch.ones(batch, dtype=torch.bool, device=start.device)
+    runner = StepRunner(step_fn)
+    rows = torch.arange(batch, device=start.device)
     for t in range(max_len):
-        rows = alive.nonzero().flatten()
         if rows.numel() == 0:
             break
-        best, tok = _log_probs(step_fn, torch.cat([start[rows], out[rows, :t]], dim=1)).max(dim=-1)
+        best, tok = _log_probs(runner, torch.cat([start[rows], out[rows, :t]], dim=1), t).max(dim=-1)
         out[rows, t] = tok
         scores[rows] += best
         lengths[rows] += 1
-        if eos_id is not None:
-            alive[rows[tok == eos_id]] = False
+        if eos_id is not None and bool((tok == eos_id).any()):
+            go_on = tok != eos_id
+            runner.keep(go_on.nonzero().flatten(), rows.numel())
+            rows = rows[go_on]
     return SearchResult(out[:, : int(lengths.max()) if batch else 0], scores, lengths)
 
 
@@ -96,7 +101,7 @@ def softmax_beam_search(
     once no live hypothesis can beat its best finished one.
 
     Args:
-        step_fn: ``prefix_ids [B', t] -> log_probs [B', V]``.
+        step_fn: ``prefix_ids [B', t] -> log_probs [B', V]``, or a ``StatefulStep``.
         start: ``[B, t0]`` (or ``[B]``) start tokens.
         beam_size: hypotheses kept per sequence.
         max_len: most tokens to generate.
@@ -124,11 +129,14 @@ def softmax_beam_search(
     won_ids = torch.full((batch, max_len), pad_id, dtype=torch.int64, device=dev)
     won_len = torch.zeros(batch, dtype=torch.int64, device=dev)
     settled = torch.zeros(batch, dtype=torch.bool, device=dev)
+    runner = StepRunner(step_fn)
+    live = torch.isfinite(hyp_score)
     for t in range(max_len):
-        b, w = (torch.isfinite(hyp_score) & ~settled[:, None]).nonzero(as_tuple=True)
+        # Rows of the model's state follow live.nonzero(): sequence-major, then beam slot.
+        b, w = live.nonzero(as_tuple=True)
         if b.numel() == 0:
             break
-        logp = _log_probs(step_fn, torch.cat([start[b], hyp[b, w, :t]], dim=1))
+        logp = _log_probs(runner, torch.cat([start[b], hyp[b, w, :t]], dim=1), t)
         vocab = logp.shape[1]
         total = torch.full((batch, k, vocab), neg, dtype=torch.float64, device=dev)
         total[b, w] = hyp_score[b, w, None] + logp
@@ -157,5 +165,13 @@ def softmax_beam_search(
         settled |= ~torch.isfinite(hyp_score).any(dim=1)
         # A live sum only falls; its best reachable ranking is sum / the largest lp still ahead.
         settled |= hyp_score.max(dim=1).values / max(lp, lp_final) <= won
+        live = torch.isfinite(hyp_score) & ~settled[:, None]
+        if runner.stateful and t + 1 < max_len and bool(live.any()):
+            # Each new slot extends hypothesis parent[keep] of its sequence: its row in the state.
+            row_of = torch.full((batch, k), -1, dtype=torch.int64, device=dev)
+            row_of[b, w] = torch.arange(b.numel(), device=dev)
+            source = parent.gather(1, keep)
+            nb, nw = live.nonzero(as_tuple=True)
+            runner.keep(row_of[nb, source[nb, nw]], b.numel())
     length = int(won_len.max()) if batch else 0
     return SearchResult(won_ids[:, :length], won, won_len)

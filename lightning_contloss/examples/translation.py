@@ -16,13 +16,16 @@ What they share (vocabularies, token counting, the optimiser, batched search) is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
+from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.examples.continuous_lm import GLOVE_DIM, LOSSES, build_loss, copy_targets, glove_targets
 from lightning_contloss.examples.optim import Schedule
 from lightning_contloss.examples.softmax_search import softmax_beam_search, softmax_greedy_decode
@@ -149,9 +152,18 @@ class SoftmaxTranslator(Translator):
         return torch.log_softmax(logits, dim=-1)
 
     def search(
-        self, step_fn: StepFn, start: Tensor, method: Method, beam_size: int, max_len: int, length_penalty: float
+        self,
+        step_fn: StepFn,
+        start: Tensor,
+        method: Method,
+        beam_size: int,
+        max_len: int,
+        length_penalty: float,
+        rules: SearchRules | None = None,
     ) -> SearchResult:
         hp = self.hparams
+        if rules is not None:
+            raise ValueError("search rules apply to the continuous search; the softmax twin searches without them")
         if method == "greedy":
             return softmax_greedy_decode(step_fn, start, max_len, hp["eos_id"], pad_id=hp["tgt_pad_id"])
         return softmax_beam_search(
@@ -293,14 +305,51 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         pred: Tensor = self.model.lm_head(hidden)
         return pred
 
+    @torch.no_grad()
+    def fit_eos_bias(self, batches: Iterable[TranslationBatch], max_batches: int | None = None) -> EOSBias:
+        """Fit the EOS bias of the search on teacher-forced predictions (pass validation batches).
+
+        Use it as ``translate(..., rules=SearchRules(eos_bias=fit.bias))``; see
+        :func:`~lightning_contloss.decoding.calibrate_eos_bias`.
+
+        Args:
+            batches: translation batches, e.g. ``datamodule.val_dataloader()``.
+            max_batches: use at most this many.
+        """
+        was_training = self.training
+        self.eval()
+        preds, targets = [], []
+        try:
+            for i, batch in enumerate(batches):
+                if max_batches is not None and i >= max_batches:
+                    break
+                preds.append(self(batch.src.to(self.device), batch.tgt_in.to(self.device)).flatten(0, 1))
+                targets.append(batch.tgt_out.to(self.device).flatten())
+        finally:
+            self.train(was_training)
+        if not preds:
+            raise ValueError("fit_eos_bias got no batches; pass e.g. datamodule.val_dataloader()")
+        hp = self.hparams
+        score: TokenScore = "vmf" if hp["loss"] == "vmf" else "cosine"
+        return calibrate_eos_bias(
+            torch.cat(preds), torch.cat(targets), hp["eos_id"], self.decoder, score=score, ignore_index=hp["tgt_pad_id"]
+        )
+
     def search(
-        self, step_fn: StepFn, start: Tensor, method: Method, beam_size: int, max_len: int, length_penalty: float
+        self,
+        step_fn: StepFn,
+        start: Tensor,
+        method: Method,
+        beam_size: int,
+        max_len: int,
+        length_penalty: float,
+        rules: SearchRules | None = None,
     ) -> SearchResult:
         hp = self.hparams
         score: TokenScore = "vmf" if hp["loss"] == "vmf" else "cosine"
         if method == "greedy":
             return greedy_decode(
-                step_fn, start, max_len, hp["eos_id"], self.decoder, score=score, pad_id=hp["tgt_pad_id"]
+                step_fn, start, max_len, hp["eos_id"], self.decoder, score=score, pad_id=hp["tgt_pad_id"], rules=rules
             )
         return beam_search(
             step_fn,
@@ -312,4 +361,5 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
             score=score,
             length_penalty=length_penalty,
             pad_id=hp["tgt_pad_id"],
+            rules=rules,
         )

@@ -18,15 +18,18 @@ import torch
 from torch import Tensor
 
 from lightning_contloss.decoding.search import SearchResult
+from lightning_contloss.decoding.search_rules import SearchRules
+from lightning_contloss.decoding.search_state import StatefulStep
 from lightning_contloss.examples.data import BOS, Vocabulary
 from lightning_contloss.examples.optim import warmup_adamw
 from lightning_contloss.examples.seq2seq_transformer import Seq2SeqTransformer
 from lightning_contloss.examples.translation_data import TranslationBatch, tokenize
+from lightning_contloss.integrations.torch_transformer import TransformerDecoderStep
 
 __all__ = ["Method", "StepFn", "Translator", "build_body"]
 
 Method = Literal["greedy", "beam"]
-StepFn = Callable[[Tensor], Tensor]
+StepFn = Callable[[Tensor], Tensor] | StatefulStep
 
 
 class Translator(L.LightningModule):
@@ -64,8 +67,12 @@ class Translator(L.LightningModule):
             )
         if BOS not in tgt_vocab:
             raise ValueError(f"the target vocabulary has no {BOS}; build it with specials=(PAD, UNK, EOS, BOS)")
-        expected = {"src_pad_id": src_vocab.pad_id, "tgt_pad_id": tgt_vocab.pad_id, "eos_id": tgt_vocab.eos_id,
-                    "bos_id": tgt_vocab.bos_id}
+        expected = {
+            "src_pad_id": src_vocab.pad_id,
+            "tgt_pad_id": tgt_vocab.pad_id,
+            "eos_id": tgt_vocab.eos_id,
+            "bos_id": tgt_vocab.bos_id,
+        }
         wrong = {k: v for k, v in expected.items() if hp[k] != v}
         if wrong:
             raise ValueError(
@@ -120,9 +127,16 @@ class Translator(L.LightningModule):
 
     # ------------------------------------------------------------------ translation
     def search(
-        self, step_fn: StepFn, start: Tensor, method: Method, beam_size: int, max_len: int, length_penalty: float
+        self,
+        step_fn: StepFn,
+        start: Tensor,
+        method: Method,
+        beam_size: int,
+        max_len: int,
+        length_penalty: float,
+        rules: SearchRules | None = None,
     ) -> SearchResult:
-        """Run the search over ``step_fn(prefix) -> per-row output of the last position`` (see :meth:`next_output`)."""
+        """Run the search over ``step_fn`` (prefix form or a ``StatefulStep``; outputs as :meth:`next_output`)."""
         raise NotImplementedError
 
     def next_output(self, hidden: Tensor) -> Tensor:
@@ -150,8 +164,17 @@ class Translator(L.LightningModule):
         beam_size: int = 4,
         max_len: int | None = None,
         length_penalty: float = 1.0,
+        *,
+        rules: SearchRules | None = None,
+        stateful: bool = True,
     ) -> SearchResult:
         """Target ids for source ids ``src [B, S]``: a search result (``ids [B, L]``, EOS included).
+
+        The encoder runs once per batch. With ``stateful=True`` (the default) the decoder runs
+        one position per generated token with a key/value cache
+        (:class:`~lightning_contloss.integrations.TransformerDecoderStep`); ``stateful=False``
+        reruns it over the whole prefix at each step (the same tokens, slower; kept to check
+        and to time the cache against).
 
         Args:
             src: padded source ids, as :meth:`encode_sources` or the datamodule gives them.
@@ -159,6 +182,9 @@ class Translator(L.LightningModule):
             beam_size: hypotheses per sentence for ``"beam"``.
             max_len: most tokens to generate; ``None`` gives ``2 × S + 10`` (within the model's ``max_len``).
             length_penalty: α of the beam's ``len^α`` normalisation.
+            rules: :class:`~lightning_contloss.decoding.SearchRules` (EOS bias, minimum length,
+                repetition blocking) for the continuous search; ``None`` for none.
+            stateful: use the key/value cache.
         """
         if method not in ("greedy", "beam"):
             raise ValueError(f"method must be 'greedy' or 'beam', got {method!r}")
@@ -174,15 +200,22 @@ class Translator(L.LightningModule):
         try:
             src = src.to(self.device)
             memory, pad_mask = self.model.encode(src)
+            index = torch.arange(src.shape[0], device=src.device)
+            bos = torch.full_like(index, hp["bos_id"])[:, None]
+            if stateful:
+                cached = TransformerDecoderStep(
+                    self.model.decoder, self.model.embed_target, self.next_output, memory, pad_mask
+                )
+                return self.search(cached, bos, method, beam_size, steps, length_penalty, rules)
 
             def step(prefix: Tensor) -> Tensor:
+                # The source row rides as the first start token: a prefix-only step has no other way to know it.
                 rows = prefix[:, 0]
                 hidden = self.model.decode(prefix[:, 1:], memory[rows], pad_mask[rows])
                 return self.next_output(hidden[:, -1])
 
-            index = torch.arange(src.shape[0], device=src.device)
-            start = torch.stack([index, torch.full_like(index, hp["bos_id"])], dim=1)
-            return self.search(step, start, method, beam_size, steps, length_penalty)
+            start = torch.cat([index[:, None], bos], dim=1)
+            return self.search(step, start, method, beam_size, steps, length_penalty, rules)
         finally:
             self.train(was_training)
 
@@ -210,6 +243,9 @@ class Translator(L.LightningModule):
         max_len: int | None = None,
         batch_size: int = 64,
         length_penalty: float = 1.0,
+        *,
+        rules: SearchRules | None = None,
+        stateful: bool = True,
     ) -> list[str]:
         """Translate sentences (text or padded ids ``[B, S]``) into tokenized target text, one string each.
 
@@ -224,6 +260,8 @@ class Translator(L.LightningModule):
             max_len: most tokens to generate; ``None`` gives twice the batch's source length plus 10.
             batch_size: sentences searched together.
             length_penalty: α of the beam's length normalisation.
+            rules: search rules for the continuous search (see :meth:`generate`).
+            stateful: use the decoder's key/value cache (see :meth:`generate`).
         """
         src = sources if isinstance(sources, Tensor) else self.encode_sources(list(sources))
         if batch_size < 1:
@@ -235,7 +273,9 @@ class Translator(L.LightningModule):
         for b in range(0, len(order), batch_size):
             rows = order[b : b + batch_size]
             width = int(lengths[rows].max())
-            result = self.generate(src[rows, :width], method, beam_size, max_len, length_penalty)
+            result = self.generate(
+                src[rows, :width], method, beam_size, max_len, length_penalty, rules=rules, stateful=stateful
+            )
             for r, text in zip(rows, self.ids_to_text(result.ids)):
                 out[r] = text
         return out
@@ -257,5 +297,3 @@ def build_body(hp: Any, lm_head: torch.nn.Module | None = None) -> Seq2SeqTransf
         tgt_pad_id=hp["tgt_pad_id"],
         lm_head=lm_head,
     )
-
-
