@@ -148,3 +148,27 @@ def test_fit_without_validation_builds_no_decoder() -> None:
     assert cb.decoder is None and cb.build_count == 0
     quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(64, seed=1)), verbose=False)
     assert cb.decoder is not None and cb.build_count == 1
+
+
+def test_kappa_fit_is_warm_started_from_the_last_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_contloss.callbacks as callbacks
+
+    starts: list[float] = []
+    real = callbacks.fit_kappa
+
+    def recording(*args: object, **kwargs: object) -> float:
+        starts.append(float(kwargs["kappa_init"]))  # type: ignore[arg-type]
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(callbacks, "fit_kappa", recording)
+    torch.manual_seed(0)
+    lm = TinyContinuousLM()  # a cosine loss: κ̂ is fitted, not read from the norms
+    quiet_trainer(max_steps=30, limit_val_batches=0).fit(lm, loader(mapping_data(256)))
+    cb = DecodingCallback(decoder="exact")
+    trainer = quiet_trainer(callbacks=[cb])
+    val = loader(mapping_data(64, seed=1))
+    first = trainer.validate(lm, val, verbose=False)[0]["val/vmf_ppl"]
+    fitted = cb._fitted_kappa
+    second = trainer.validate(lm, val, verbose=False)[0]["val/vmf_ppl"]
+    assert fitted is not None and fitted > 0 and starts == [1.0, fitted]
+    assert second == pytest.approx(first, rel=1e-5)  # the same κ̂ up to the fit's tolerance

@@ -195,6 +195,50 @@ def test_fit_kappa_matches_scipy_minimiser() -> None:
     assert padded == pytest.approx(kappa, rel=1e-6)
 
 
+def _fit_kappa_problem(seed: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    v, d, n = 60, 8, 300
+    table = F.normalize(torch.randn(v, d, generator=g), dim=-1)
+    target = torch.randint(3, v, (n,), generator=g)
+    pred = (table[target] + 0.6 * torch.randn(n, d, generator=g)) * torch.rand(n, 1, generator=g) * 5
+    exclude = torch.zeros(v, dtype=torch.bool)
+    exclude[[0, 1]] = True
+    return pred, target, table, exclude
+
+
+def test_fit_kappa_kept_scores_give_the_same_kappa_as_rescoring(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_contloss.functional.vmf_distribution as vd
+
+    pred, target, table, exclude = _fit_kappa_problem()
+    kept = fit_kappa(pred, target, table, exclude_mask=exclude, chunk_size=16)
+    monkeypatch.setattr(vd, "_FIT_CACHE_BUDGET", 0)  # every Newton step scores the table again
+    assert fit_kappa(pred, target, table, exclude_mask=exclude, chunk_size=16) == kept
+
+
+@pytest.mark.parametrize("start", [1e-3, 0.5, 3.0, 40.0, 1e4])
+def test_fit_kappa_warm_start_reaches_the_same_kappa(start: float) -> None:
+    pred, target, table, exclude = _fit_kappa_problem()
+    cos = brute_logits(pred, table, kappa=1.0)
+
+    def nll(k: float) -> float:
+        logits = np.where(exclude.numpy(), -np.inf, k * cos)
+        return float(-special.log_softmax(logits, axis=1)[np.arange(len(target)), target.numpy()].mean())
+
+    ref = optimize.minimize_scalar(nll, bounds=(0.0, 200.0), method="bounded", options={"xatol": 1e-9}).x
+    cold = fit_kappa(pred, target, table, exclude_mask=exclude)
+    warm = fit_kappa(pred, target, table, exclude_mask=exclude, kappa_init=start)
+    assert warm == pytest.approx(cold, rel=1e-5)
+    assert warm == pytest.approx(ref, rel=1e-4)
+
+
+def test_fit_kappa_warm_start_keeps_the_uniform_and_cap_answers() -> None:
+    table = torch.eye(3)
+    assert fit_kappa(-torch.eye(3), torch.arange(3), table, kappa_init=50.0) == 0.0
+    assert fit_kappa(torch.eye(3), torch.arange(3), table, kappa_max=5.0, kappa_init=50.0) == 5.0
+    with pytest.raises(ValueError, match="kappa_init"):
+        fit_kappa(torch.eye(3), torch.arange(3), table, kappa_init=0.0)
+
+
 def test_fit_kappa_edges() -> None:
     table = torch.eye(3)
     pred = -torch.eye(3)  # every prediction points away from its target: uniform is best

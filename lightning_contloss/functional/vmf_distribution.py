@@ -356,6 +356,21 @@ def _sample_flat(
     return best_id
 
 
+# fit_kappa keeps the [N, V] cosine gaps of its tokens in memory, scored once, when they fit in
+# this many floats (128 MiB); each Newton step is then an exp pass instead of a matrix product.
+_FIT_CACHE_BUDGET = 1 << 25
+
+
+def _gap_chunks(
+    query_dir: Tensor, target_cos: Tensor, table: Tensor, exclude_mask: Tensor | None, chunk_size: int
+) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Yield ``(d [N, C], excluded [C] or None)`` with ``d = cos(ê, e_w) - cos(ê, e_y)``, chunk by chunk."""
+    for _, rows, excl in _row_chunks(table, exclude_mask, _chunk_for(chunk_size, query_dir.shape[0]), query_dir.device):
+        # Moments of d = cos - cos_y rather than of cos: d -> 0 where p concentrates on the
+        # target, so E[d²] - E[d]² keeps its precision in float32 even for large κ.
+        yield query_dir @ rows.T - target_cos.unsqueeze(-1), excl
+
+
 def _nll_grad_hess(
     query_dir: Tensor,
     target_cos: Tensor,
@@ -363,18 +378,19 @@ def _nll_grad_hess(
     exclude_mask: Tensor | None,
     kappa: float,
     chunk_size: int,
+    gaps: list[tuple[Tensor, Tensor | None]] | None = None,
 ) -> tuple[float, float]:
-    """The mean NLL's derivative in κ, ``mean(E_p[cos] - cos_y)``, and its second, ``mean(Var_p[cos])``."""
+    """The mean NLL's derivative in κ, ``mean(E_p[cos] - cos_y)``, and its second, ``mean(Var_p[cos])``.
+
+    ``gaps`` holds the chunks of :func:`_gap_chunks` when they were kept; otherwise they are scored again.
+    """
     n = query_dir.shape[0]
     run_max = torch.full((n,), float("-inf"), device=query_dir.device)
     s0 = torch.zeros(n, device=query_dir.device, dtype=torch.float64)
     s1 = torch.zeros_like(s0)
     s2 = torch.zeros_like(s0)
-    chunk = _chunk_for(chunk_size, n)
-    for _, rows, excl in _row_chunks(table, exclude_mask, chunk, query_dir.device):
-        # Moments of d = cos - cos_y rather than of cos: d -> 0 where p concentrates on the
-        # target, so E[d²] - E[d]² keeps its precision in float32 even for large κ.
-        d = query_dir @ rows.T - target_cos.unsqueeze(-1)
+    chunks = gaps if gaps is not None else _gap_chunks(query_dir, target_cos, table, exclude_mask, chunk_size)
+    for d, excl in chunks:
         logits = d * kappa  # κ·cos up to a per-row constant, which the softmax ignores
         if excl is not None:
             logits = logits.masked_fill(excl, float("-inf"))
@@ -406,13 +422,16 @@ def fit_kappa(
     tol: float = 1e-6,
     max_iter: int = 100,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    kappa_init: float = 1.0,
 ) -> float:
     """The single κ minimising the mean NLL of ``target`` under ``p(w) ∝ exp(κ·cos(ê, e_w))``.
 
     The mean NLL is convex in κ: its derivative is ``mean(E_p[cos] - cos(ê, e_y))`` and its
     second derivative the mean variance of the cosine under ``p``. Newton steps on that
-    derivative from κ = 1, safeguarded by a bracket (bisection whenever a step would leave it),
-    converge in a handful of chunked passes.
+    derivative from ``kappa_init``, safeguarded by a bracket (bisection whenever a step would
+    leave it), converge in a handful of passes. The cosines are scored once: when the ``[N, V]``
+    block fits in 2²⁵ floats it is kept, and each further step is an ``exp`` pass over it rather
+    than another matrix product (same values, so the same κ).
     Only the direction of ``pred`` is used, so this suits cosine- and L2-trained models whose
     norm is arbitrary. Fit on validation data, then evaluate test perplexity with that κ.
 
@@ -427,6 +446,8 @@ def fit_kappa(
             width, is below this.
         max_iter: cap on Newton/bisection steps.
         chunk_size: table rows scored at once.
+        kappa_init: the first κ tried, > 0; a good guess (last epoch's κ̂) saves steps, and
+            the answer does not depend on it beyond ``tol``.
 
     Returns:
         κ ≥ 0 as a float (0 when a uniform distribution beats any concentration).
@@ -442,6 +463,7 @@ def fit_kappa(
     check_number(kappa_max, "kappa_max", low=0.0, low_open=True)
     check_number(tol, "tol", low=0.0, low_open=True)
     check_positive_int(max_iter, "max_iter")
+    check_number(kappa_init, "kappa_init", low=0.0, low_open=True)
     check_ignore_index(ignore_index)
     # The range is checked after ignore_index is dropped: padding ids may lie outside it.
     flat_target = _check_target(pred, target, None)
@@ -465,14 +487,19 @@ def fit_kappa(
     with full_precision(pred.device):
         query_dir = _query(flat_pred, 1.0)
         target_cos = _target_scores(query_dir, ids.to(table.device), table)
+        gaps = (
+            list(_gap_chunks(query_dir, target_cos, table, exclude_mask, chunk_size))
+            if query_dir.shape[0] * table.shape[0] <= _FIT_CACHE_BUDGET
+            else None
+        )
 
     def grad_hess(k: float) -> tuple[float, float]:
         with full_precision(query_dir.device):
-            g, h = _nll_grad_hess(query_dir, target_cos, table, exclude_mask, k, chunk_size)
+            g, h = _nll_grad_hess(query_dir, target_cos, table, exclude_mask, k, chunk_size, gaps)
         return g, h
 
     lo, hi = 0.0, math.inf
-    kappa = 1.0
+    kappa = min(float(kappa_init), kappa_max)
     for _ in range(max_iter):
         g, h = grad_hess(kappa)
         if abs(g) < tol:

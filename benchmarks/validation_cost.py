@@ -1,0 +1,217 @@
+"""Validation cost: ``ContinuousLM`` + ``DecodingCallback`` (its defaults) against the softmax twin's validation.
+
+Same body (:class:`~lightning_contloss.examples.CausalTransformerLM`, 256 wide, 2 layers),
+same validation tokens, one process, one thread. The softmax twin is
+:class:`~lightning_contloss.examples.SoftmaxLM` with its own metrics (loss, ppl, acc@1, acc@5,
+distinct predictions: a ``[N, V]`` logits pass and top-k); the continuous model is
+:class:`~lightning_contloss.examples.ContinuousLM` (cosine loss, the loss whose κ̂ the callback
+has to fit) validated under ``DecodingCallback()`` with every default: decoder ``"auto"`` (HNSW
+at these sizes), ``acc@1/5``, ``mean_cos``, ``decode_recall``, spread and ``vmf_ppl``.
+
+Each model runs ``trainer.validate`` once to warm up (the callback builds the index there and
+tunes ``ef``; that one-off cost is reported separately), then ``--reps`` timed validations,
+interleaved (softmax, continuous, softmax, …). Reported: median CPU seconds of the process per
+validation (on a shared core this counts this process's work only), median wall seconds, and
+the ratio continuous / softmax, with the 1-minute load average.
+
+Both models first train ``--train-steps`` steps on a toy next-token map (a fixed permutation of
+512 ids), so that the continuous model's predictions are spread over several targets: an
+untrained one predicts nearly the same vector everywhere, the worst case for HNSW (``ef`` tunes
+to its maximum), which is no validation anyone runs.
+
+V = 400,000 uses a padded vocabulary (``input_vocab_size`` = 10,000 input rows, 400k output
+rows, random targets): it is about cost, not quality. Validation ids are drawn from the first
+10,000 ids.
+
+``--profile`` runs cProfile over one continuous validation instead.
+
+Run: ``taskset -c 0 python benchmarks/validation_cost.py --vocab 10000`` (and ``--vocab 400000``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's package, not an installed one
+
+from lightning_contloss import DecodingCallback
+from lightning_contloss.decoding import DecoderFactory
+from lightning_contloss.examples import ContinuousLM, SoftmaxLM
+
+INPUT_VOCAB = 10_000
+
+
+def _body(args: argparse.Namespace) -> dict[str, Any]:
+    padded = args.vocab > INPUT_VOCAB
+    return {
+        "vocab_size": args.vocab,
+        "d_model": args.d_model,
+        "n_layers": args.n_layers,
+        "n_heads": args.n_heads,
+        "dim_feedforward": args.dim_feedforward,
+        "input_vocab_size": INPUT_VOCAB if padded else None,
+        "prior_bias": False,
+    }
+
+
+def make_data(args: argparse.Namespace) -> DataLoader[Any]:
+    g = torch.Generator().manual_seed(1)
+    rows = args.tokens // args.seq
+    x = torch.randint(0, min(args.vocab, INPUT_VOCAB), (rows, args.seq), generator=g)
+    y = torch.randint(0, min(args.vocab, INPUT_VOCAB), (rows, args.seq), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=args.batch)
+
+
+def _trainer(callbacks: list[L.Callback]) -> L.Trainer:
+    return L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=callbacks,
+    )
+
+
+class _Way:
+    """One model and its trainer, validated again and again."""
+
+    def __init__(self, name: str, module: L.LightningModule, callbacks: list[L.Callback]) -> None:
+        self.name = name
+        self.module = module
+        self.trainer = _trainer(callbacks)
+        self.cpu: list[float] = []
+        self.wall: list[float] = []
+        self.metrics: dict[str, float] = {}
+
+    def validate(self, data: DataLoader[Any]) -> tuple[float, float]:
+        cpu, wall = time.process_time(), time.perf_counter()
+        out = self.trainer.validate(self.module, data, verbose=False)[0]
+        self.metrics = {k: float(v) for k, v in out.items()}
+        return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _train(module: L.LightningModule, args: argparse.Namespace) -> None:
+    """A few steps on a repeating toy stream, so predictions are spread as a trained model's are, not all alike."""
+    if args.train_steps <= 0:
+        return
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(0, min(args.vocab, INPUT_VOCAB, 512), (args.batch * 4, args.seq), generator=g)
+    data = DataLoader(TensorDataset(x, (x * 7 + 3) % min(args.vocab, INPUT_VOCAB)), batch_size=args.batch)
+    trainer = L.Trainer(
+        accelerator="cpu", max_steps=args.train_steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    trainer.fit(module, data)
+
+
+def build(args: argparse.Namespace, cache_dir: str) -> tuple[_Way, _Way]:
+    torch.manual_seed(0)
+    soft_module = SoftmaxLM(**_body(args))
+    _train(soft_module, args)
+    softmax = _Way("softmax", soft_module, [])
+    torch.manual_seed(0)
+    continuous = ContinuousLM(**_body(args), loss=args.loss)
+    _train(continuous, args)
+    callback = DecodingCallback(decoder=DecoderFactory("auto", cache_dir=cache_dir))
+    return softmax, _Way("continuous", continuous, [callback])
+
+
+def measure(args: argparse.Namespace) -> str:
+    data = make_data(args)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        ways = build(args, cache_dir)
+        warm = {way.name: way.validate(data) for way in ways}
+        before = os.getloadavg()[0]
+        for rep in range(args.reps):
+            for way in ways:
+                cpu, wall = way.validate(data)
+                way.cpu.append(cpu)
+                way.wall.append(wall)
+                print(f"rep {rep} {way.name:10s} cpu {cpu:7.2f} s wall {wall:7.2f} s", file=sys.stderr)
+        after = os.getloadavg()[0]
+    soft, cont = ways
+    med = {w.name: (statistics.median(w.cpu), statistics.median(w.wall)) for w in ways}
+    lines = [
+        f"## Validation cost: V={args.vocab:,}, D=256 targets, {args.tokens:,} validation tokens "
+        f"(batch {args.batch}×{args.seq}), {args.d_model}-wide {args.n_layers}-layer body, {args.loss} loss",
+        "",
+        f"torch {torch.__version__}, lightning {L.__version__}, 1 thread; {args.reps} interleaved validations "
+        f"per model after one warm-up each; medians. 1-min load average {before:.2f} before, {after:.2f} after.",
+        "",
+        f"Command: `{' '.join(['python', 'benchmarks/validation_cost.py', *sys.argv[1:]])}`",
+        "",
+        "| model | CPU s / validation | wall s / validation | warm-up (index build, ef tuning) wall s |",
+        "|---|---:|---:|---:|",
+    ]
+    for way in ways:
+        lines.append(f"| {way.name} | {med[way.name][0]:.2f} | {med[way.name][1]:.2f} | {warm[way.name][1]:.2f} |")
+    lines += [
+        "",
+        f"Ratio continuous / softmax: **{med['continuous'][0] / med['softmax'][0]:.3f}x** CPU, "
+        f"{med['continuous'][1] / med['softmax'][1]:.3f}x wall.",
+        "",
+        "Continuous metrics: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in sorted(cont.metrics.items()))
+        + "; softmax: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in sorted(soft.metrics.items())),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def profile(args: argparse.Namespace) -> None:
+    data = make_data(args)
+    with tempfile.TemporaryDirectory() as cache_dir:
+        _, cont = build(args, cache_dir)
+        cont.validate(data)
+        prof = cProfile.Profile()
+        prof.enable()
+        cont.validate(data)
+        prof.disable()
+    pstats.Stats(prof).sort_stats("cumtime").print_stats(r"contloss|torchmetrics|hnsw", 45)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--vocab", type=int, default=10_000)
+    p.add_argument("--tokens", type=int, default=32_768, help="validation tokens")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--seq", type=int, default=64)
+    p.add_argument("--d-model", type=int, default=256)
+    p.add_argument("--n-layers", type=int, default=2)
+    p.add_argument("--n-heads", type=int, default=4)
+    p.add_argument("--dim-feedforward", type=int, default=1024)
+    p.add_argument("--loss", default="cosine")
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--train-steps", type=int, default=40, help="training steps before validating (0: untrained)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--out", default=None, help="append the table to this markdown file")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.profile:
+        profile(args)
+        return
+    text = measure(args)
+    print(text)
+    if args.out:
+        with open(args.out, "a", encoding="utf-8") as f:
+            f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
