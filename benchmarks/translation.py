@@ -152,7 +152,9 @@ def _build(head: str, dm: Any, args: argparse.Namespace) -> Any:
     return module
 
 
-def _translate(module: Any, pairs: Any, n: int, method: str, batch_size: int) -> dict[str, Any]:
+def _translate(
+    module: Any, pairs: Any, n: int, method: str, batch_size: int, rules: Any = None, stateful: bool = True
+) -> dict[str, Any]:
     import torch
 
     from lightning_contloss.examples.translation_metrics import corpus_scores, distinct_words
@@ -166,7 +168,8 @@ def _translate(module: Any, pairs: Any, n: int, method: str, batch_size: int) ->
     order = torch.argsort(lengths, stable=True).tolist()
     for b in range(0, len(order), batch_size):
         rows = order[b : b + batch_size]
-        out = module.generate(ids[rows, : int(lengths[rows].max())], method, beam_size=4)
+        width = int(lengths[rows].max())
+        out = module.generate(ids[rows, :width], method, beam_size=4, rules=rules, stateful=stateful)
         last = out.ids.gather(1, (out.lengths - 1).clamp(min=0)[:, None])[:, 0]
         ended += int((last == module.hparams["eos_id"]).sum())
         for r, text in zip(rows, module.ids_to_text(out.ids)):
@@ -181,6 +184,7 @@ def _translate(module: Any, pairs: Any, n: int, method: str, batch_size: int) ->
         "distinct_words": distinct_words(hyps),
         "sentences": len(src),
         "examples": hyps[:3],
+        "hypotheses": hyps,
     }
 
 
@@ -324,11 +328,41 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         "train_tokens_per_s": module.tokens_seen / max(state["train_seconds"], 1e-9),
         "load1_before_test": os.getloadavg()[0],
     }
-    for method in ("greedy", "beam"):
-        res = _translate(module, dm.test_pairs, args.test_sentences, method, args.eval_batch)
-        final.update({f"{method}_{k}": v for k, v in res.items()})
-        print(f"[{run}] test {method}: BLEU {res['bleu']:.2f} chrF {res['chrf']:.2f} eos {res['eos_rate']:.3f} "
+    from lightning_contloss import SearchRules
+
+    variants: list[tuple[str, str, Any]] = [("greedy", "greedy", None), ("beam", "beam", None)]
+    if head != "softmax":
+        # The EOS bias is fitted on the validation split (teacher forcing), never on test.
+        fit = module.fit_eos_bias(dm.val_dataloader())
+        final.update(
+            {
+                "eos_bias": fit.bias,
+                "eos_recall_valid_before": fit.eos_recall_before,
+                "eos_recall_valid_after": fit.eos_recall_after,
+            }
+        )
+        eos = SearchRules(eos_bias=fit.bias)
+        block = SearchRules(eos_bias=fit.bias, no_repeat_ngram_size=3)
+        variants += [("greedy_eos", "greedy", eos), ("beam_eos", "beam", eos), ("beam_eos_ngram3", "beam", block)]
+    for name, method, rules in variants:
+        res = _translate(module, dm.test_pairs, args.test_sentences, method, args.eval_batch, rules)
+        res.pop("hypotheses")
+        final.update({f"{name}_{k}": v for k, v in res.items()})
+        print(f"[{run}] test {name}: BLEU {res['bleu']:.2f} chrF {res['chrf']:.2f} eos {res['eos_rate']:.3f} "
               f"{res['sentences_per_s']:.1f} sent/s", flush=True)
+    # The key/value cache against the prefix-recompute path: same outputs, sentences/s side by side.
+    n_speed = min(100, args.test_sentences)
+    timing: dict[bool, list[float]] = {True: [], False: []}
+    outputs: dict[bool, list[str]] = {}
+    for _ in range(2):
+        for stateful in (False, True):
+            res = _translate(module, dm.test_pairs, n_speed, "greedy", args.eval_batch, None, stateful)
+            timing[stateful].append(res["sentences_per_s"])
+            outputs[stateful] = res["hypotheses"]
+    final["speed_sentences"] = n_speed
+    final["greedy_prefix_sentences_per_s"] = max(timing[False])
+    final["greedy_cached_sentences_per_s"] = max(timing[True])
+    final["cached_same_outputs"] = outputs[True] == outputs[False]
     final["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     final["load1"] = os.getloadavg()[0]
     final["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -396,6 +430,43 @@ def write_report(jsonl: Path, results: Path, name: str = "translation") -> str:
                 f"{_f(r['beam_eos_rate'], '.3f')} | {r['greedy_distinct_words']} | {r['beam_distinct_words']} | "
                 f"{r['peak_rss_mb']:.0f} | {r['load1']:.2f} |"
             )
+        parts += [
+            "",
+            "Search variants of the continuous runs (test BLEU / EOS rate). *+EOS*: `SearchRules(eos_bias=b)` with b "
+            "fitted on the validation split by `ContinuousTranslator.fit_eos_bias` (EOS recall on validation "
+            "positions before → after); *+3-gram*: also `no_repeat_ngram_size=3`.",
+            "",
+            "| run | budget | b | valid EOS recall | greedy | greedy +EOS | beam 4 | beam 4 +EOS "
+            "| beam 4 +EOS +3-gram |",
+            "|---|---|--:|---|---|---|---|---|---|",
+        ]
+        for run in ALL_RUNS[1:]:
+            r = finals.get(run)
+            if r is None or "eos_bias" not in r:
+                continue
+            cells = " | ".join(
+                f"{_f(r[f'{v}_bleu'])} / {_f(r[f'{v}_eos_rate'], '.2f')}"
+                for v in ("greedy", "greedy_eos", "beam", "beam_eos", "beam_eos_ngram3")
+            )
+            recall = f"{r['eos_recall_valid_before']:.2f} → {r['eos_recall_valid_after']:.2f}"
+            parts.append(f"| {r['label']} | {r['budget_kind']} | {r['eos_bias']:.3f} | {recall} | {cells} |")
+        parts += [
+            "",
+            "Greedy search with the decoder's key/value cache against the prefix-recompute path, same model, first "
+            "test verses, best of two alternating passes:",
+            "",
+            "| run | budget | verses | recompute sent/s | cached sent/s | speed-up | same outputs |",
+            "|---|---|--:|--:|--:|--:|---|",
+        ]
+        for run in ALL_RUNS:
+            r = finals.get(run)
+            if r is None or "greedy_cached_sentences_per_s" not in r:
+                continue
+            slow, fast = r["greedy_prefix_sentences_per_s"], r["greedy_cached_sentences_per_s"]
+            parts.append(
+                f"| {r['label']} | {r['budget_kind']} | {r['speed_sentences']} | {slow:.1f} | {fast:.1f} | "
+                f"{fast / slow:.2f}× | {'yes' if r['cached_same_outputs'] else 'NO'} |"
+            )
         soft = finals.get("softmax@time")
         if soft is not None and soft["greedy_bleu"] > 0:
             parts += ["", "Continuous BLEU as a share of softmax's (targets: ≥ 0.95 at equal time, ≥ 0.9 at equal "
@@ -415,8 +486,9 @@ def write_report(jsonl: Path, results: Path, name: str = "translation") -> str:
         "",
         "BLEU and chrF: sacrebleu corpus scores on tokenized, lower-cased text (the example tokenizer; "
         "`tokenize='none'`), so they compare these models with each other, not with cased, detokenized BLEU elsewhere. "
-        "Search: the prefix-recompute step (the decoder reruns over the whole prefix each step; the encoder runs once "
-        "per batch), length limit 2 × source + 10, beam length normalisation `sum / len`. Continuous heads are "
+        "Search: the key/value-cached decoder step (`TransformerDecoderStep`; the encoder runs once per batch), "
+        "length limit 2 × source + 10, beam length normalisation `sum / len`; the main table's continuous columns "
+        "are plain k-NN search (no rules). Continuous heads are "
         "decoded by exact nearest-neighbour search. *train s* counts training steps only; *load* is the 1-minute load "
         "average when the test evaluation ended. *EOS* is the share of outputs that emitted `<eos>` before the limit.",
         "",
