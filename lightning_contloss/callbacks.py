@@ -329,8 +329,12 @@ class DecodingCallback(Callback):
         table = module.continuous_targets.weight
         flat_pred = torch.cat([p.reshape(-1, p.shape[-1]) for p, _ in self._buffer]).float()
         flat_target = torch.cat([t.reshape(-1) for _, t in self._buffer]).to(table.device)
-        self.factory.adapt(self.decoder, flat_pred)
-        if self.factory.tuned_ef is not None:
+        if self.factory.adapt(self.decoder, flat_pred):
+            # The factory switched to exact search: this epoch already decodes with it.
+            self.decoder = self.factory(module.continuous_targets, module.decode_space)
+            self._exact, self._reranked = None, None
+            module.decoder = self.decoder
+        if self.factory.tuned_ef is not None or self.factory.exact_fallback:
             self._tuned_for = self._targets_hash
         decoder = self._epoch_decoder(trainer, module, flat_pred, flat_target)
         start = time.perf_counter()

@@ -14,7 +14,7 @@ import torch
 from helpers import DIM, VOCAB, TinyContinuousLM, loader, mapping_data, quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_contloss import HNSWDecoder, HNSWDecodingCallback, TargetEmbeddings
+from lightning_contloss import DecodingCallback, ExactDecoder, HNSWDecoder, HNSWDecodingCallback, TargetEmbeddings
 from lightning_contloss.losses import CosineLoss, VMFLoss
 
 HERE = Path(__file__).parent
@@ -312,3 +312,29 @@ def test_prior_reranking_matches_brute_force_biased_decoding(tmp_path: Path) -> 
     cb = HNSWDecodingCallback(decoder="exact", hubness="prior", prior_counts=counts)
     quiet_trainer(callbacks=[cb]).validate(lm, val, verbose=False)
     assert cb._reranked is not None and float(cb._reranked.bias.abs().max()) > 0
+
+
+def test_auto_decoder_falls_back_to_exact_within_the_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import lightning_contloss.decoding.factory as factory_module
+
+    def failing_tune(decoder: HNSWDecoder, queries: torch.Tensor, target_recall: float, seed: int) -> int:
+        decoder.tuning = {512: 0.9}
+        decoder.ef = 512
+        return 512
+
+    monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)  # "auto" builds HNSW for the tiny table
+    monkeypatch.setattr(factory_module, "tune_ef", failing_tune)
+    lm = TinyContinuousLM()
+    cb = DecodingCallback(k=5, decoder="auto", num_threads=1, cache_dir=tmp_path)
+    trainer = quiet_trainer(max_epochs=2, callbacks=[cb])
+    trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(128, seed=1)))
+    m = metrics(trainer)
+    assert isinstance(cb.decoder, ExactDecoder) and isinstance(lm.decoder, ExactDecoder)
+    assert cb.factory.exact_fallback and cb.state_dict()["exact_fallback"] is True
+    assert m["val/decode_recall"] == 1.0
+    # acc@1 is the brute-force exact decode's
+    x, y = mapping_data(128, seed=1)[:]
+    with torch.no_grad():
+        pred = lm.model(x)
+    exact = (torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T).argmax(-1)
+    assert abs(float((exact == y).float().mean()) - m["val/acc@1"]) < 1e-6

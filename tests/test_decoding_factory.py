@@ -88,3 +88,34 @@ def test_adapt_tunes_ef_once_and_reuses_it(tmp_path: Path) -> None:
 def test_check_decoder_accepts_a_matching_decoder_on_another_dtype() -> None:
     targets = TargetEmbeddings.random(20, 4, seed=0)
     check_decoder(ExactDecoder(targets.weight.double()), targets, "cosine")
+
+
+def test_auto_falls_back_to_exact_search_when_no_ef_reaches_the_recall(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_contloss.decoding.factory as factory_module
+
+    def failing_tune(decoder: HNSWDecoder, queries: torch.Tensor, target_recall: float, seed: int) -> int:
+        decoder.tuning = {64: 0.91, 512: 0.97}  # what an untrained model's look-alike predictions give
+        decoder.ef = 512
+        return 512
+
+    monkeypatch.setattr(factory_module, "tune_ef", failing_tune)
+    targets = TargetEmbeddings.random(4000, 128, seed=0)  # 512k elements: "auto" picks HNSW
+    queries = targets.weight[:50]
+    auto = DecoderFactory("auto", num_threads=1, cache_dir=False)
+    first = auto(targets, "cosine")
+    assert isinstance(first, HNSWDecoder)
+    assert auto.adapt(first, queries) is True
+    assert auto.exact_fallback and auto.tuned_ef is None and "exact_fallback=True" in repr(auto)
+    assert isinstance(auto(targets, "cosine"), ExactDecoder)
+    # the choice travels in checkpoints, and a new table (tuned_ef reset) starts from HNSW again
+    restored = DecoderFactory("auto", num_threads=1, cache_dir=False)
+    restored.load_state_dict(auto.state_dict())
+    assert isinstance(restored(targets, "cosine"), ExactDecoder)
+    restored.load_state_dict({"tuned_ef": None})
+    assert not restored.exact_fallback
+    with pytest.raises(ValueError, match="exact_fallback must be True or False"):
+        restored.load_state_dict({"tuned_ef": None, "exact_fallback": "yes"})
+    # an explicit "hnsw" keeps HNSW at its best ef
+    hnsw = DecoderFactory("hnsw", num_threads=1, cache_dir=False)
+    dec = hnsw(targets, "cosine")
+    assert hnsw.adapt(dec, queries) is False and hnsw.tuned_ef == 512 and not hnsw.exact_fallback

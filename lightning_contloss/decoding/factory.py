@@ -45,7 +45,7 @@ def make_decoder(
     space: str = "cosine",
     decoder: DecoderChoice = "auto",
     *,
-    exact_max_elements: int = EXACT_MAX_ELEMENTS,
+    exact_max_elements: int | None = None,
     **kwargs: Any,
 ) -> ExactDecoder | HNSWDecoder:
     """Build the decoder that suits ``table``.
@@ -60,7 +60,7 @@ def make_decoder(
         table: a ``TargetEmbeddings`` or a ``[V, D]`` tensor.
         space: the loss's decode space, ``"cosine"``, ``"ip"`` or ``"l2"``.
         decoder: ``"auto"``, ``"exact"`` or ``"hnsw"``.
-        exact_max_elements: the V·D threshold of the ``"auto"`` rule.
+        exact_max_elements: the V·D threshold of the ``"auto"`` rule (default :data:`EXACT_MAX_ELEMENTS`).
         **kwargs: passed to the decoder's constructor (e.g. ``ef``, ``M``, ``cache_dir``, ``chunk_size``).
 
     Example:
@@ -74,7 +74,8 @@ def make_decoder(
     exact_keys, hnsw_keys = _accepted(ExactDecoder), _accepted(HNSWDecoder)
     if decoder == "auto":
         weight = resolve_table(table, space).weight
-        exact = weight.device.type != "cpu" or weight.shape[0] * weight.shape[1] <= exact_max_elements
+        limit = EXACT_MAX_ELEMENTS if exact_max_elements is None else exact_max_elements
+        exact = weight.device.type != "cpu" or weight.shape[0] * weight.shape[1] <= limit
         cls: type[ExactDecoder] | type[HNSWDecoder] = ExactDecoder if exact else HNSWDecoder
         keys = exact_keys if exact else hnsw_keys
         return cls(table, space, **{k: v for k, v in kwargs.items() if k in keys})
@@ -158,8 +159,10 @@ class DecoderFactory:
             )
         if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
             raise ValueError(f"ef must be an int >= 1 or None (tune it), got {ef!r}")
-        if isinstance(target_recall, bool) or not isinstance(target_recall, int | float) or not (
-            0.0 < float(target_recall) <= 1.0
+        if (
+            isinstance(target_recall, bool)
+            or not isinstance(target_recall, int | float)
+            or not (0.0 < float(target_recall) <= 1.0)
         ):
             raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
         if cache_dir is not False and cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
@@ -185,11 +188,14 @@ class DecoderFactory:
         self.seed = seed
         self.decoder_kwargs = decoder_kwargs
         self.tuned_ef: int | None = None
+        # "auto" only: tuning found no ef reaching target_recall, so exact search is used instead.
+        self.exact_fallback = False
         self._adapted: Decoder | None = None
 
     def __repr__(self) -> str:
         kind = self.kind if isinstance(self.kind, str) else type(self.kind).__name__
-        return f"DecoderFactory({kind!r}, ef={self.ef}, tuned_ef={self.tuned_ef})"
+        fallback = ", exact_fallback=True" if self.exact_fallback else ""
+        return f"DecoderFactory({kind!r}, ef={self.ef}, tuned_ef={self.tuned_ef}{fallback})"
 
     @property
     def shares_cache(self) -> bool:
@@ -205,6 +211,8 @@ class DecoderFactory:
         """Build (or load from the cache, or return the given) decoder for ``targets`` in ``space``."""
         if isinstance(self.kind, str):
             kwargs = dict(self.decoder_kwargs)
+            if self.kind == "auto" and self.exact_fallback:
+                return make_decoder(targets, space, "exact")
             if self.kind != "exact":
                 kwargs.setdefault("ef", self.ef or self.tuned_ef or DEFAULT_EF)
                 kwargs.setdefault("cache_dir", self._cache_folder())
@@ -213,31 +221,55 @@ class DecoderFactory:
         check_decoder(decoder, targets, space)
         return decoder
 
-    def adapt(self, decoder: Decoder, queries: Tensor) -> None:
+    def adapt(self, decoder: Decoder, queries: Tensor) -> bool:
         """Fit ``decoder`` to real predictions ``queries [N, D]``: tune HNSW's ``ef`` once.
 
         The first call with a tunable decoder and ``ef=None`` tunes it; later builds start from
-        the tuned value, and later calls set it on rebuilt decoders.
+        the tuned value, and later calls set it on rebuilt decoders. With ``"auto"``, when no
+        ``ef`` reaches ``target_recall`` (HNSW would be both inexact and slow at the largest
+        ``ef``; it happens on an untrained model's nearly identical predictions), the factory
+        switches to exact search and returns True: build the decoder again.
+
+        Returns:
+            whether the caller should build its decoder again (the factory switched to exact search).
         """
         if not isinstance(decoder, HNSWDecoder) or self.ef is not None or decoder is self._adapted:
-            return
+            return False
         if self.tuned_ef is None:
             self.tuned_ef = tune_ef(decoder, queries, target_recall=self.target_recall, seed=self.seed)
+            best = max(decoder.tuning.values(), default=1.0)
+            if self.kind == "auto" and best < self.target_recall:
+                log.warning(
+                    "HNSW reached recall@1 %.4f < %.3f at its best ef=%d on these predictions; decoding by "
+                    "exact search instead (pass decoder='hnsw' to keep HNSW)",
+                    best,
+                    self.target_recall,
+                    self.tuned_ef,
+                )
+                self.tuned_ef = None
+                self.exact_fallback = True
+                self._adapted = None
+                return True
             log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
         else:
             decoder.ef = self.tuned_ef
         self._adapted = decoder
+        return False
 
     def state_dict(self) -> dict[str, Any]:
-        """What a checkpoint keeps: the tuned ``ef``."""
-        return {"tuned_ef": self.tuned_ef}
+        """What a checkpoint keeps: the tuned ``ef`` and whether "auto" fell back to exact search."""
+        return {"tuned_ef": self.tuned_ef, "exact_fallback": self.exact_fallback}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`'s output."""
         tuned = state.get("tuned_ef")
         if tuned is not None and (isinstance(tuned, bool) or not isinstance(tuned, int) or tuned < 1):
             raise ValueError(f"the checkpoint's tuned_ef must be an int >= 1 or None, got {tuned!r}")
+        fallback = state.get("exact_fallback", False)
+        if not isinstance(fallback, bool):
+            raise ValueError(f"the checkpoint's exact_fallback must be True or False, got {fallback!r}")
         self.tuned_ef = tuned
+        self.exact_fallback = fallback
         self._adapted = None
 
 
