@@ -9,7 +9,7 @@ from torch import nn
 from torch.optim import AdamW
 from torch.optim.lr_scheduler import LambdaLR
 
-__all__ = ["WarmupSchedule", "warmup_adamw"]
+__all__ = ["WarmupSchedule", "configure_warmup_adamw", "warmup_adamw"]
 
 Schedule = Literal["constant", "cosine"]
 
@@ -111,3 +111,33 @@ def warmup_adamw(
     optimizer = AdamW([g for g in groups if g["params"]], lr=lr, betas=betas)
     scheduler = LambdaLR(optimizer, factor)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def configure_warmup_adamw(module: Any) -> dict[str, Any]:
+    """:func:`warmup_adamw` over ``module.model`` from the module's hyper-parameters (``lr``,
+    ``weight_decay``, ``warmup_steps``, ``schedule``): the examples' ``configure_optimizers``.
+
+    The cosine schedule ends at the trainer's ``estimated_stepping_batches``.
+
+    Example:
+        >>> import lightning as L
+        >>> class Tiny(L.LightningModule):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.save_hyperparameters({"lr": 1e-3, "weight_decay": 0, "warmup_steps": 2, "schedule": "cosine"})
+        ...         self.model = nn.Linear(2, 2)
+        >>> module = Tiny()
+        >>> module.hparams.schedule = "constant"
+        >>> type(configure_warmup_adamw(module)["optimizer"]).__name__
+        'AdamW'
+    """
+    hp = module.hparams
+    total = module.trainer.estimated_stepping_batches if hp["schedule"] == "cosine" else None
+    return warmup_adamw(
+        module.model,
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        warmup_steps=hp["warmup_steps"],
+        schedule=hp["schedule"],
+        total_steps=total,
+    )

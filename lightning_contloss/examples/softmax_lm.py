@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lightning_contloss.examples.data import unigram_counts_of
-from lightning_contloss.examples.optim import Schedule, warmup_adamw
+from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.metrics.prediction_spread import PredictionSpread
 
@@ -229,16 +229,7 @@ class SoftmaxLM(L.LightningModule):
         self._log_epoch(self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        total = self.trainer.estimated_stepping_batches if hp["schedule"] == "cosine" else None
-        return warmup_adamw(
-            self.model,
-            lr=hp["lr"],
-            weight_decay=hp["weight_decay"],
-            warmup_steps=hp["warmup_steps"],
-            schedule=hp["schedule"],
-            total_steps=total,
-        )
+        return configure_warmup_adamw(self)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen

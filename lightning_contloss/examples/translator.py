@@ -21,7 +21,7 @@ from lightning_contloss.decoding.search import SearchResult
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.decoding.search_state import StatefulStep
 from lightning_contloss.examples.data import BOS, Vocabulary
-from lightning_contloss.examples.optim import warmup_adamw
+from lightning_contloss.examples.optim import configure_warmup_adamw
 from lightning_contloss.examples.seq2seq_transformer import Seq2SeqTransformer
 from lightning_contloss.examples.translation_data import TranslationBatch, tokenize
 from lightning_contloss.integrations.torch_transformer import TransformerDecoderStep
@@ -114,16 +114,7 @@ class Translator(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        total = self.trainer.estimated_stepping_batches if hp["schedule"] == "cosine" else None
-        return warmup_adamw(
-            self.model,
-            lr=hp["lr"],
-            weight_decay=hp["weight_decay"],
-            warmup_steps=hp["warmup_steps"],
-            schedule=hp["schedule"],
-            total_steps=total,
-        )
+        return configure_warmup_adamw(self)
 
     # ------------------------------------------------------------------ translation
     def search(
