@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             "same wall-clock budget, and write report.md and report.png."
         ),
     )
+    p.add_argument("--task", choices=("lm", "translation"), default="lm",
+                   help="lm (this command) or translation (softmax vs continuous translators on parallel text; "
+                        "see: compare --task translation --help)")
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
                    help=f"total training seconds, split evenly across the runs (default {DEFAULT_BUDGET:.0f})")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-<timestamp>)")
@@ -237,14 +240,30 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     return rows, out
 
 
+def _task_of(argv: list[str]) -> tuple[str, list[str]]:
+    # --task picks the whole sub-command, so it is read before either parser sees the rest.
+    for i, arg in enumerate(argv):
+        if arg == "--task" and i + 1 < len(argv):
+            return argv[i + 1], argv[:i] + argv[i + 2 :]
+        if arg.startswith("--task="):
+            return arg.split("=", 1)[1], argv[:i] + argv[i + 1 :]
+    return "lm", argv
+
+
 def compare_main(argv: Sequence[str]) -> int:
     """``lightning-contloss compare ...``: returns the exit code.
 
     0 when every run finished, 1 when a run failed (the report lists which and why), 2 for
     bad input (one line on stderr, before any run starts), 130 on Ctrl-C.
     """
+    argv = list(argv)
+    task, rest = _task_of(argv)
+    if task == "translation":
+        from lightning_contloss.compare.translation import translation_main
+
+        return translation_main(rest)
     try:
-        args = build_parser().parse_args(list(argv))
+        args = build_parser().parse_args(argv)
     except SystemExit as exit_:  # argparse has printed its usage and error
         return int(exit_.code) if isinstance(exit_.code, int) else 2
     args.command_line = " ".join(["lightning-contloss", "compare", *argv])

@@ -1,0 +1,74 @@
+"""compare --task translation: the split, an end-to-end run on a small parallel file, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lightning_contloss.compare.runner import compare_main
+from lightning_contloss.compare.translation import split_parallel
+
+
+def _write(tmp_path: Path, n: int, m: int | None = None) -> tuple[Path, Path]:
+    words_es = ["el", "la", "casa", "perro", "gato", "come", "ve", "grande"]
+    words_en = ["the", "the", "house", "dog", "cat", "eats", "sees", "big"]
+    src, tgt = [], []
+    for i in range(n):
+        idx = [(i * 3 + j) % len(words_es) for j in range(2 + i % 4)]
+        src.append(" ".join(words_es[k] for k in idx) + " .")
+        tgt.append(" ".join(words_en[k] for k in idx) + " .")
+    (tmp_path / "a.es").write_text("\n".join(src) + "\n", encoding="utf-8")
+    (tmp_path / "a.en").write_text("\n".join(tgt[: m if m is not None else n]) + "\n", encoding="utf-8")
+    return tmp_path / "a.es", tmp_path / "a.en"
+
+
+def test_split_is_seeded_disjoint_and_complete() -> None:
+    lines = [f"s{i}" for i in range(50)]
+    a = split_parallel(lines, [f"t{i}" for i in range(50)], 5, 7, seed=3)
+    b = split_parallel(lines, [f"t{i}" for i in range(50)], 5, 7, seed=3)
+    assert a["test"].src == b["test"].src
+    seen = a["train"].src + a["valid"].src + a["test"].src
+    assert sorted(seen) == sorted(lines) and len(a["valid"].src) == 5 and len(a["test"].src) == 7
+    assert all(s[1:] == t[1:] for part in a.values() for s, t in zip(part.src, part.tgt, strict=True))
+    with pytest.raises(ValueError, match="aligned"):
+        split_parallel(lines, lines[:3], 1, 1, 0)
+    with pytest.raises(ValueError, match="lower --valid"):
+        split_parallel(lines, lines, 30, 30, 0)
+
+
+def test_compare_translation_runs_end_to_end(tmp_path: Path) -> None:
+    src, tgt = _write(tmp_path, 200)
+    out = tmp_path / "out"
+    args = ["--task", "translation", "--data-src", str(src), "--data-tgt", str(tgt), "--budget", "2"]
+    args += ["--valid", "20", "--test", "20", "--test-sentences", "6", "--d-model", "32", "--layers", "1"]
+    args += ["--beam", "2", "--runs", "softmax", "cosine-random", "--out", str(out)]
+    assert compare_main(args) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in rows] == ["softmax", "cosine-random"]
+    assert all(r["tokens"] > 0 and 0 <= r["greedy_bleu"] <= 100 for r in rows)
+    assert "eos_bias" in rows[1] and "greedy_eos_bleu" in rows[1]
+    report = (out / "report.md").read_text()
+    assert "| softmax |" in report and "| cosine-random |" in report
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data-src", "{src}"], "pass both --data-src and --data-tgt"),
+        (["--data-src", "{src}", "--data-tgt", "{short}"], "aligned files"),
+        (["--data-src", "{src}", "--data-tgt", "{missing}"], "no such file"),
+        (["--budget", "0"], "must be > 0"),
+    ],
+)
+def test_compare_translation_bad_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    src, _ = _write(tmp_path, 40)
+    short = tmp_path / "short.en"
+    short.write_text("a\nb\n", encoding="utf-8")
+    paths = {"src": str(src), "short": str(short), "missing": str(tmp_path / "nope.en")}
+    argv = ["--task=translation", *[e.format(**paths) for e in extra], "--out", str(tmp_path / "o")]
+    assert compare_main(argv) == 2
+    assert message in capsys.readouterr().err
