@@ -329,7 +329,7 @@ class DecodingCallback(Callback):
         table = module.continuous_targets.weight
         flat_pred = torch.cat([p.reshape(-1, p.shape[-1]) for p, _ in self._buffer]).float()
         flat_target = torch.cat([t.reshape(-1) for _, t in self._buffer]).to(table.device)
-        if self.factory.adapt(self.decoder, flat_pred):
+        if self.factory.adapt(self.decoder, flat_pred, module.continuous_targets):
             # The factory switched to exact search: this epoch already decodes with it.
             self.decoder = self.factory(module.continuous_targets, module.decode_space)
             self._exact, self._reranked = None, None

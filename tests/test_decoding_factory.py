@@ -119,3 +119,31 @@ def test_auto_falls_back_to_exact_search_when_no_ef_reaches_the_recall(monkeypat
     hnsw = DecoderFactory("hnsw", num_threads=1, cache_dir=False)
     dec = hnsw(targets, "cosine")
     assert hnsw.adapt(dec, queries) is False and hnsw.tuned_ef == 512 and not hnsw.exact_fallback
+
+
+def test_auto_falls_back_to_exact_search_when_it_is_faster(monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_contloss.decoding.factory as factory_module
+
+    targets = TargetEmbeddings.random(4000, 128, seed=1)
+    queries = targets.weight[:200] + 0.05 * torch.randn(200, 128, generator=torch.Generator().manual_seed(0))
+    rates = {"slow": (100.0, 5000.0), "fast": (5000.0, 100.0)}
+    for case, (hnsw_qps, exact_qps) in rates.items():
+        monkeypatch.setattr(factory_module, "_query_rates", lambda h, e, q, r=(hnsw_qps, exact_qps): r)
+        auto = DecoderFactory("auto", num_threads=1, cache_dir=False)
+        dec = auto(targets, "cosine")
+        assert isinstance(dec, HNSWDecoder)
+        switched = auto.adapt(dec, queries, targets)
+        assert switched is (case == "slow") and auto.exact_fallback is (case == "slow")
+        assert isinstance(auto(targets, "cosine"), ExactDecoder if case == "slow" else HNSWDecoder)
+        # without the targets the speed check is skipped
+        plain = DecoderFactory("auto", num_threads=1, cache_dir=False)
+        assert plain.adapt(plain(targets, "cosine"), queries) is False
+
+
+def test_query_rates_time_both_decoders_on_the_same_queries() -> None:
+    from lightning_contloss.decoding.factory import _query_rates
+
+    targets = TargetEmbeddings.random(500, 16, seed=0)
+    hnsw, exact = DecoderFactory("hnsw", num_threads=1, cache_dir=False)(targets, "cosine"), ExactDecoder(targets)
+    h, e = _query_rates(hnsw, exact, targets.weight[:100])
+    assert h > 0 and e > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -221,14 +222,22 @@ class DecoderFactory:
         check_decoder(decoder, targets, space)
         return decoder
 
-    def adapt(self, decoder: Decoder, queries: Tensor) -> bool:
+    def adapt(self, decoder: Decoder, queries: Tensor, targets: TargetEmbeddings | None = None) -> bool:
         """Fit ``decoder`` to real predictions ``queries [N, D]``: tune HNSW's ``ef`` once.
 
         The first call with a tunable decoder and ``ef=None`` tunes it; later builds start from
-        the tuned value, and later calls set it on rebuilt decoders. With ``"auto"``, when no
-        ``ef`` reaches ``target_recall`` (HNSW would be both inexact and slow at the largest
-        ``ef``; it happens on an untrained model's nearly identical predictions), the factory
-        switches to exact search and returns True: build the decoder again.
+        the tuned value, and later calls set it on rebuilt decoders. With ``"auto"`` the factory
+        then switches to exact search, and returns True (build the decoder again), when HNSW
+        is the wrong choice for these predictions: no ``ef`` reaches ``target_recall`` (it
+        happens on an untrained model's look-alike predictions), or, given ``targets``, exact
+        search answers a sample of the queries faster than HNSW at the tuned ``ef`` (model
+        predictions sit between targets, where HNSW needs a far larger ``ef`` than on noisy
+        table rows, so the V·D rule of ``make_decoder`` can pick HNSW where exact search wins).
+
+        Args:
+            decoder: the decoder built by this factory.
+            queries: ``[N, D]`` predictions of the model.
+            targets: the table ``decoder`` covers, to time exact search against HNSW; ``None`` skips that.
 
         Returns:
             whether the caller should build its decoder again (the factory switched to exact search).
@@ -238,14 +247,18 @@ class DecoderFactory:
         if self.tuned_ef is None:
             self.tuned_ef = tune_ef(decoder, queries, target_recall=self.target_recall, seed=self.seed)
             best = max(decoder.tuning.values(), default=1.0)
+            reason = None
             if self.kind == "auto" and best < self.target_recall:
-                log.warning(
-                    "HNSW reached recall@1 %.4f < %.3f at its best ef=%d on these predictions; decoding by "
-                    "exact search instead (pass decoder='hnsw' to keep HNSW)",
-                    best,
-                    self.target_recall,
-                    self.tuned_ef,
-                )
+                reason = f"HNSW reached recall@1 {best:.4f} < {self.target_recall:.3f} at its best ef={self.tuned_ef}"
+            elif self.kind == "auto" and targets is not None:
+                hnsw_qps, exact_qps = _query_rates(decoder, make_decoder(targets, decoder.space, "exact"), queries)
+                if exact_qps > hnsw_qps:
+                    reason = (
+                        f"exact search answers {exact_qps:,.0f} queries/s against HNSW's {hnsw_qps:,.0f} at the tuned "
+                        f"ef={self.tuned_ef}"
+                    )
+            if reason is not None:
+                log.warning("%s on these predictions; decoding by exact search (decoder='hnsw' keeps HNSW)", reason)
                 self.tuned_ef = None
                 self.exact_fallback = True
                 self._adapted = None
@@ -271,6 +284,18 @@ class DecoderFactory:
         self.tuned_ef = tuned
         self.exact_fallback = fallback
         self._adapted = None
+
+
+def _query_rates(hnsw: Decoder, exact: Decoder, queries: Tensor, sample: int = 1024) -> tuple[float, float]:
+    # Queries/s of both decoders on the same sample, each timed on its second pass (the first warms caches).
+    q = queries[:sample]
+    rates = []
+    for dec in (hnsw, exact):
+        dec.query(q[:64], 1)
+        start = time.perf_counter()
+        dec.query(q, 1)
+        rates.append(q.shape[0] / max(time.perf_counter() - start, 1e-9))
+    return rates[0], rates[1]
 
 
 def check_decoder(decoder: object, targets: TargetEmbeddings, space: str) -> None:
