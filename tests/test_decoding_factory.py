@@ -134,6 +134,8 @@ def test_auto_falls_back_to_exact_search_when_it_is_faster(monkeypatch: pytest.M
         assert isinstance(dec, HNSWDecoder)
         switched = auto.adapt(dec, queries, targets)
         assert switched is (case == "slow") and auto.exact_fallback is (case == "slow")
+        # exact search beating HNSW at its smallest ef skips the tuning altogether
+        assert (dec.tuning == {}) is (case == "slow")
         assert isinstance(auto(targets, "cosine"), ExactDecoder if case == "slow" else HNSWDecoder)
         # without the targets the speed check is skipped
         plain = DecoderFactory("auto", num_threads=1, cache_dir=False)

@@ -15,7 +15,7 @@ from torch import Tensor
 from lightning_contloss.decoding.base import Decoder, TableLike, check_space, resolve_table
 from lightning_contloss.decoding.cache import default_cache_dir
 from lightning_contloss.decoding.exact import ExactDecoder
-from lightning_contloss.decoding.hnsw import HNSWDecoder, tune_ef
+from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, tune_ef
 from lightning_contloss.targets import TargetEmbeddings
 
 __all__ = ["DEFAULT_EF", "EXACT_MAX_ELEMENTS", "DecoderChoice", "DecoderFactory", "check_decoder", "make_decoder"]
@@ -230,7 +230,8 @@ class DecoderFactory:
         then switches to exact search, and returns True (build the decoder again), when HNSW
         is the wrong choice for these predictions: no ``ef`` reaches ``target_recall`` (it
         happens on an untrained model's look-alike predictions), or, given ``targets``, exact
-        search answers a sample of the queries faster than HNSW at the tuned ``ef`` (model
+        search answers a sample of the queries faster than HNSW at its smallest candidate ``ef``
+        (then tuning is skipped) or at the tuned ``ef`` (model
         predictions sit between targets, where HNSW needs a far larger ``ef`` than on noisy
         table rows, so the V·D rule of ``make_decoder`` can pick HNSW where exact search wins).
 
@@ -245,29 +246,45 @@ class DecoderFactory:
         if not isinstance(decoder, HNSWDecoder) or self.ef is not None or decoder is self._adapted:
             return False
         if self.tuned_ef is None:
+            timed = self.kind == "auto" and targets is not None
+            exact = make_decoder(targets, decoder.space, "exact") if timed and targets is not None else None
+            if exact is not None:
+                # HNSW is fastest at its smallest ef; if exact search beats even that, tuning cannot help.
+                saved = decoder.ef
+                decoder.ef = min(DEFAULT_EF_CANDIDATES)
+                fastest, exact_qps = _query_rates(decoder, exact, queries)
+                decoder.ef = saved
+                if exact_qps > fastest:
+                    return self._fall_back(
+                        f"exact search answers {exact_qps:,.0f} queries/s, HNSW {fastest:,.0f} even at "
+                        f"ef={min(DEFAULT_EF_CANDIDATES)}"
+                    )
             self.tuned_ef = tune_ef(decoder, queries, target_recall=self.target_recall, seed=self.seed)
             best = max(decoder.tuning.values(), default=1.0)
             reason = None
             if self.kind == "auto" and best < self.target_recall:
                 reason = f"HNSW reached recall@1 {best:.4f} < {self.target_recall:.3f} at its best ef={self.tuned_ef}"
-            elif self.kind == "auto" and targets is not None:
-                hnsw_qps, exact_qps = _query_rates(decoder, make_decoder(targets, decoder.space, "exact"), queries)
+            elif exact is not None:
+                hnsw_qps, exact_qps = _query_rates(decoder, exact, queries)
                 if exact_qps > hnsw_qps:
                     reason = (
                         f"exact search answers {exact_qps:,.0f} queries/s against HNSW's {hnsw_qps:,.0f} at the tuned "
                         f"ef={self.tuned_ef}"
                     )
             if reason is not None:
-                log.warning("%s on these predictions; decoding by exact search (decoder='hnsw' keeps HNSW)", reason)
-                self.tuned_ef = None
-                self.exact_fallback = True
-                self._adapted = None
-                return True
+                return self._fall_back(reason)
             log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
         else:
             decoder.ef = self.tuned_ef
         self._adapted = decoder
         return False
+
+    def _fall_back(self, reason: str) -> bool:
+        log.warning("%s on these predictions; decoding by exact search (decoder='hnsw' keeps HNSW)", reason)
+        self.tuned_ef = None
+        self.exact_fallback = True
+        self._adapted = None
+        return True
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps: the tuned ``ef`` and whether "auto" fell back to exact search."""
