@@ -246,8 +246,9 @@ class DecoderFactory:
         if not isinstance(decoder, HNSWDecoder) or self.ef is not None or decoder is self._adapted:
             return False
         if self.tuned_ef is None:
-            timed = self.kind == "auto" and targets is not None
-            exact = make_decoder(targets, decoder.space, "exact") if timed and targets is not None else None
+            exact = None
+            if self.kind == "auto" and targets is not None:
+                exact = make_decoder(targets, decoder.space, "exact")
             if exact is not None:
                 # HNSW is fastest at its smallest ef; if exact search beats even that, tuning cannot help.
                 saved = decoder.ef

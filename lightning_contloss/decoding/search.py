@@ -189,18 +189,18 @@ def _candidates(
     rules: SearchRules | None,
     eos_id: int | None,
     need: int,
+    count: int,
 ) -> tuple[Tensor, Tensor]:
     """The candidates ``[N, C]`` of each prediction and their scores after the rules.
 
     Rules only lower scores (EOS, the one token they may raise, is always a candidate then),
     and a token outside the k nearest scores at most the k-th's raw score. So while a row has
     fewer than ``need`` allowed candidates at or above that floor, a token not queried could
-    still beat them: all rows are queried again with twice as many neighbours, up to every
-    returnable token. With an exact decoder the result is then what a search over the whole
+    still beat them: all rows are queried again with twice as many neighbours, up to ``count``
+    (the decoder's returnable tokens). With an exact decoder the result is then what a search over the whole
     vocabulary would pick.
     """
     device = history.device
-    count = int(decoder.returnable.sum())
     k = min(k, count)
     while True:
         ids, _ = decoder.query(pred, k)
@@ -275,6 +275,8 @@ def greedy_decode(
         cands = 4 if rules is not None and rules.blocks else 1
     else:
         cands = int_arg(num_candidates, "num_candidates", 1)
+    # The returnable count bounds every re-query; it is fixed for the search, so read it once.
+    count = int(decoder.returnable.sum())
     batch, device = start.shape[0], start.device
     out = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
     scores = torch.zeros(batch, dtype=torch.float64, device=device)
@@ -286,7 +288,7 @@ def greedy_decode(
             break
         history = torch.cat([start[rows], out[rows, :t]], dim=1)
         pred = steps(history, t)
-        ids, cand_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, need=1)
+        ids, cand_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, 1, count)
         best, pick = cand_scores.max(dim=1)
         tok = ids.gather(1, pick[:, None])[:, 0]
         ok = torch.isfinite(best)
@@ -396,7 +398,7 @@ def beam_search(
         b_idx, w_idx = live.nonzero(as_tuple=True)
         history = torch.cat([start[b_idx], tokens[b_idx, w_idx, :t]], dim=1)
         pred = steps(history, t)
-        ids, step_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, need=cands)
+        ids, step_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, cands, count)
         n_cand = ids.shape[1]
         total = torch.full((batch, width, n_cand), inf, dtype=torch.float64, device=device)
         total[b_idx, w_idx] = beam[b_idx, w_idx, None] + step_scores

@@ -10,6 +10,7 @@ in the batch (read back to pick its encoder memory) and the second is ``<bos>``.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
@@ -32,7 +33,7 @@ Method = Literal["greedy", "beam"]
 StepFn = Callable[[Tensor], Tensor] | StatefulStep
 
 
-class Translator(L.LightningModule):
+class Translator(L.LightningModule, ABC):
     """What both translators share: the body, token counting, the optimiser, vocabularies and :meth:`translate`.
 
     Subclasses build ``self.model`` (a :class:`Seq2SeqTransformer`) and say how a batch's
@@ -101,9 +102,9 @@ class Translator(L.LightningModule):
             self.attach_vocabularies(Vocabulary(*vocabs["src"]), Vocabulary(*vocabs["tgt"]))
 
     # ------------------------------------------------------------------ training
+    @abstractmethod
     def batch_loss(self, batch: TranslationBatch) -> Tensor:
         """The training loss of a batch (token mean over non-padding targets)."""
-        raise NotImplementedError
 
     def training_step(self, batch: TranslationBatch, batch_idx: int) -> Tensor:
         loss = self.batch_loss(batch)
@@ -117,6 +118,7 @@ class Translator(L.LightningModule):
         return configure_warmup_adamw(self)
 
     # ------------------------------------------------------------------ translation
+    @abstractmethod
     def search(
         self,
         step_fn: StepFn,
@@ -128,11 +130,10 @@ class Translator(L.LightningModule):
         rules: SearchRules | None = None,
     ) -> SearchResult:
         """Run the search over ``step_fn`` (prefix form or a ``StatefulStep``; outputs as :meth:`next_output`)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def next_output(self, hidden: Tensor) -> Tensor:
         """What the search scores, from the decoder's hidden state ``[B', d_model]`` of the last position."""
-        raise NotImplementedError
 
     def encode_sources(self, sources: Sequence[str]) -> Tensor:
         """Tokenize and encode source sentences into a padded ``[B, S]`` id tensor (each row ends in ``<eos>``)."""
