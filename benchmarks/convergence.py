@@ -115,7 +115,8 @@ class Evaluator:
     """Validation metrics of one run on the fixed validation subset, with the package's own metrics."""
 
     def __init__(self, spec: Any, dm: Any, seed: int) -> None:
-        from lightning_contloss.callbacks import HNSWDecodingCallback
+        from lightning_contloss.callbacks import DecodingCallback
+        from lightning_contloss.decoding import DecoderFactory
 
         self.spec = spec
         self.dm = dm
@@ -123,8 +124,13 @@ class Evaluator:
         valid = dm.valid_ids.numel()
         # Exact decoding (the curve shows the model, not HNSW); perplexity and BrierLM on every token.
         self.callback = (
-            HNSWDecodingCallback(
-                k=5, decoder="exact", brier_lm=True, metric_tokens=valid, recall_sample=0, cache_dir=False, seed=seed
+            DecodingCallback(
+                k=5,
+                decoder=DecoderFactory("exact", cache_dir=False),
+                brier_lm=True,
+                metric_tokens=valid,
+                recall_sample=0,
+                seed=seed,
             )
             if spec.continuous
             else None
@@ -241,6 +247,10 @@ def train_run(spec_text: str, args: argparse.Namespace) -> None:
         )
     )
     module: Any = build_model(spec, dm.vocab_size, None, dm.input_vocab_size)
+    if spec.continuous:
+        # No Trainer runs the training loop, so setup() never sees the datamodule: PPMI/GloVe
+        # targets and the unigram sampler's counts are taken from it here.
+        module.use_datamodule(dm)
     module.init_output_bias(dm.unigram_counts)
     optim: Any = module.configure_optimizers()
     optimizer = optim["optimizer"]

@@ -511,3 +511,31 @@ def test_softmax_lm_fit_beats_unigram_baseline_on_ptb() -> None:
     unigram_acc = (valid_targets == most_frequent).float().mean().item()
     assert metrics["val/acc@1"] > unigram_acc + 0.02, (metrics["val/acc@1"], unigram_acc)
     assert metrics["val/distinct_pred"] > 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_unigram_sampler_reads_counts_with_random_targets() -> None:
+    # Regression: with random targets (ready in __init__) setup() returned before reading the
+    # counts, so sampler="unigram" silently sampled uniformly.
+    from lightning_contloss.losses import InfoNCELoss
+
+    vocab = Vocabulary(["<pad>", "<unk>", "<eos>", "a", "b"], counts=[0, 0, 0, 60, 20])
+    stream = torch.tensor([3, 3, 3, 4] * 20)
+    dm = LMDataModule(vocab, stream, stream, batch_size=2, seq_len=4)
+
+    def counts(lm: ContinuousLM) -> list[float]:
+        (loss,) = [m for m in lm.continuous_loss_fn.modules() if isinstance(m, InfoNCELoss)]
+        assert loss.counts is not None
+        return loss.counts.tolist()
+
+    lm = ContinuousLM(dm.vocab_size, **TINY, loss="infonce", num_negatives=3, sampler="unigram")
+    assert counts(lm) == [1.0] * 5
+    _trainer(max_steps=1, limit_val_batches=0).fit(lm, datamodule=dm)
+    assert counts(lm) == [1.0, 1.0, 1.0, 60.0, 20.0]  # zero counts clamp to 1
+
+    by_hand = ContinuousLM(dm.vocab_size, **TINY, loss="infonce", num_negatives=3, sampler="unigram")
+    by_hand.use_datamodule(dm)  # a training loop without a Trainer
+    assert counts(by_hand) == counts(lm)
+    with pytest.raises(ValueError, match=r"sampler='unigram'.*no datamodule"):
+        _trainer(max_steps=1, limit_val_batches=0).fit(by_hand, train_dataloaders=dm.train_dataloader())
+    _trainer(max_steps=1).validate(by_hand, dataloaders=dm.val_dataloader())  # evaluation needs no counts

@@ -302,17 +302,36 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ targets from the data
     def setup(self, stage: str) -> None:
-        if self._targets_ready:
-            return
         dm = getattr(self._trainer, "datamodule", None)
-        vocab = getattr(dm, "vocab", None)
-        if vocab is None:
-            raise ValueError(
-                f"targets={self.hparams['targets']!r} are built from the datamodule's vocabulary, but the trainer "
-                "has no datamodule with a .vocab; pass datamodule=... (e.g. PTBDataModule) or use targets='random'"
+        if dm is None and self._targets_ready and stage != "fit":
+            return  # evaluation needs the table, which is ready, and not the sampler's counts
+        self.use_datamodule(dm)
+
+    def use_datamodule(self, dm: Any) -> None:
+        """Take what the run needs from the data: the target table (unless random) and the sampler's counts.
+
+        ``setup`` calls it with ``trainer.datamodule``; a loop that trains without a Trainer calls it
+        itself. Calling it again changes nothing once the targets are built.
+
+        Args:
+            dm: a datamodule with ``.vocab`` (``words``, ``counts``) and ``.train_ids``, as
+                :class:`~lightning_contloss.examples.PTBDataModule` has; may be ``None`` when the
+                targets are random and the sampler is uniform.
+        """
+        vocab: Any = getattr(dm, "vocab", None)
+        needs_counts = self.hparams["sampler"] == "unigram"
+        if vocab is None and (needs_counts or not self._targets_ready):
+            what = "sampler='unigram' reads its counts" if self._targets_ready else (
+                f"targets={self.hparams['targets']!r} are built"
             )
-        self.set_targets(self.build_targets(vocab.words, getattr(dm, "train_ids", None)))
-        if self.hparams["sampler"] == "unigram":
+            raise ValueError(
+                f"{what} from the datamodule's vocabulary, but the trainer has no datamodule with a .vocab; "
+                "pass datamodule=... (e.g. PTBDataModule), or use targets='random' and sampler='uniform'"
+            )
+        if not self._targets_ready:
+            self.set_targets(self.build_targets(vocab.words, getattr(dm, "train_ids", None)))
+        # Random targets are ready from __init__, but the unigram sampler still needs the counts.
+        if needs_counts:
             self._set_counts(vocab.counts)
 
     def build_targets(self, words: list[str], train_ids: Tensor | None) -> TargetEmbeddings:
