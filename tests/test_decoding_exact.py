@@ -106,13 +106,14 @@ def test_exact_matches_brute_force(space: str, k: int) -> None:
     n=st.integers(0, 6),
     k=st.integers(1, 5),
     chunk=st.integers(1, 17),
+    block=st.sampled_from([1, 2, 2048]),  # small blocks keep the chunk merge; 2048 scans all rows at once
     space=st.sampled_from(SPACES),
     seed=st.integers(0, 2**16),
 )
-def test_exact_scores_property(v: int, n: int, k: int, chunk: int, space: str, seed: int) -> None:
+def test_exact_scores_property(v: int, n: int, k: int, chunk: int, block: int, space: str, seed: int) -> None:
     k = min(k, v)
     table, x = randn(v, 4, seed=seed).float(), randn(n, 4, seed=seed + 1).float()
-    ids, scores = ExactDecoder(table, space, chunk_size=chunk).query(x, k)
+    ids, scores = ExactDecoder(table, space, chunk_size=chunk, query_block=block).query(x, k)
     assert ids.shape == scores.shape == (n, k)
     if n:
         ref = np.sort(brute_scores(x.double().numpy(), table.double().numpy(), space), axis=1)[:, ::-1][:, :k]

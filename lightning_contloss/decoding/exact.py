@@ -17,16 +17,17 @@ __all__ = ["ExactDecoder"]
 class ExactDecoder(_TableDecoder):
     """Exact k-NN over a target table, on the table's device (GPU when the table is there).
 
-    The vocabulary is scanned in chunks of ``chunk_size`` rows and the queries in blocks of
-    ``query_block`` rows, keeping a running top-k, so memory stays at about
-    ``query_block × chunk_size`` scores whatever V is. Scores are similarities in ``space``,
-    higher is better: cosine similarity, inner product, or negative squared L2 distance
+    The queries are taken in blocks of ``query_block`` rows and the vocabulary in chunks, keeping a
+    running top-k, so memory stays at about ``query_block × chunk_size`` scores whatever V is; a
+    block of fewer queries takes proportionally longer chunks (at least ``chunk_size`` rows).
+    Scores are similarities in ``space``, higher is better: cosine similarity, inner product, or
+    negative squared L2 distance
     (recomputed directly for the returned ids, so it is exact, not an expansion).
 
     Args:
         table: a ``TargetEmbeddings`` (its special ids are never returned) or a ``[V, D]`` tensor.
         space: ``"cosine"``, ``"ip"`` or ``"l2"``; use the loss's decode space.
-        chunk_size: table rows per matrix product.
+        chunk_size: table rows per matrix product for a full query block (more for smaller ones).
         query_block: query rows per matrix product.
         exclude: further ids never to return.
 
@@ -104,10 +105,16 @@ class ExactDecoder(_TableDecoder):
 
     def _topk(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Running top-k of one query block over the vocabulary chunks."""
+        # The cap is on the score block (query_block × chunk_size entries), so a small batch, as in
+        # generation, scans more rows per product: one product and one top-k at batch 1 and V = 10k.
+        step = max(self.chunk_size, self.query_block * self.chunk_size // max(len(q), 1))
+        if step >= len(self._rows):
+            top_s, top_i = torch.addmm(self._bias, q, self._rows.T).topk(k, dim=-1)
+            return top_i, top_s
         best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
         best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
-        for start in range(0, len(self._rows), self.chunk_size):
-            rows = self._rows[start : start + self.chunk_size]
+        for start in range(0, len(self._rows), step):
+            rows = self._rows[start : start + step]
             s = torch.addmm(self._bias[start : start + len(rows)], q, rows.T)
             top_s, top_i = s.topk(min(k, len(rows)), dim=-1)
             merged_s = torch.cat([best_s, top_s], dim=-1)
