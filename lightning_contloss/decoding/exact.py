@@ -21,8 +21,8 @@ class ExactDecoder(_TableDecoder):
     running top-k, so memory stays at about ``query_block × chunk_size`` scores whatever V is; a
     block of fewer queries takes proportionally longer chunks (at least ``chunk_size`` rows).
     Scores are similarities in ``space``, higher is better: cosine similarity, inner product, or
-    negative squared L2 distance
-    (recomputed directly for the returned ids, so it is exact, not an expansion).
+    negative squared L2 distance (recomputed directly for the returned ids, so it is exact, not
+    an expansion).
 
     Args:
         table: a ``TargetEmbeddings`` (its special ids are never returned) or a ``[V, D]`` tensor.
