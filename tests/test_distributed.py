@@ -131,3 +131,39 @@ def test_fsdp1_strategy_on_cpu(tmp_path: Path, request: pytest.FixtureRequest) -
         # see benchmarks/gpu.py.
         pytest.skip(f"FSDP1 needs a GPU: {err}")
     check_ranks(run("fsdp", tmp_path / "out", tmp_path / "cache", devices=2), request.getfixturevalue("reference"))
+
+
+def test_two_nodes_of_two_ranks_build_once_per_node(tmp_path: Path) -> None:
+    """4 ranks (2 nodes x 2), node-local folders, as threads meeting one real barrier: 2 builds, not 3.
+
+    Before the per-node step, both ranks of node 1 missed their node's folder after the first
+    barrier and built at once.
+    """
+    import threading
+    from types import SimpleNamespace
+
+    from lightning_contloss import DecoderFactory, DecodingCallback, TargetEmbeddings
+
+    targets = TargetEmbeddings.random(300, 8, seed=0)
+    module = SimpleNamespace(continuous_targets=targets, decode_space="cosine")
+    barrier = threading.Barrier(4, timeout=60)
+    built: dict[int, bool] = {}
+
+    def rank(global_rank: int) -> None:
+        node, local = divmod(global_rank, 2)
+        factory = DecoderFactory("hnsw", ef=16, M=8, num_threads=1, cache_dir=tmp_path / f"node{node}")
+        trainer = SimpleNamespace(
+            world_size=4,
+            is_global_zero=global_rank == 0,
+            local_rank=local,
+            strategy=SimpleNamespace(barrier=lambda name=None: barrier.wait()),
+        )
+        decoder = DecodingCallback(decoder=factory)._build_once(trainer, module)  # type: ignore[arg-type]
+        built[global_rank] = not decoder.from_cache  # type: ignore[attr-defined]
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert built == {0: True, 1: False, 2: True, 3: False}
