@@ -80,35 +80,37 @@ def zipf_ids(num: int, vocab: int, generator: torch.Generator) -> Tensor:
     return torch.multinomial(weights, num, replacement=True, generator=generator)
 
 
-def build(variant: str, n: int, hidden: int, dim: int, vocab: int) -> Callable[[], None]:
-    """Inputs and head for one variant; returns a closure running one forward + backward."""
+def build(
+    variant: str, n: int, hidden: int, dim: int, vocab: int, device: str | torch.device = "cpu"
+) -> Callable[[], None]:
+    """Inputs and head for one variant on ``device``; returns a closure running one forward + backward."""
     g = torch.Generator().manual_seed(0)
-    h = torch.randn(n, hidden, generator=g).requires_grad_()
-    ids = zipf_ids(n, vocab, g)
+    h = torch.randn(n, hidden, generator=g).to(device).requires_grad_()
+    ids = zipf_ids(n, vocab, g).to(device)
     head: nn.Module
     if variant == "softmax CE":
-        head = nn.Linear(hidden, vocab)
+        head = nn.Linear(hidden, vocab).to(device)
 
         def step() -> None:
             F.cross_entropy(head(h), ids).backward()
 
     elif variant == "adaptive softmax":
-        head = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab, cutoffs=[vocab // 16, vocab // 4])
+        head = nn.AdaptiveLogSoftmaxWithLoss(hidden, vocab, cutoffs=[vocab // 16, vocab // 4]).to(device)
 
         def step() -> None:
             head(h, ids).loss.backward()
 
     else:
-        head = nn.Linear(hidden, dim, bias=False)
+        head = nn.Linear(hidden, dim, bias=False).to(device)
         if variant == "floor":
-            upstream = torch.randn(n, dim, generator=g)
+            upstream = torch.randn(n, dim, generator=g).to(device)
 
             def step() -> None:
                 head(h).backward(upstream)
 
         else:
-            targets = TargetEmbeddings.random(vocab, dim, seed=1)
-            loss = CONTINUOUS[variant](targets)
+            targets = TargetEmbeddings.random(vocab, dim, seed=1).to(device)
+            loss = CONTINUOUS[variant](targets).to(device)
 
             def step() -> None:
                 loss(head(h), ids).backward()

@@ -43,8 +43,9 @@ class DecodingCallback(Callback):
     builds nothing) it asks its :class:`~lightning_contloss.decoding.DecoderFactory` for the
     decoder of the module's ``continuous_targets`` in the loss's ``decode_space`` (an HNSW index
     comes from the on-disk cache when it can), and asks again whenever the targets' content
-    changes. Under DDP with a shared cache, global rank 0 builds and writes the index; the other
-    ranks load it after a barrier, so it is built once. Predictions returned by
+    changes. Under DDP or FSDP with a cache folder, global rank 0 builds and writes the index,
+    then each other node's local rank 0 loads it (shared folder) or builds it (node-local
+    folder), then the remaining ranks load it: built once per cache folder. Predictions returned by
     ``continuous_validation_step`` are buffered and decoded in large batches (hnswlib runs small
     batches on one thread); the first buffer also adapts the decoder (an HNSW ``ef`` is tuned to
     a target recall unless it was given).
@@ -233,15 +234,7 @@ class DecodingCallback(Callback):
         if self._tuned_for is not None and self._tuned_for != digest:
             # An ef tuned on another table says nothing about this one.
             self.factory.load_state_dict({"tuned_ef": None})
-        space = module.decode_space
-        shared = self.factory.shares_cache and trainer.world_size > 1
-        decoder: Decoder | None = None
-        if trainer.is_global_zero or not shared:
-            decoder = self.factory(module.continuous_targets, space)
-        # Every rank reaches this barrier; the others then load what rank 0 wrote to the cache.
-        trainer.strategy.barrier("lightning_contloss_decoder_built")
-        if decoder is None:
-            decoder = self.factory(module.continuous_targets, space)
+        decoder = self._build_once(trainer, module)
         if not getattr(decoder, "from_cache", True):
             self.build_count += 1
             log.info("built %r in %.2f s", decoder, getattr(decoder, "build_seconds", 0.0))
@@ -250,6 +243,27 @@ class DecodingCallback(Callback):
         self._reranked = None
         self._targets_hash = digest
         module.decoder = decoder
+
+    def _build_once(self, trainer: L.Trainer, module: ContinuousOutputMixin) -> Decoder:
+        """The decoder, built once per cache folder: by global rank 0, then by each other node's local rank 0.
+
+        Global rank 0 builds first and writes the cache; after a barrier, the local rank 0 of
+        every other node loads it (a cache on a shared filesystem) or builds its own (a cache on
+        node-local disk); after a second barrier every other rank loads from its node's cache.
+        The cache publishes an entry by an atomic rename, so nobody reads a half-written one.
+        Every rank reaches both barriers: no collective runs inside a rank-dependent branch.
+        """
+        targets, space = module.continuous_targets, module.decode_space
+        if not (self.factory.shares_cache and trainer.world_size > 1):
+            return self.factory(targets, space)
+        decoder: Decoder | None = None
+        if trainer.is_global_zero:
+            decoder = self.factory(targets, space)
+        trainer.strategy.barrier("lightning_contloss_decoder_built")
+        if decoder is None and trainer.local_rank == 0:
+            decoder = self.factory(targets, space)
+        trainer.strategy.barrier("lightning_contloss_decoder_built_per_node")
+        return decoder if decoder is not None else self.factory(targets, space)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._module(pl_module)
