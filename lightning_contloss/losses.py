@@ -16,6 +16,7 @@ line without any other file changing.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -60,6 +61,9 @@ __all__ = [
 ]
 
 Targets = TargetEmbeddings | Tensor
+
+# The smallest τ a learned InfoNCE temperature may reach (CLIP caps 1/τ at 100 the same way).
+MIN_LEARNED_TEMPERATURE = 0.01
 
 # Attributes torchmetrics' forward changes while it runs and restores only on success.
 _FORWARD_FLAGS = (
@@ -451,7 +455,10 @@ class InfoNCELoss(ContinuousLoss):
 
     Args:
         targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
-        temperature: τ > 0.
+        temperature: τ > 0; with ``learn_temperature`` its starting value.
+        learn_temperature: learn τ with the model (CLIP's parametrisation: a parameter
+            ``log_temperature``, τ = exp of it, clamped to at least ``MIN_LEARNED_TEMPERATURE``);
+            the optimiser sees it through the model's ``parameters()``.
         num_negatives: K.
         sampler: ``"uniform"`` or ``"unigram"``.
         counts: ``[V]`` token counts for ``sampler="unigram"`` (kept as a non-persistent buffer).
@@ -464,6 +471,10 @@ class InfoNCELoss(ContinuousLoss):
         >>> loss = InfoNCELoss(TargetEmbeddings.random(100, 16), num_negatives=32)
         >>> bool(loss(torch.randn(8, 16), torch.arange(8)) > 0)
         True
+        >>> learned = InfoNCELoss(TargetEmbeddings.random(100, 16), num_negatives=32, learn_temperature=True)
+        >>> learned(torch.randn(8, 16), torch.arange(8)).backward()
+        >>> round(learned.current_temperature, 3), learned.log_temperature.grad is not None
+        (0.1, True)
     """
 
     decode_space: ClassVar[Space] = "cosine"
@@ -474,6 +485,7 @@ class InfoNCELoss(ContinuousLoss):
         targets: Targets | None = None,
         *,
         temperature: float = DEFAULT_TEMPERATURE,
+        learn_temperature: bool = False,
         num_negatives: int = DEFAULT_NUM_NEGATIVES,
         sampler: Literal["uniform", "unigram"] = "uniform",
         counts: Tensor | None = None,
@@ -482,6 +494,8 @@ class InfoNCELoss(ContinuousLoss):
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
+        if not isinstance(learn_temperature, bool):
+            raise ValueError(f"learn_temperature must be True or False, got {learn_temperature!r}")
         if counts is not None and not isinstance(counts, Tensor):
             try:  # a list or numpy array of counts is fine too
                 counts = torch.as_tensor(counts)
@@ -490,19 +504,41 @@ class InfoNCELoss(ContinuousLoss):
         counts = None if counts is None else counts.detach()
         _check_info_nce_loss_args(temperature, num_negatives, sampler, counts, power, generator)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
+        if learn_temperature and temperature < MIN_LEARNED_TEMPERATURE:
+            raise ValueError(
+                f"learn_temperature starts from temperature={temperature}, below the floor "
+                f"{MIN_LEARNED_TEMPERATURE}; start at or above it"
+            )
         self.temperature = temperature
+        self.learn_temperature = learn_temperature
         self.num_negatives = num_negatives
         self.sampler = sampler
         self.power = power
         self.generator = generator
         self.register_buffer("counts", counts, persistent=False)
+        # A parameter only when learned, so a fixed-τ loss adds nothing to the optimiser or checkpoint.
+        self.log_temperature = (
+            torch.nn.Parameter(torch.tensor(math.log(temperature))) if learn_temperature else None
+        )
+
+    @property
+    def current_temperature(self) -> float:
+        """τ as the loss uses it now (the learned value when ``learn_temperature``)."""
+        value = self._temperature()
+        return float(value.detach()) if isinstance(value, Tensor) else value
+
+    def _temperature(self) -> float | Tensor:
+        if self.log_temperature is None:
+            return self.temperature
+        # The floor keeps the logits bounded (CLIP caps its logit scale the same way).
+        return self.log_temperature.exp().clamp(min=MIN_LEARNED_TEMPERATURE)
 
     def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
         return _info_nce_loss_tokens(
             pred,
             ids,
             table,
-            temperature=self.temperature,
+            temperature=self._temperature(),
             num_negatives=self.num_negatives,
             sampler=self.sampler,
             counts=self.counts,

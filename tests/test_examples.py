@@ -539,3 +539,19 @@ def test_unigram_sampler_reads_counts_with_random_targets() -> None:
     with pytest.raises(ValueError, match=r"sampler='unigram'.*no datamodule"):
         _trainer(max_steps=1, limit_val_batches=0).fit(by_hand, train_dataloaders=dm.train_dataloader())
     _trainer(max_steps=1).validate(by_hand, dataloaders=dm.val_dataloader())  # evaluation needs no counts
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_learned_temperature_is_optimised_by_a_fit() -> None:
+    from lightning_contloss.losses import InfoNCELoss
+
+    vocab = Vocabulary(["<pad>", "<unk>", "<eos>", "a", "b", "c"], counts=[0, 0, 0, 60, 20, 10])
+    stream = torch.tensor([3, 4, 5, 3] * 40)
+    dm = LMDataModule(vocab, stream, stream, batch_size=4, seq_len=8)
+    lm = ContinuousLM(dm.vocab_size, **TINY, loss="infonce", num_negatives=4, learn_temperature=True, lr=0.05)
+    (loss,) = [m for m in lm.continuous_loss_fn.modules() if isinstance(m, InfoNCELoss)]
+    assert loss.log_temperature is not None
+    opt_params = {id(p) for group in lm.configure_optimizers()["optimizer"].param_groups for p in group["params"]}
+    assert id(loss.log_temperature) in opt_params
+    _trainer(max_steps=5, limit_val_batches=0).fit(lm, datamodule=dm)
+    assert loss.current_temperature != pytest.approx(0.1)

@@ -278,6 +278,59 @@ def test_info_nce_unigram_counts_are_a_non_persistent_buffer() -> None:
     assert torch.isfinite(loss(pred, ids))
 
 
+def test_info_nce_learned_temperature_matches_the_functional_loss_and_learns() -> None:
+    pred, ids = _batch(13)
+    fixed = InfoNCELoss(_targets(), temperature=0.2, num_negatives=8, generator=torch.Generator().manual_seed(5))
+    learned = InfoNCELoss(
+        _targets(), temperature=0.2, learn_temperature=True, num_negatives=8, generator=torch.Generator().manual_seed(5)
+    )
+    assert fixed.log_temperature is None and "log_temperature" not in fixed.state_dict()
+    assert list(dict(learned.named_parameters())) == ["log_temperature"]
+    value = learned(pred, ids)
+    assert torch.allclose(value, fixed(pred, ids))  # same negatives, same τ at the start
+    value.backward()
+    assert learned.log_temperature is not None and learned.log_temperature.grad is not None
+    # d loss / d log τ against a finite difference of the functional loss in τ.
+    eps = 1e-3
+    ref = [
+        CF.info_nce_loss(
+            pred,
+            ids,
+            _targets().weight,
+            temperature=0.2 * float(torch.tensor(s * eps).exp()),
+            num_negatives=8,
+            generator=torch.Generator().manual_seed(5),
+        )
+        for s in (1, -1)
+    ]
+    assert learned.log_temperature.grad.item() == pytest.approx(float(ref[0] - ref[1]) / (2 * eps), rel=1e-3)
+    # Plain SGD on τ alone moves it; it survives a state_dict round trip.
+    opt = torch.optim.SGD(learned.parameters(), lr=0.5)
+    before = learned.current_temperature
+    for _ in range(3):
+        opt.zero_grad()
+        learned(pred, ids).backward()
+        opt.step()
+    assert learned.current_temperature != pytest.approx(before)
+    again = InfoNCELoss(_targets(), temperature=0.2, learn_temperature=True, num_negatives=8)
+    again.load_state_dict(learned.state_dict())
+    assert again.current_temperature == pytest.approx(learned.current_temperature)
+
+
+def test_info_nce_learned_temperature_floor_and_bad_input() -> None:
+    loss = InfoNCELoss(_targets(), temperature=0.5, learn_temperature=True, num_negatives=8)
+    assert loss.log_temperature is not None
+    with torch.no_grad():
+        loss.log_temperature.fill_(-20.0)
+    assert loss.current_temperature == pytest.approx(0.01)  # the floor holds the logits bounded
+    pred, ids = _batch(14)
+    assert torch.isfinite(loss(pred, ids))
+    with pytest.raises(ValueError, match="below the floor"):
+        InfoNCELoss(_targets(), temperature=0.001, learn_temperature=True)
+    with pytest.raises(ValueError, match="learn_temperature must be True or False"):
+        InfoNCELoss(_targets(), learn_temperature="yes")  # type: ignore[arg-type]
+
+
 def test_rewe_metric() -> None:
     targets = _targets()
     loss = ReWELoss(targets, lam=2.0, ignore_index=IGNORE)

@@ -21,6 +21,7 @@ MLP_HIDDEN = 512
 # checks that each is a ContinuousLM argument; this module must not import the examples).
 RUN_OPTIONS = (
     "temperature",
+    "learn_temperature",
     "num_negatives",
     "sampler",
     "margin",

@@ -42,6 +42,7 @@ def build_loss(
     *,
     ignore_index: int | None = None,
     temperature: float = 0.1,
+    learn_temperature: bool = False,
     num_negatives: int = 1024,
     sampler: Literal["uniform", "unigram"] = "uniform",
     counts: Tensor | None = None,
@@ -58,7 +59,8 @@ def build_loss(
     Args:
         name: one of :data:`LOSSES` (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, …).
         ignore_index: target id to skip (padding).
-        temperature: InfoNCE's τ.
+        temperature: InfoNCE's τ (the starting value when learned).
+        learn_temperature: learn InfoNCE's τ with the model.
         num_negatives: negatives per batch (InfoNCE; max-margin when sampled).
         sampler: InfoNCE's negative sampler; ``"unigram"`` needs ``counts``.
         counts: ``[V]`` token counts for the unigram sampler.
@@ -75,6 +77,7 @@ def build_loss(
         name,
         ignore_index=ignore_index,
         temperature=temperature,
+        learn_temperature=learn_temperature,
         num_negatives=num_negatives,
         sampler=sampler,
         counts=counts,
@@ -204,7 +207,8 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         targets_path: the vector file for ``targets="file"``.
         target_seed: seed of random targets.
         head_hidden: hidden width of an MLP head; ``None`` for a Linear head.
-        temperature: InfoNCE's τ.
+        temperature: InfoNCE's τ (the starting value when learned).
+        learn_temperature: learn InfoNCE's τ with the model (``InfoNCELoss(learn_temperature=True)``).
         num_negatives: InfoNCE's negatives per batch.
         sampler: InfoNCE's sampler; ``"unigram"`` reads the datamodule's vocabulary counts.
         margin: max-margin's margin.
@@ -244,6 +248,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         target_seed: int = 0,
         head_hidden: int | None = None,
         temperature: float = 0.1,
+        learn_temperature: bool = False,
         num_negatives: int = 1024,
         sampler: Literal["uniform", "unigram"] = "uniform",
         margin: float = 0.5,
@@ -286,6 +291,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             loss,
             ignore_index=pad_id,
             temperature=temperature,
+            learn_temperature=learn_temperature,
             num_negatives=min(num_negatives, vocab_size),
             sampler=sampler,
             counts=counts,

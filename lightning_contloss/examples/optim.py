@@ -114,8 +114,11 @@ def warmup_adamw(
 
 
 def configure_warmup_adamw(module: Any) -> dict[str, Any]:
-    """:func:`warmup_adamw` over ``module.model`` from the module's hyper-parameters (``lr``,
+    """:func:`warmup_adamw` over the module's trainable parameters from its hyper-parameters (``lr``,
     ``weight_decay``, ``warmup_steps``, ``schedule``): the examples' ``configure_optimizers``.
+
+    The body is ``module.model``; a loss with parameters of its own (a learned InfoNCE
+    temperature) is optimised with it.
 
     The cosine schedule ends at the trainer's ``estimated_stepping_batches``.
 
@@ -134,7 +137,7 @@ def configure_warmup_adamw(module: Any) -> dict[str, Any]:
     hp = module.hparams
     total = module.trainer.estimated_stepping_batches if hp["schedule"] == "cosine" else None
     return warmup_adamw(
-        module.model,
+        module,
         lr=hp["lr"],
         weight_decay=hp["weight_decay"],
         warmup_steps=hp["warmup_steps"],
