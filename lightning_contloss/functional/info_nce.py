@@ -43,7 +43,7 @@ def _info_nce_loss_tokens(
     ids: Tensor,
     table: Tensor,
     *,
-    temperature: float,
+    temperature: float | Tensor,  # a 0-dim tensor when the loss learns τ
     num_negatives: int,
     sampler: str,
     counts: Tensor | None,
