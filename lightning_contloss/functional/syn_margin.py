@@ -38,7 +38,8 @@ def synthetic_negative(pred: Tensor, target: Tensor, synthetic: str = "projectio
       for θ the angle between ê and u.
     * ``"difference"``: ``u_diff = unit(ê/‖ê‖ − u)``, so ``cos(ê, u_diff) = sin(θ/2)``.
 
-    Where the construction is undefined (ê parallel to u, or a zero row) the row is zero.
+    Where the construction is undefined (ê parallel to u; for ``"projection"`` also ê = 0) the row
+    is zero; ``"difference"`` gives ``−u`` for ê = 0.
 
     Args:
         pred: ``[..., D]`` predicted embeddings.
