@@ -468,9 +468,13 @@ class DecodingCallback(Callback):
             special = valid & exclude[torch.where(valid, target_seq, 0)]
             target_seq = torch.where(special, skip, target_seq)
         vmf_ppl = self.metrics["vmf_ppl"]
-        if self._kappa is None and not any(isinstance(x, VMFLoss) for x in module.continuous_loss_fn.modules()):
+        vmf_loss = next((x for x in module.continuous_loss_fn.modules() if isinstance(x, VMFLoss)), None)
+        if self._kappa is None and vmf_loss is None:
             self._kappa = self._epoch_kappa(module, pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1))
             vmf_ppl.kappa = self._kappa
+        elif self._kappa is None and vmf_loss is not None:
+            # The loss's own κ (a floor moves it off ‖ê‖), which both metrics read from the norm.
+            pred_seq = vmf_loss.concentration(pred_seq)
         vmf_ppl.update(pred_seq, target_seq, targets.weight, exclude_mask=exclude)
         if self.brier_lm:
             g = torch.Generator(device=device).manual_seed(self.seed + self._metric_seen)

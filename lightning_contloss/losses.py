@@ -37,11 +37,18 @@ from lightning_contloss.functional.l2 import _l2_loss_tokens
 from lightning_contloss.functional.max_margin import _check_max_margin_loss_args, _max_margin_loss_tokens
 from lightning_contloss.functional.rewe import DEFAULT_LAM, _check_rewe_loss_args, _rewe_loss_tokens
 from lightning_contloss.functional.scoring import Space
+from lightning_contloss.functional.syn_margin import (
+    DEFAULT_SYN_MARGIN,
+    _check_syn_margin_loss_args,
+    _syn_margin_loss_tokens,
+)
 from lightning_contloss.functional.vmf import (
+    DEFAULT_KUMAR_LAMBDA,
     DEFAULT_LAMBDA1,
     DEFAULT_LAMBDA2,
     _check_vmf_nll_args,
     _vmf_nll_tokens,
+    vmf_concentration,
 )
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -52,6 +59,7 @@ __all__ = [
     "L2Loss",
     "MaxMarginLoss",
     "ReWELoss",
+    "SynMarginLoss",
     "VMFLoss",
     "bind_targets",
     "decode_space_of",
@@ -252,7 +260,7 @@ def loss_names() -> tuple[str, ...]:
 
     Example:
         >>> loss_names()
-        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce')
+        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce', 'synmargin')
     """
     return tuple(_REGISTRY)
 
@@ -396,20 +404,23 @@ class VMFLoss(ContinuousLoss):
     """Regularised von Mises-Fisher NLL (see :func:`~lightning_contloss.functional.vmf_nll`).
 
     ``decode_space`` is ``"cosine"``: for a fixed prediction the vMF density ranks words by
-    ``ê·μ_w = ‖ê‖·cos(ê, e_w)`` with ``μ_w`` the unit target direction, and ``‖ê‖`` is the same
-    for every word. That is inner-product ranking on a normalised table, and stays right when
-    the table was built with ``normalize=False``, since the loss itself normalises the rows.
+    ``κ·cos(ê, e_w)`` and κ is the same for every word. That is inner-product ranking on a
+    normalised table, and stays right when the table was built with ``normalize=False``, since
+    the loss itself normalises the rows.
 
     Args:
         targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
-        lambda1: weight of the ``‖ê‖`` penalty (reg1); default 0.02 as in the reference code.
+        lambda1: weight of the κ penalty (reg1); default 0.02 as in the reference code.
         lambda2: scale of the dot product (reg2); default 0.1 as in the reference code.
         approx: use Kumar & Tsvetkov's approximation of ``log C_m`` (gradient only).
+        regularizer: ``"default"`` (reg1 and reg2) or ``"kumar"``, ``log(1 + κ)·(kumar_lambda − cos)``.
+        kumar_lambda: λ of the ``"kumar"`` form, in [0, 1); 0.2 as in the reference code.
+        kappa_min: concentration floor, κ = kappa_min + ‖ê‖ (0 for κ = ‖ê‖).
         ignore_index: target id to skip (padding).
         kwargs: torchmetrics ``Metric`` options.
 
     Example:
-        >>> loss = VMFLoss(TargetEmbeddings.random(100, 32))
+        >>> loss = VMFLoss(TargetEmbeddings.random(100, 32), regularizer="kumar", kappa_min=1.0)
         >>> pred = torch.randn(4, 32, requires_grad=True)
         >>> loss(pred, torch.tensor([1, 2, 3, 4])).backward()
         >>> bool(torch.isfinite(pred.grad).all())
@@ -425,14 +436,31 @@ class VMFLoss(ContinuousLoss):
         lambda1: float = DEFAULT_LAMBDA1,
         lambda2: float = DEFAULT_LAMBDA2,
         approx: bool = False,
+        regularizer: Literal["default", "kumar"] = "default",
+        kumar_lambda: float = DEFAULT_KUMAR_LAMBDA,
+        kappa_min: float = 0.0,
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
-        _check_vmf_nll_args(lambda1, lambda2, approx)
+        _check_vmf_nll_args(lambda1, lambda2, approx, regularizer, kumar_lambda, kappa_min)
         super().__init__(targets, ignore_index=ignore_index, **kwargs)
         self.lambda1 = lambda1
         self.lambda2 = lambda2
         self.approx = approx
+        self.regularizer = regularizer
+        self.kumar_lambda = kumar_lambda
+        self.kappa_min = kappa_min
+
+    def concentration(self, pred: Tensor) -> Tensor:
+        """``κ·ê/‖ê‖`` for this loss's κ (see :func:`~lightning_contloss.functional.vmf_concentration`).
+
+        What a likelihood metric that reads κ from the norm must be given.
+
+        Example:
+            >>> VMFLoss(kappa_min=2.0).concentration(torch.tensor([[0.0, 1.0]]))
+            tensor([[0., 3.]])
+        """
+        return vmf_concentration(pred, self.kappa_min)
 
     def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
         return _vmf_nll_tokens(
@@ -443,6 +471,9 @@ class VMFLoss(ContinuousLoss):
             lambda2=self.lambda2,
             approx=self.approx,
             ignore_index=self.ignore_index,
+            regularizer=self.regularizer,
+            kumar_lambda=self.kumar_lambda,
+            kappa_min=self.kappa_min,
         )
 
 
@@ -549,6 +580,49 @@ class InfoNCELoss(ContinuousLoss):
         )
 
 
+@register_loss("synmargin")
+class SynMarginLoss(ContinuousLoss):
+    """Syn-margin hinge, one synthetic negative a token (see :func:`~lightning_contloss.functional.syn_margin_loss`).
+
+    The negative is built from the prediction and its target (Bhat, Kumar & Tsvetkov, 2019), so
+    a token costs ``O(D)`` whatever V is. Only the direction of ``pred`` is trained: decodes by
+    cosine.
+
+    Args:
+        targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
+        margin: the hinge margin, >= 0.
+        synthetic: ``"projection"`` (``u_orth``, the paper's syn-margin) or ``"difference"`` (``u_diff``).
+        ignore_index: target id to skip (padding).
+        kwargs: torchmetrics ``Metric`` options.
+
+    Example:
+        >>> loss = SynMarginLoss(torch.eye(2))
+        >>> loss(torch.tensor([[1.0, 1.0]]), torch.tensor([0])), loss.decode_space
+        (tensor(0.5000), 'cosine')
+    """
+
+    decode_space: ClassVar[Space] = "cosine"
+
+    def __init__(
+        self,
+        targets: Targets | None = None,
+        *,
+        margin: float = DEFAULT_SYN_MARGIN,
+        synthetic: Literal["projection", "difference"] = "projection",
+        ignore_index: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_syn_margin_loss_args(margin, synthetic)
+        super().__init__(targets, ignore_index=ignore_index, **kwargs)
+        self.margin = margin
+        self.synthetic = synthetic
+
+    def _tokens(self, pred: Tensor, ids: Tensor, table: Tensor) -> tuple[Tensor, Batch]:
+        return _syn_margin_loss_tokens(
+            pred, ids, table, margin=self.margin, synthetic=self.synthetic, ignore_index=self.ignore_index
+        )
+
+
 class ReWELoss(_TableBoundLoss):
     """ReWE: ``CE(logits, w) + λ·(1 − cos(ê, e_w))``, called as ``loss(logits, pred, ids)``.
 
@@ -615,7 +689,7 @@ def decode_space_of(metric: Metric) -> Space:
             continue
     raise ValueError(
         f"{type(metric).__name__} is not a continuous loss and contains none; "
-        "use CosineLoss, L2Loss, MaxMarginLoss, VMFLoss, InfoNCELoss or ReWELoss"
+        "use CosineLoss, L2Loss, MaxMarginLoss, VMFLoss, InfoNCELoss, SynMarginLoss or ReWELoss"
     )
 
 

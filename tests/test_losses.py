@@ -20,6 +20,7 @@ from lightning_contloss.losses import (
     L2Loss,
     MaxMarginLoss,
     ReWELoss,
+    SynMarginLoss,
     VMFLoss,
     bind_targets,
     decode_space_of,
@@ -424,7 +425,14 @@ def test_forward_sets_torchmetrics_bookkeeping() -> None:
 def test_registry_names_every_command_line_loss_and_builds_it() -> None:
     from lightning_contloss.losses import loss_names, make_loss
 
-    expected = {"cosine": CosineLoss, "l2": L2Loss, "maxmargin": MaxMarginLoss, "vmf": VMFLoss, "infonce": InfoNCELoss}
+    expected = {
+        "cosine": CosineLoss,
+        "l2": L2Loss,
+        "maxmargin": MaxMarginLoss,
+        "vmf": VMFLoss,
+        "infonce": InfoNCELoss,
+        "synmargin": SynMarginLoss,
+    }
     assert set(loss_names()) == set(expected)
     options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "unknown_option": 1}
     for name, cls in expected.items():

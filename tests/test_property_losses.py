@@ -23,6 +23,7 @@ import re
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import pytest
@@ -162,6 +163,10 @@ PARAMS: dict[str, Param] = {
     ),
     "power": Param(st.floats(0, 2), BAD_REAL, UNIGRAM),
     "lam": Param(st.floats(0, 50), BAD_REAL),
+    "regularizer": Param(st.just("default"), ("kumar2", None, 1)),
+    "kumar_lambda": Param(st.floats(0, 0.99), (1.0, 1.5, *BAD_REAL)),
+    "kappa_min": Param(st.floats(0, 10), BAD_REAL),
+    "synthetic": Param(st.sampled_from(["projection", "difference"]), ("orth", None, 1)),
 }
 # A valid value for a hyper-parameter some bad value needs set ("sampled", "unigram").
 NEEDED = {"sampler": st.sampled_from(["uniform", "unigram"]), "counts": st.just(UNIGRAM["counts"])}
@@ -292,7 +297,9 @@ def apply_tensor_corruption(b: Batch, arg: str, kind: str | None) -> Expect:
 FUNCTIONAL: dict[str, tuple[Callable[..., Tensor], list[str]]] = {
     "cosine_loss": (CF.cosine_loss, []),
     "l2_loss": (CF.l2_loss, []),
-    "vmf_nll": (CF.vmf_nll, ["lambda1", "lambda2", "approx"]),
+    "vmf_nll": (CF.vmf_nll, ["lambda1", "lambda2", "approx", "regularizer", "kappa_min"]),
+    "vmf_nll_kumar": (partial(CF.vmf_nll, regularizer="kumar"), ["approx", "kumar_lambda", "kappa_min"]),
+    "syn_margin_loss": (CF.syn_margin_loss, ["margin", "synthetic"]),
     "max_margin_loss": (
         CF.max_margin_loss,
         ["margin", "negatives", "num_negatives", "chunk_size", "generator", "exclude"],

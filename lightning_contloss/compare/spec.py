@@ -34,6 +34,11 @@ RUN_OPTIONS = (
     "prior_bias",
     "lr",
     "warmup_steps",
+    "vmf_regularizer",
+    "vmf_lambda",
+    "vmf_kappa_min",
+    "synthetic",
+    "warmstart_steps",
 )
 
 # (a) softmax, (b) the best continuous configuration found (see docs/benefits.md), (c) others.

@@ -11,14 +11,16 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.functional.vmf_fit import fit_vmf
 from lightning_contloss.heads import EmbeddingRegressionHead
-from lightning_contloss.losses import CosineLoss, InfoNCELoss, loss_names, make_loss
+from lightning_contloss.losses import ContinuousLoss, CosineLoss, InfoNCELoss, loss_names, make_loss
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
+from lightning_contloss.warm_start import WarmStartLoss
 
 __all__ = ["LOSSES", "TARGETS", "ContinuousLM", "build_loss", "copy_targets", "glove_targets"]
 
@@ -50,11 +52,18 @@ def build_loss(
     vmf_lambda1: float = 0.02,
     vmf_lambda2: float = 0.1,
     cosine_weight: float = 0.0,
+    vmf_regularizer: Literal["default", "kumar"] = "default",
+    vmf_lambda: float = 0.2,
+    vmf_kappa_min: float = 0.0,
+    synthetic: Literal["projection", "difference"] = "projection",
+    warmstart_steps: int = 0,
 ) -> Metric:
     """A continuous loss by name, unbound (the mixin binds it to the targets).
 
     Each registered loss (:func:`~lightning_contloss.losses.make_loss`) takes the options below
-    that its constructor has; ``maxmargin`` uses in-batch negatives.
+    that its constructor has; ``maxmargin`` uses in-batch negatives. With ``warmstart_steps`` the
+    loss is a :class:`~lightning_contloss.warm_start.WarmStartLoss`: cosine for that many training
+    batches, then ``name``.
 
     Args:
         name: one of :data:`LOSSES` (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, …).
@@ -68,12 +77,24 @@ def build_loss(
         vmf_lambda1: vMF's ``‖ê‖`` penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of an added cosine term (0 for none).
+        vmf_regularizer: vMF's regulariser, ``"default"`` (λ1, λ2) or ``"kumar"`` (``log(1 + κ)·(λ − cos)``).
+        vmf_lambda: λ of the ``"kumar"`` regulariser.
+        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
+        synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
+        warmstart_steps: train with the cosine loss for this many batches first (0 for none).
 
     Example:
         >>> build_loss("infonce", num_negatives=64).num_negatives
         64
+        >>> build_loss("vmf", warmstart_steps=100).active
+        CosineLoss(unbound, ignore_index=None, decode_space='cosine')
     """
-    loss: Metric = make_loss(
+    warmstart_steps = int_arg(warmstart_steps, "warmstart_steps", 0, rule="an int >= 0 (0 for no warm start)")
+    if warmstart_steps and name == "cosine":
+        raise ValueError(
+            "warmstart_steps warm-starts with the cosine loss, so with loss='cosine' it changes nothing; drop it"
+        )
+    main: ContinuousLoss = make_loss(
         name,
         ignore_index=ignore_index,
         temperature=temperature,
@@ -84,7 +105,14 @@ def build_loss(
         margin=margin,
         lambda1=vmf_lambda1,
         lambda2=vmf_lambda2,
+        regularizer=vmf_regularizer,
+        kumar_lambda=vmf_lambda,
+        kappa_min=vmf_kappa_min,
+        synthetic=synthetic,
     )
+    if warmstart_steps:
+        main = WarmStartLoss(CosineLoss(ignore_index=ignore_index), main, warmstart_steps)
+    loss: Metric = main
     if cosine_weight > 0 and name != "cosine":
         loss = loss + cosine_weight * CosineLoss(ignore_index=ignore_index)
     return loss
@@ -201,7 +229,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             :class:`CausalTransformerLM`); ``None`` gives every id a row.
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
-        loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"`` or ``"l2"``.
+        loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"`` or ``"synmargin"``.
         targets: ``"random"``, ``"ppmi"`` (corpus PPMI-SVD), ``"glove"`` (GloVe 6B 50-d) or ``"file"``.
         target_dim: D; ``None`` gives 256, or 50 for GloVe, or the file's width.
         targets_path: the vector file for ``targets="file"``.
@@ -215,6 +243,11 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_lambda1: vMF's norm penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of a cosine term added to a non-cosine loss.
+        vmf_regularizer: vMF's regulariser, ``"default"`` (vmf_lambda1/2) or ``"kumar"``.
+        vmf_lambda: λ of the ``"kumar"`` regulariser, ``log(1 + κ)·(λ − cos)``.
+        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
+        synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
+        warmstart_steps: training batches on the cosine loss before ``loss`` takes over (0 for none).
         prior_bias: start the head's output bias at the unigram vMF fit of the targets.
 
     Example:
@@ -256,6 +289,11 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_lambda2: float = 0.1,
         cosine_weight: float = 0.0,
         prior_bias: bool = True,
+        vmf_regularizer: Literal["default", "kumar"] = "default",
+        vmf_lambda: float = 0.2,
+        vmf_kappa_min: float = 0.0,
+        synthetic: Literal["projection", "difference"] = "projection",
+        warmstart_steps: int = 0,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
@@ -299,6 +337,11 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             vmf_lambda1=vmf_lambda1,
             vmf_lambda2=vmf_lambda2,
             cosine_weight=cosine_weight,
+            vmf_regularizer=vmf_regularizer,
+            vmf_lambda=vmf_lambda,
+            vmf_kappa_min=vmf_kappa_min,
+            synthetic=synthetic,
+            warmstart_steps=warmstart_steps,
         )
         self.replace_softmax_head("model.lm_head", table, criterion, head_hidden=head_hidden)
         # Random targets are final now; the others wait for the datamodule in setup().

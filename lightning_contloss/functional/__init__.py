@@ -26,7 +26,8 @@ from lightning_contloss.functional.scoring import (
     similarity,
     token_log_scores,
 )
-from lightning_contloss.functional.vmf import vmf_nll
+from lightning_contloss.functional.syn_margin import syn_margin_loss, synthetic_negative
+from lightning_contloss.functional.vmf import vmf_concentration, vmf_nll
 from lightning_contloss.functional.vmf_distribution import (
     fit_kappa,
     sample_from_logits,
@@ -56,7 +57,10 @@ __all__ = [
     "rewe_loss",
     "sample_from_logits",
     "similarity",
+    "syn_margin_loss",
+    "synthetic_negative",
     "token_log_scores",
+    "vmf_concentration",
     "vmf_log_partition",
     "vmf_log_prob",
     "vmf_nll",
