@@ -47,6 +47,7 @@ from lightning_contloss.targets import TargetEmbeddings
 __all__ = [
     "ContinuousLoss",
     "CosineLoss",
+    "EnergyLoss",
     "InfoNCELoss",
     "L2Loss",
     "MaxMarginLoss",
@@ -248,7 +249,7 @@ def loss_names() -> tuple[str, ...]:
 
     Example:
         >>> loss_names()
-        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce')
+        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce', 'energy')
     """
     return tuple(_REGISTRY)
 
@@ -599,3 +600,8 @@ def bind_targets(metric: Metric, targets: Targets) -> Metric:
     if bound == 0:
         raise ValueError(f"{type(metric).__name__} contains no continuous loss to bind targets to")
     return metric
+
+
+# Losses kept in files of their own register themselves when imported; importing them here
+# makes every registered name a choice as soon as this module is loaded.
+from lightning_contloss.energy_loss import EnergyLoss  # noqa: E402
