@@ -16,6 +16,7 @@ import lightning_contloss.functional as CF
 from lightning_contloss.losses import (
     ContinuousLoss,
     CosineLoss,
+    EnergyLoss,
     InfoNCELoss,
     L2Loss,
     MaxMarginLoss,
@@ -371,7 +372,14 @@ def test_forward_sets_torchmetrics_bookkeeping() -> None:
 def test_registry_names_every_command_line_loss_and_builds_it() -> None:
     from lightning_contloss.losses import loss_names, make_loss
 
-    expected = {"cosine": CosineLoss, "l2": L2Loss, "maxmargin": MaxMarginLoss, "vmf": VMFLoss, "infonce": InfoNCELoss}
+    expected = {
+        "cosine": CosineLoss,
+        "l2": L2Loss,
+        "maxmargin": MaxMarginLoss,
+        "vmf": VMFLoss,
+        "infonce": InfoNCELoss,
+        "energy": EnergyLoss,
+    }
     assert set(loss_names()) == set(expected)
     options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "unknown_option": 1}
     for name, cls in expected.items():

@@ -162,6 +162,7 @@ PARAMS: dict[str, Param] = {
     ),
     "power": Param(st.floats(0, 2), BAD_REAL, UNIGRAM),
     "lam": Param(st.floats(0, 50), BAD_REAL),
+    "beta": Param(st.floats(0.1, 1.9), (0.0, 2.0, 2.5, *BAD_REAL)),
 }
 # A valid value for a hyper-parameter some bad value needs set ("sampled", "unigram").
 NEEDED = {"sampler": st.sampled_from(["uniform", "unigram"]), "counts": st.just(UNIGRAM["counts"])}
@@ -302,6 +303,7 @@ FUNCTIONAL: dict[str, tuple[Callable[..., Tensor], list[str]]] = {
         ["temperature", "num_negatives", "sampler", "counts", "power", "generator", "exclude"],
     ),
     "rewe_loss": (CF.rewe_loss, ["lam"]),
+    "energy_loss": (CF.energy_loss, ["beta"]),
 }
 
 

@@ -66,7 +66,7 @@ def distance_power(diff: Tensor, beta: float) -> Tensor:
                 [0.0000, 0.0000]])
     """
     squared = (diff * diff).sum(dim=-1)
-    positive = squared > 0
+    positive = squared != 0  # not `> 0`: a NaN must propagate, not be read as a zero distance
     # The inner where keeps pow's backward away from 0 (its derivative is infinite there for β < 2).
     safe = squared.where(positive, 1.0)
     return (safe ** (0.5 * beta)).where(positive, 0.0)
@@ -99,7 +99,10 @@ def _energy_loss_tokens(
     samples = _as_samples(pred, ids)
     if not isinstance(samples, Tensor) or samples.dim() < 2:
         what = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
-        raise ValueError(f"samples must be a [..., S, D] tensor of S samples per position, got {what}")
+        raise ValueError(
+            f"pred must be a floating-point [..., S, D] tensor of S samples per position (or [..., D], one "
+            f"point), got {what}"
+        )
     # The first sample carries every check of the other losses (dims, ids, devices, dtype).
     batch = prepare(samples.select(-2, 0), ids, table, ignore_index)
     flat = samples.reshape(-1, samples.shape[-2], samples.shape[-1]).to(batch.dtype)
