@@ -36,13 +36,10 @@ class _ConditionedBlock(nn.Module):
         self.from_cond = nn.Linear(width, 2 * width, bias=False)
         self.down = nn.Linear(width, width)
 
-    def condition(self, cond: Tensor) -> Tensor:
-        """The condition's contribution ``[..., 1, 2W]``, shared by every sample of a position."""
-        out: Tensor = self.from_cond(cond).unsqueeze(-2)
-        return out
-
-    def forward(self, x: Tensor, cond_term: Tensor) -> Tensor:
-        gate, up = (self.from_x(self.norm(x)) + cond_term).chunk(2, dim=-1)
+    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+        """``x [..., S, W]`` (the noise stream) and ``cond [..., W]`` (one per position) -> ``[..., S, W]``."""
+        shared = self.from_cond(cond).unsqueeze(-2)  # [..., 1, 2W], broadcast over the samples
+        gate, up = (self.from_x(self.norm(x)) + shared).chunk(2, dim=-1)
         out: Tensor = x + self.down(nn.functional.silu(gate) * up)
         return out
 
@@ -134,7 +131,7 @@ class GenerativeHead(nn.Module):
         x = self.noise_in(noise - 0.5)
         cond = self.cond_in(hidden)
         for block in self.blocks:
-            x = block(x, block.condition(cond))
+            x = block(x, cond)
         out: Tensor = self.output_layer(self.out_norm(x))
         return out
 
