@@ -55,6 +55,7 @@ from lightning_contloss.targets import TargetEmbeddings
 __all__ = [
     "ContinuousLoss",
     "CosineLoss",
+    "EnergyLoss",
     "InfoNCELoss",
     "L2Loss",
     "MaxMarginLoss",
@@ -260,7 +261,7 @@ def loss_names() -> tuple[str, ...]:
 
     Example:
         >>> loss_names()
-        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce', 'synmargin')
+        ('cosine', 'l2', 'maxmargin', 'vmf', 'infonce', 'synmargin', 'energy')
     """
     return tuple(_REGISTRY)
 
@@ -709,3 +710,8 @@ def bind_targets(metric: Metric, targets: Targets) -> Metric:
     if bound == 0:
         raise ValueError(f"{type(metric).__name__} contains no continuous loss to bind targets to")
     return metric
+
+
+# Losses kept in files of their own register themselves when imported; importing them here
+# makes every registered name a choice as soon as this module is loaded.
+from lightning_contloss.energy_loss import EnergyLoss  # noqa: E402

@@ -16,6 +16,7 @@ import lightning_contloss.functional as CF
 from lightning_contloss.losses import (
     ContinuousLoss,
     CosineLoss,
+    EnergyLoss,
     InfoNCELoss,
     L2Loss,
     MaxMarginLoss,
@@ -432,6 +433,7 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
         "vmf": VMFLoss,
         "infonce": InfoNCELoss,
         "synmargin": SynMarginLoss,
+        "energy": EnergyLoss,
     }
     assert set(loss_names()) == set(expected)
     options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "unknown_option": 1}

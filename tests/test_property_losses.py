@@ -167,6 +167,7 @@ PARAMS: dict[str, Param] = {
     "kumar_lambda": Param(st.floats(0, 0.99), (1.0, 1.5, *BAD_REAL)),
     "kappa_min": Param(st.floats(0, 10), BAD_REAL),
     "synthetic": Param(st.sampled_from(["projection", "difference"]), ("orth", None, 1)),
+    "beta": Param(st.floats(0.1, 1.9), (0.0, 2.0, 2.5, *BAD_REAL)),
 }
 # A valid value for a hyper-parameter some bad value needs set ("sampled", "unigram").
 NEEDED = {"sampler": st.sampled_from(["uniform", "unigram"]), "counts": st.just(UNIGRAM["counts"])}
@@ -309,6 +310,7 @@ FUNCTIONAL: dict[str, tuple[Callable[..., Tensor], list[str]]] = {
         ["temperature", "num_negatives", "sampler", "counts", "power", "generator", "exclude"],
     ),
     "rewe_loss": (CF.rewe_loss, ["lam"]),
+    "energy_loss": (CF.energy_loss, ["beta"]),
 }
 
 

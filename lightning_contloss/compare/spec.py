@@ -10,7 +10,7 @@ from lightning_contloss.losses import loss_names
 
 __all__ = ["DEFAULT_RUNS", "GLOVE_RUNS", "HEADS", "RUN_OPTIONS", "DataOptions", "RunSpec", "parse_run"]
 
-HEADS = ("softmax", "linear", "mlp")
+HEADS = ("softmax", "linear", "mlp", "generative")
 # The losses come from the registry (lightning_contloss.losses.loss_names), read when a run is
 # parsed, so a loss registered after this import is a choice too. The parent process of compare
 # already has torch and lightning_contloss.losses loaded, so this adds no import; what it must
@@ -39,6 +39,8 @@ RUN_OPTIONS = (
     "vmf_kappa_min",
     "synthetic",
     "warmstart_steps",
+    "num_samples",
+    "beta",
 )
 
 # (a) softmax, (b) the best continuous configuration found (see docs/benefits.md), (c) others.
@@ -51,7 +53,8 @@ class RunSpec:
     """One run of ``compare``: the head, and for continuous heads the loss and targets.
 
     Args:
-        head: ``"softmax"``, ``"linear"`` (a Linear regression head) or ``"mlp"``.
+        head: ``"softmax"``, ``"linear"`` (a Linear regression head), ``"mlp"`` or ``"generative"``
+            (CALM's noise-in, samples-out head, trained with the energy loss).
         loss: the continuous loss (``"ce"`` for softmax).
         targets: the target table (``"-"`` for softmax).
         model_kwargs: extra ``ContinuousLM`` arguments (temperature, num_negatives, ...).
@@ -76,7 +79,8 @@ class RunSpec:
         """A short human name, e.g. ``"linear · cosine · random"``, options in brackets."""
         if not self.continuous:
             return "softmax · CE"
-        shown = {k: v for k, v in self.model_kwargs.items() if not (self.head == "mlp" and k == "head_hidden")}
+        implied = {"mlp": "head_hidden", "generative": "head"}.get(self.head)
+        shown = {k: v for k, v in self.model_kwargs.items() if k != implied}
         options = f" ({', '.join(f'{k}={v}' for k, v in shown.items())})" if shown else ""
         return f"{self.head} · {self.loss} · {self.targets}{options}"
 
@@ -114,7 +118,7 @@ def _parse_options(text: str, run: str) -> dict[str, Any]:
 
 
 def parse_run(text: str) -> RunSpec:
-    """Parse ``softmax`` or ``HEAD:LOSS:TARGETS[:key=value,...]`` (HEAD ``linear``/``mlp``) into a :class:`RunSpec`.
+    """Parse ``softmax`` or ``HEAD:LOSS:TARGETS[:key=value,...]`` into a :class:`RunSpec` (HEAD linear/mlp/generative).
 
     The optional fourth part sets :class:`~lightning_contloss.examples.ContinuousLM` options
     (:data:`RUN_OPTIONS`), e.g. ``linear:infonce:random:num_negatives=4096,temperature=0.05``.
@@ -127,6 +131,8 @@ def parse_run(text: str) -> RunSpec:
         'random'
         >>> parse_run("linear:infonce:random:num_negatives=4096,sampler=unigram").model_kwargs
         {'num_negatives': 4096, 'sampler': 'unigram'}
+        >>> parse_run("generative:energy:random:num_samples=4").model_kwargs
+        {'head': 'generative', 'num_samples': 4}
     """
     parts = text.strip().split(":")
     head = parts[0]
@@ -146,7 +152,11 @@ def parse_run(text: str) -> RunSpec:
         raise ValueError(f"unknown loss {loss!r} in run {text!r}; choose one of {', '.join(loss_names())}")
     if targets not in TARGETS:
         raise ValueError(f"unknown targets {targets!r} in run {text!r}; choose random, ppmi or glove")
+    if head == "generative" and loss != "energy":
+        raise ValueError(f"the generative head trains with the energy loss only; write 'generative:energy:{targets}'")
     kwargs: dict[str, Any] = {"head_hidden": MLP_HIDDEN} if head == "mlp" else {}
+    if head == "generative":
+        kwargs["head"] = "generative"
     if len(parts) == 4:
         kwargs.update(_parse_options(parts[3], text))
     return RunSpec(head, loss, targets, kwargs)

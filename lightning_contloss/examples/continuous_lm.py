@@ -16,13 +16,14 @@ from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.functional.vmf_fit import fit_vmf
+from lightning_contloss.generative_head import GenerativeHead
 from lightning_contloss.heads import EmbeddingRegressionHead
 from lightning_contloss.losses import ContinuousLoss, CosineLoss, InfoNCELoss, loss_names, make_loss
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
 from lightning_contloss.warm_start import WarmStartLoss
 
-__all__ = ["LOSSES", "TARGETS", "ContinuousLM", "build_loss", "copy_targets", "glove_targets"]
+__all__ = ["HEAD_KINDS", "LOSSES", "TARGETS", "ContinuousLM", "build_loss", "copy_targets", "glove_targets"]
 
 # The registered losses (lightning_contloss.losses.register_loss): a Literal at run time, so the
 # LightningCLI lists and checks the choices; a str for the type checker, which needs a fixed list.
@@ -33,6 +34,8 @@ else:
     LossName = Literal[LOSSES]
 TargetKind = Literal["random", "ppmi", "glove", "file"]
 TARGETS: tuple[str, ...] = ("random", "ppmi", "glove", "file")
+HeadKind = Literal["regression", "generative"]
+HEAD_KINDS: tuple[str, ...] = ("regression", "generative")
 GLOVE_DIM = 50
 # A single frequent word can hold most of the unigram mass, and then κ is huge; past this the
 # bias would only slow the context's way in, while its direction is what matters.
@@ -57,6 +60,7 @@ def build_loss(
     vmf_kappa_min: float = 0.0,
     synthetic: Literal["projection", "difference"] = "projection",
     warmstart_steps: int = 0,
+    beta: float = 1.0,
 ) -> Metric:
     """A continuous loss by name, unbound (the mixin binds it to the targets).
 
@@ -82,6 +86,7 @@ def build_loss(
         vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
         synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
         warmstart_steps: train with the cosine loss for this many batches first (0 for none).
+        beta: the energy score's exponent β.
 
     Example:
         >>> build_loss("infonce", num_negatives=64).num_negatives
@@ -109,6 +114,7 @@ def build_loss(
         kumar_lambda=vmf_lambda,
         kappa_min=vmf_kappa_min,
         synthetic=synthetic,
+        beta=beta,
     )
     if warmstart_steps:
         main = WarmStartLoss(CosineLoss(ignore_index=ignore_index), main, warmstart_steps)
@@ -229,12 +235,18 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             :class:`CausalTransformerLM`); ``None`` gives every id a row.
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
-        loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"`` or ``"synmargin"``.
+        loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"`` ``"synmargin"`` or ``"energy"``.
         targets: ``"random"``, ``"ppmi"`` (corpus PPMI-SVD), ``"glove"`` (GloVe 6B 50-d) or ``"file"``.
         target_dim: D; ``None`` gives 256, or 50 for GloVe, or the file's width.
         targets_path: the vector file for ``targets="file"``.
         target_seed: seed of random targets.
-        head_hidden: hidden width of an MLP head; ``None`` for a Linear head.
+        head_hidden: hidden width of an MLP head; ``None`` for a Linear head. For the generative
+            head, the width W of its noise stream (``None``: ``max(d_model, D)``).
+        head: ``"regression"`` (:class:`~lightning_contloss.EmbeddingRegressionHead`) or
+            ``"generative"`` (:class:`~lightning_contloss.generative_head.GenerativeHead`: noise
+            in, S samples out in training, their mean in eval; trains with ``loss="energy"`` only).
+        num_samples: S, the generative head's samples per position in training.
+        beta: the energy score's exponent β.
         temperature: InfoNCE's τ (the starting value when learned).
         learn_temperature: learn InfoNCE's τ with the model (``InfoNCELoss(learn_temperature=True)``).
         num_negatives: InfoNCE's negatives per batch.
@@ -294,8 +306,18 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_kappa_min: float = 0.0,
         synthetic: Literal["projection", "difference"] = "projection",
         warmstart_steps: int = 0,
+        head: HeadKind = "regression",
+        num_samples: int = 8,
+        beta: float = 1.0,
     ) -> None:
         super().__init__()
+        if head not in HEAD_KINDS:
+            raise ValueError(f"unknown head {head!r}; choose one of {', '.join(HEAD_KINDS)}")
+        if head == "generative" and (loss != "energy" or cosine_weight > 0):
+            raise ValueError(
+                f"the generative head emits samples, which only the energy loss scores; use loss='energy' "
+                f"(got loss={loss!r}, cosine_weight={cosine_weight}), or head='regression'"
+            )
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {schedule!r}; choose 'constant' or 'cosine'")
         if loss not in loss_names():  # the registry now: a loss registered after this import counts
@@ -342,8 +364,14 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             vmf_kappa_min=vmf_kappa_min,
             synthetic=synthetic,
             warmstart_steps=warmstart_steps,
+            beta=beta,
         )
-        self.replace_softmax_head("model.lm_head", table, criterion, head_hidden=head_hidden)
+        generative = (
+            GenerativeHead(d_model, dim, head_hidden, num_samples=num_samples) if head == "generative" else None
+        )
+        self.replace_softmax_head(
+            "model.lm_head", table, criterion, head_hidden=None if generative else head_hidden, head=generative
+        )
         # Random targets are final now; the others wait for the datamodule in setup().
         self._targets_ready = targets == "random"
         self.tokens_seen = 0
@@ -417,6 +445,9 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
     def init_output_bias(self, counts: Tensor) -> None:
         """Set the head's output bias to ``κ·μ``, the vMF fit of the targets under the unigram.
 
+        For the generative head (an L2 distribution) it is the unigram-weighted mean of the rows
+        instead, the best context-free point in L2.
+
         Args:
             counts: ``[V]`` training counts of each id, e.g. ``datamodule.unigram_counts``
                 (add-one smoothed here; special ids get no weight).
@@ -432,7 +463,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         """
         table = self.continuous_targets
         head = self.model.lm_head
-        layer = head.output_layer if isinstance(head, EmbeddingRegressionHead) else None
+        layer = head.output_layer if isinstance(head, EmbeddingRegressionHead | GenerativeHead) else None
         if layer is None or layer.bias is None:
             raise ValueError(f"the head is {type(head).__name__} without an output bias; nothing to set")
         if counts.shape != (len(table),):
@@ -443,8 +474,12 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         if bool((counts < 0).any()):
             raise ValueError("counts must be non-negative")
         weights = (counts.to(torch.float64).cpu() + 1.0).masked_fill(table.special_mask.cpu(), 0.0)
-        mu, kappa = fit_vmf(table.weight.detach().cpu(), weights)
-        layer.bias.copy_((min(kappa, _MAX_BIAS_NORM) * mu).to(layer.bias))
+        if isinstance(head, GenerativeHead):
+            rows = table.weight.detach().cpu().to(torch.float64)
+            layer.bias.copy_((weights @ rows / weights.sum()).to(layer.bias))
+        else:
+            mu, kappa = fit_vmf(table.weight.detach().cpu(), weights)
+            layer.bias.copy_((min(kappa, _MAX_BIAS_NORM) * mu).to(layer.bias))
         self.output_bias_initialized.fill_(True)
 
     def on_fit_start(self) -> None:

@@ -12,6 +12,7 @@ hyper-parameters once, in ``__init__``, and calls the same maths on every batch.
 """
 
 from lightning_contloss.functional.cosine import cosine_loss
+from lightning_contloss.functional.energy import energy_loss, energy_score
 from lightning_contloss.functional.hubness import csls_penalty
 from lightning_contloss.functional.info_nce import info_nce_loss
 from lightning_contloss.functional.l2 import l2_loss
@@ -46,6 +47,8 @@ __all__ = [
     "bessel_ratio",
     "cosine_loss",
     "csls_penalty",
+    "energy_loss",
+    "energy_score",
     "fit_kappa",
     "fit_vmf",
     "info_nce_loss",
