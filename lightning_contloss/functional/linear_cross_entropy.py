@@ -18,7 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from lightning_contloss.functional._checks import Reduction, check_reduction
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "linear_cross_entropy"]
+__all__ = ["linear_cross_entropy"]
 
 DEFAULT_CHUNK_SIZE = 8192
 
