@@ -1,4 +1,4 @@
-"""The corpus of a comparison: PTB or a text file, in its own vocabulary or in GloVe's 400k words."""
+"""The corpus of a comparison: PTB or a text file, in its own vocabulary or in GloVe's (all 400k words or N)."""
 
 from __future__ import annotations
 
@@ -23,16 +23,18 @@ from lightning_contloss.examples.data import (
 __all__ = ["DataOptions", "build_datamodule", "glove_vocabulary"]
 
 
-def glove_vocabulary(train_tokens: list[str]) -> tuple[Vocabulary, int]:
-    """GloVe's 400k words as a vocabulary whose first ids are the words ``train_tokens`` uses.
+def glove_vocabulary(train_tokens: list[str], size: int | None = None) -> tuple[Vocabulary, int]:
+    """GloVe's 400k words (or ``size`` ids of them) as a vocabulary whose first ids are the words ``train_tokens`` uses.
 
     Order: the three specials, the GloVe words that occur in ``train_tokens`` (in GloVe's own
-    frequency order), then the rest of GloVe. The second value, the number of ids up to the
-    last training word, is the input-vocabulary size: a model needs input embeddings only
-    for those, while its output layer covers all 400k.
+    frequency order), then the rest of GloVe, most frequent first, cut at ``size`` ids. The
+    second value, the number of ids up to the last training word, is the input-vocabulary size:
+    a model needs input embeddings only for those, while its output layer covers every id.
 
     Args:
         train_tokens: the training token stream (for the order and the counts).
+        size: total ids to keep (e.g. 128,000, a subword-sized output layer), at least the
+            specials plus the training words; ``None`` keeps all of GloVe.
 
     Returns:
         ``(vocabulary, input_vocab_size)``.
@@ -43,6 +45,13 @@ def glove_vocabulary(train_tokens: list[str]) -> tuple[Vocabulary, int]:
     glove_words = [w for w in index if w not in specials]
     words = [*specials, *(w for w in glove_words if w in seen), *(w for w in glove_words if w not in seen)]
     input_size = len(specials) + sum(1 for w in glove_words if w in seen)
+    if size is not None:
+        if not input_size <= size <= len(words):
+            raise ValueError(
+                f"output_vocab_size={size} must be between {input_size} (the specials and the {input_size - 3} "
+                f"GloVe words of the training text) and {len(words)} (all of GloVe)"
+            )
+        words = words[:size]
     position = {w: i for i, w in enumerate(words)}
     counts = torch.zeros(len(words), dtype=torch.int64)
     unk = position[UNK]
@@ -76,7 +85,7 @@ def build_datamodule(options: DataOptions) -> LMDataModule:
         raise ValueError(f"output_vocab must be 'corpus' or 'glove', got {options.output_vocab!r}")
     train_lines, valid_lines = corpus_lines(options)
     train_tokens = list(lines_to_tokens(train_lines))
-    vocab, input_size = glove_vocabulary(train_tokens)
+    vocab, input_size = glove_vocabulary(train_tokens, options.output_vocab_size)
     return LMDataModule(
         vocab,
         vocab.encode(train_tokens),

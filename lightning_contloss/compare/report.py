@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from lightning_contloss.compare.spec import CONTINUOUS_HEADS
+
 __all__ = ["COLUMNS", "format_failures", "format_table", "summary", "write_plot", "write_report"]
 
 COLUMNS = (
@@ -184,7 +186,7 @@ def write_plot(rows: Sequence[dict[str, Any]], path: str | Path, title: str = ""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for r in rows:
         curve = r["curve"]
-        style = "--" if r["spec"]["head"] == "softmax" else "-"
+        style = "-" if r["spec"]["head"] in CONTINUOUS_HEADS else "--"
         for ax, key in zip(axes, ("seconds", "epochs")):
             ax.plot([p[key] for p in curve], [p["acc1"] for p in curve], style, marker="o", ms=3, label=r["label"])
     axes[0].set_xlabel("training wall-clock (s)")

@@ -18,7 +18,15 @@ from typing import Any
 
 from lightning_contloss.compare.corpus import check_corpus
 from lightning_contloss.compare.report import format_table, summary, write_report
-from lightning_contloss.compare.spec import DEFAULT_RUNS, GLOVE_RUNS, DataOptions, RunSpec, parse_run
+from lightning_contloss.compare.spec import (
+    CONTINUOUS_HEADS,
+    DEFAULT_RUNS,
+    GLOVE_RUNS,
+    SOFTMAX_HEADS,
+    DataOptions,
+    RunSpec,
+    parse_run,
+)
 from lightning_contloss.losses import loss_names
 
 __all__ = ["DEFAULT_BUDGET", "CompareError", "RunFailed", "build_parser", "compare_main", "run_compare"]
@@ -56,9 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", default="utf-8", help="the text encoding of --data (default utf-8)")
     p.add_argument("--output-vocab", choices=("corpus", "glove"), default="corpus",
                    help="output space: the corpus's words, or GloVe's 400k-word vocabulary")
+    p.add_argument("--output-vocab-size", type=int, default=None, metavar="N",
+                   help="with --output-vocab glove: keep N ids (the corpus's GloVe words, then GloVe's most "
+                        "frequent others), e.g. 128000")
     p.add_argument("--runs", nargs="+", default=None, metavar="RUN",
-                   help=f"runs as 'softmax' or HEAD:LOSS:TARGETS (HEAD linear|mlp; LOSS {'|'.join(loss_names())}; "
-                        "TARGETS random|ppmi|glove)")
+                   help=f"runs as HEAD[:ce] (HEAD {'|'.join(SOFTMAX_HEADS)}) or HEAD:LOSS:TARGETS (HEAD "
+                        f"{'|'.join(CONTINUOUS_HEADS)}; LOSS {'|'.join(loss_names())}; TARGETS random|ppmi|glove)")
+    p.add_argument("--decoder", choices=("hnsw", "exact"), default="hnsw",
+                   help="how the final validation decodes continuous heads: hnsw (as deployed; builds or loads "
+                        "the index) or exact (k-NN by brute force, like the softmax family's full argmax)")
     p.add_argument("--evals", type=int, default=6, help="accuracy evaluations per run (points of the plot)")
     p.add_argument("--max-train-tokens", type=int, default=None, help="use only this many training tokens")
     p.add_argument("--max-valid-tokens", type=int, default=None,
@@ -94,6 +108,11 @@ def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
     if args.out is not None:
         _check_out(Path(args.out))
     glove = args.output_vocab == "glove"
+    size = getattr(args, "output_vocab_size", None)
+    if size is not None and not glove:
+        raise CompareError("--output-vocab-size cuts GloVe's vocabulary; pass it with --output-vocab glove")
+    if size is not None and size < 4:
+        raise CompareError(f"--output-vocab-size must be at least 4 (three specials and a word), got {size}")
     runs_text = args.runs or list(GLOVE_RUNS if glove else DEFAULT_RUNS)
     try:
         runs = [parse_run(t) for t in runs_text]
@@ -116,6 +135,7 @@ def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
     options = DataOptions(
         path=None if args.data is None else str(Path(args.data).resolve()),
         output_vocab=args.output_vocab,
+        output_vocab_size=size,
         batch_size=args.batch_size or (16 if glove else 32),
         seq_len=args.seq_len or (32 if glove else 64),
         max_train_tokens=args.max_train_tokens,
@@ -193,7 +213,13 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
         raise CompareError(f"cannot create the output folder {str(out)!r}: {err.strerror or err}") from None
     per_run = args.budget / len(runs)
     corpus = "Penn Treebank" if options.path is None else options.path
-    vocab = "GloVe's 400k-word vocabulary" if options.output_vocab == "glove" else "its own vocabulary"
+    vocab = "its own vocabulary"
+    if options.output_vocab == "glove":
+        vocab = (
+            "GloVe's 400k-word vocabulary"
+            if options.output_vocab_size is None
+            else f"a {options.output_vocab_size:,}-id GloVe vocabulary (its words, then GloVe's most frequent)"
+        )
     header = (
         f"{corpus} in {vocab}; {per_run:.0f} s of training per run ({args.budget:.0f} s total), "
         f"{args.d_model}-wide {args.n_layers}-layer Transformer, batch {options.batch_size}×{options.seq_len}, "
@@ -218,6 +244,7 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
                 "data": options.to_dict(),
                 "budget_s": per_run,
                 "evals": args.evals,
+                "decoder": getattr(args, "decoder", "hnsw"),
                 "model": model,
                 "seed": args.seed,
                 "result": str((out / f"run{i + 1}.json").resolve()),

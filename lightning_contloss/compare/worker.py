@@ -25,10 +25,12 @@ from torch import Tensor
 from lightning_contloss.callbacks import DecodingCallback
 from lightning_contloss.compare.budget import WallClockBudget
 from lightning_contloss.compare.data import build_datamodule
+from lightning_contloss.compare.output_layers import build_output_layer, split_options
 from lightning_contloss.compare.spec import DataOptions, RunSpec
 from lightning_contloss.decoding import CSLSReranking, Decoder, PriorReranking, Reranking, make_decoder
 from lightning_contloss.examples.continuous_lm import ContinuousLM
 from lightning_contloss.examples.data import LMDataModule
+from lightning_contloss.examples.output_layer import score_chunks
 from lightning_contloss.examples.softmax_lm import SoftmaxLM
 from lightning_contloss.functional.vmf_distribution import sample_from_logits
 from lightning_contloss.metrics import BrierLM
@@ -41,7 +43,11 @@ METRIC_TOKENS = 8192
 
 
 def build_model(
-    spec: RunSpec, vocab_size: int, model: dict[str, Any] | None = None, input_vocab_size: int | None = None
+    spec: RunSpec,
+    vocab_size: int,
+    model: dict[str, Any] | None = None,
+    input_vocab_size: int | None = None,
+    unigram_counts: Tensor | None = None,
 ) -> L.LightningModule:
     """The LightningModule of ``spec`` with the shared body.
 
@@ -50,6 +56,8 @@ def build_model(
         vocab_size: V.
         model: overrides of :data:`MODEL_DEFAULTS`.
         input_vocab_size: input-embedding rows (the datamodule's ``input_vocab_size``); ``None`` for V.
+        unigram_counts: ``[V]`` training counts, for the rivals that rank ids by frequency
+            (adaptive clusters, the sampled softmax's proposal); ``None``: ids are ranked as numbered.
 
     Example:
         >>> from lightning_contloss.compare.spec import parse_run
@@ -60,7 +68,9 @@ def build_model(
     if input_vocab_size is not None and input_vocab_size < vocab_size:
         kwargs["input_vocab_size"] = input_vocab_size
     if not spec.continuous:
-        return SoftmaxLM(vocab_size, **kwargs)
+        lm_options, layer_options = split_options(spec.head, spec.model_kwargs)
+        layer = build_output_layer(spec.head, kwargs["d_model"], vocab_size, unigram_counts, **layer_options)
+        return SoftmaxLM(vocab_size, **{**kwargs, **lm_options}, output_layer=layer)
     return ContinuousLM(vocab_size, loss=spec.loss, targets=spec.targets, **kwargs, **spec.model_kwargs)  # type: ignore[arg-type]
 
 
@@ -75,6 +85,8 @@ def _accuracy_on(batches: list[tuple[Tensor, Tensor]]) -> Any:
 
     @torch.no_grad()
     def predict(module: L.LightningModule, x: Tensor) -> Tensor:
+        if isinstance(module, SoftmaxLM):
+            return module.predict_ids(x)
         if not isinstance(module, ContinuousLM):
             return module(x).argmax(dim=-1)
         if not exact:
@@ -108,14 +120,17 @@ def _softmax_extras(module: SoftmaxLM, batches: list[tuple[Tensor, Tensor]], see
     for x, y in batches:
         if seen >= METRIC_TOKENS:
             break
-        hidden = module.model.hidden_states(x)
-        start = time.perf_counter()
-        logits = module.model.lm_head(hidden)
-        logits.argmax(dim=-1)
-        decode_s += time.perf_counter() - start
+        hidden = module.model.hidden_states(x).flatten(0, 1)
+        # Row blocks: a 400k-way output layer's [B·T, V] scores and their samples would dominate the peak.
+        blocks = score_chunks(hidden, module.hparams["vocab_size"])
+        for h, target in zip(blocks, y.flatten().split([len(b) for b in blocks])):
+            start = time.perf_counter()
+            logits = module.model.lm_head(h)
+            logits.argmax(dim=-1)
+            decode_s += time.perf_counter() - start
+            s1, s2 = sample_from_logits(logits, 2, generator=g)
+            brier.update(s1, s2, target)
         decoded += y.numel()
-        s1, s2 = sample_from_logits(logits, 2, generator=g)
-        brier.update(s1, s2, y)
         seen += y.numel()
     return {"brier_lm": float(brier.compute()), "decode_qps": decoded / max(decode_s, 1e-9)}
 
@@ -148,7 +163,8 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     """Train and evaluate one run; returns the result row (also written to ``job["result"]``).
 
     Args:
-        job: ``{"spec", "data", "budget_s", "evals", "model", "seed", "result", "progress"}``.
+        job: ``{"spec", "data", "budget_s", "evals", "model", "seed", "result", "progress"}``, and
+            optionally ``"decoder"`` (``"hnsw"``, the default, or ``"exact"``) for the final validation.
     """
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")
@@ -157,13 +173,13 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
     L.seed_everything(job.get("seed", 0), verbose=False)
     dm: LMDataModule = build_datamodule(options)
     val_batches = list(dm.val_dataloader())
-    module = build_model(spec, dm.vocab_size, job.get("model"), dm.input_vocab_size)
+    module = build_model(spec, dm.vocab_size, job.get("model"), dm.input_vocab_size, dm.unigram_counts)
     budget = WallClockBudget(job["budget_s"], job["budget_s"] / max(job.get("evals", 6), 1), _accuracy_on(val_batches))
     progress = bool(job.get("progress", True))
     callbacks: list[Any] = [budget]
     # One decoding callback for fit and every evaluation pass: they share its index (built or
     # loaded once) and its tuned ef, instead of each holding a copy of a 400k-row graph.
-    evaluator = DecodingCallback(k=5, decoder="hnsw", brier_lm=True)
+    evaluator = DecodingCallback(k=5, decoder=job.get("decoder", "hnsw"), brier_lm=True)
     if spec.continuous:
         callbacks.append(evaluator)
     # Evaluation is the budget callback's and _validate's job, so fit itself never validates.

@@ -12,6 +12,7 @@ from torchmetrics import MeanMetric
 
 from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
+from lightning_contloss.examples.output_layer import FullSoftmax, OutputLayer, score_chunks
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.metrics.prediction_spread import PredictionSpread
 
@@ -63,7 +64,7 @@ class _EvalMetrics(nn.Module):
 
 
 class SoftmaxLM(L.LightningModule):
-    """A :class:`CausalTransformerLM` with a ``Linear(d_model, V)`` head and cross-entropy.
+    """A :class:`CausalTransformerLM` with a ``Linear(d_model, V)`` head and cross-entropy, or another output layer.
 
     Batches are ``(x, y)`` pairs of ``[B, T]`` ids with ``y`` the next tokens. Training logs
     ``train/loss`` and ``train/tokens`` (target tokens seen so far, all processes). Validation
@@ -85,6 +86,12 @@ class SoftmaxLM(L.LightningModule):
     no known length to decay over. ``schedule="cosine"`` decays to 0.1·lr over the
     trainer's ``estimated_stepping_batches`` instead.
 
+    ``output_layer`` swaps the softmax for a rival that a large vocabulary calls for (an
+    :class:`~lightning_contloss.examples.output_layer.OutputLayer`: adaptive, sampled or chunked
+    softmax); it computes the training loss, and validation scores its full ``[.., V]`` output in
+    row blocks of at most 2^24 scores, so no ``[B·T, V]`` block is held at once. It is not saved as
+    a hyper-parameter: pass it again when loading a checkpoint.
+
     Args:
         vocab_size: V.
         d_model: hidden size.
@@ -102,6 +109,8 @@ class SoftmaxLM(L.LightningModule):
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
         prior_bias: start the output bias at the training data's log unigram distribution.
+        output_layer: the output layer (``model.lm_head``); ``None`` for a
+            :class:`~lightning_contloss.examples.output_layer.FullSoftmax` ``(d_model, vocab_size)``.
 
     Example:
         >>> lm = SoftmaxLM(vocab_size=50, d_model=16, n_layers=1, n_heads=2, dim_feedforward=32)
@@ -129,11 +138,18 @@ class SoftmaxLM(L.LightningModule):
         max_len: int = 512,
         schedule: Schedule = "constant",
         prior_bias: bool = True,
+        output_layer: OutputLayer | None = None,
     ) -> None:
         super().__init__()
         if schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown schedule {schedule!r}; choose 'constant' or 'cosine'")
-        self.save_hyperparameters()
+        is_layer = isinstance(output_layer, nn.Module) and isinstance(output_layer, OutputLayer)
+        if output_layer is not None and not is_layer:
+            raise ValueError(
+                f"output_layer must be an nn.Module with loss() and init_prior() (an OutputLayer), "
+                f"got {type(output_layer).__name__}"
+            )
+        self.save_hyperparameters(ignore=["output_layer"])
         self.model = CausalTransformerLM(
             vocab_size,
             d_model=d_model,
@@ -145,6 +161,7 @@ class SoftmaxLM(L.LightningModule):
             tie_weights=tie_weights,
             pad_id=pad_id,
             input_vocab_size=input_vocab_size,
+            lm_head=FullSoftmax(d_model, vocab_size) if output_layer is None else output_layer,  # type: ignore[arg-type]
         )
         self.val_metrics = _EvalMetrics(vocab_size, pad_id)
         self.test_metrics = _EvalMetrics(vocab_size, pad_id)
@@ -158,18 +175,25 @@ class SoftmaxLM(L.LightningModule):
             counts: ``[V]`` training counts of each id, e.g. ``datamodule.unigram_counts``.
         """
         head = self.model.lm_head
-        if not isinstance(head, nn.Linear) or head.bias is None:
+        has_bias = isinstance(head, nn.Linear) and head.bias is not None
+        if not isinstance(head, OutputLayer) and not has_bias:
             raise ValueError(f"the output layer is {type(head).__name__}, not a Linear with a bias; nothing to set")
-        if counts.shape != (head.out_features,):
+        vocab_size = self.hparams["vocab_size"]
+        if counts.shape != (vocab_size,):
             raise ValueError(
-                f"counts has shape {tuple(counts.shape)} but the output layer has {head.out_features} ids; "
+                f"counts has shape {tuple(counts.shape)} but the output layer has {vocab_size} ids; "
                 f"pass one count per vocabulary id"
             )
         if bool((counts < 0).any()):
             raise ValueError("counts must be non-negative")
-        smoothed = counts.to(head.bias.device, torch.float64) + 1.0
-        with torch.no_grad():
-            head.bias.copy_((smoothed / smoothed.sum()).log().to(head.bias.dtype))
+        smoothed = counts.to(self.output_bias_initialized.device, torch.float64) + 1.0
+        log_prior = (smoothed / smoothed.sum()).log()
+        if isinstance(head, OutputLayer):
+            head.init_prior(log_prior)
+        else:  # a plain nn.Linear assigned to model.lm_head
+            assert isinstance(head, nn.Linear) and head.bias is not None
+            with torch.no_grad():
+                head.bias.copy_(log_prior.to(head.bias))
         self.output_bias_initialized.fill_(True)
 
     def on_fit_start(self) -> None:
@@ -188,13 +212,22 @@ class SoftmaxLM(L.LightningModule):
         pad_id = self.hparams["pad_id"]
         return int(y.numel() if pad_id is None else (y != pad_id).sum())
 
+    def _scored_blocks(self, x: Tensor, y: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """``(scores [rows, V], targets [rows])`` in row blocks of at most 2^24 scores."""
+        hidden = self.model.hidden_states(x).flatten(0, 1)
+        blocks = score_chunks(hidden, self.hparams["vocab_size"])
+        return [(self.model.lm_head(h), t) for h, t in zip(blocks, y.flatten().split([len(b) for b in blocks]))]
+
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
-        logits = self(x)
         pad_id = self.hparams["pad_id"]
-        loss = F.cross_entropy(
-            logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100 if pad_id is None else pad_id
-        )
+        head = self.model.lm_head
+        hidden = self.model.hidden_states(x).flatten(0, 1)
+        ignore_index = -100 if pad_id is None else pad_id
+        if isinstance(head, OutputLayer):
+            loss = head.loss(hidden, y.flatten(), ignore_index)
+        else:  # a plain nn.Linear assigned to model.lm_head
+            loss = F.cross_entropy(head(hidden).float(), y.flatten(), ignore_index=ignore_index)
         # Every process sees equally sized batches, so local tokens × world size is the total.
         world_size = self.trainer.world_size if self._trainer is not None else 1
         self.tokens_seen += self._count_targets(y) * world_size
@@ -203,16 +236,23 @@ class SoftmaxLM(L.LightningModule):
         return loss
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.val_metrics.update(self(x), y)
+        for scores, target in self._scored_blocks(*batch):
+            self.val_metrics.update(scores, target)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.test_metrics.update(self(x), y)
+        for scores, target in self._scored_blocks(*batch):
+            self.test_metrics.update(scores, target)
 
     def predict_step(self, batch: Tensor | tuple[Tensor, ...] | list[Tensor], batch_idx: int) -> Tensor:
         x = batch if isinstance(batch, Tensor) else batch[0]
-        return self(x).argmax(dim=-1)
+        return self.predict_ids(x)
+
+    @torch.no_grad()
+    def predict_ids(self, x: Tensor) -> Tensor:
+        """Argmax ids ``[B, T]`` for ids ``x [B, T]``, scored in row blocks of at most 2^24 scores."""
+        hidden = self.model.hidden_states(x).flatten(0, 1)
+        blocks = score_chunks(hidden, self.hparams["vocab_size"])
+        return torch.cat([self.model.lm_head(h).argmax(dim=-1) for h in blocks]).reshape(x.shape)
 
     def _log_epoch(self, metrics: _EvalMetrics, prefix: str) -> None:
         if metrics.nll.update_count == 0:

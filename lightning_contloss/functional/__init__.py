@@ -16,8 +16,10 @@ from lightning_contloss.functional.energy import energy_loss, energy_score
 from lightning_contloss.functional.hubness import csls_penalty
 from lightning_contloss.functional.info_nce import info_nce_loss
 from lightning_contloss.functional.l2 import l2_loss
+from lightning_contloss.functional.linear_cross_entropy import linear_cross_entropy
 from lightning_contloss.functional.max_margin import max_margin_loss
 from lightning_contloss.functional.rewe import rewe_loss
+from lightning_contloss.functional.sampled_softmax import sampled_softmax_loss
 from lightning_contloss.functional.scoring import (
     SPACES,
     TOKEN_SCORES,
@@ -53,12 +55,14 @@ __all__ = [
     "fit_vmf",
     "info_nce_loss",
     "l2_loss",
+    "linear_cross_entropy",
     "log_bessel_iv",
     "log_vmf_normalizer",
     "max_margin_loss",
     "pairwise_similarity",
     "rewe_loss",
     "sample_from_logits",
+    "sampled_softmax_loss",
     "similarity",
     "syn_margin_loss",
     "synthetic_negative",
