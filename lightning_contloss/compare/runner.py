@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --output-vocab glove: keep N ids (the corpus's GloVe words, then GloVe's most "
                         "frequent others), e.g. 128000")
     p.add_argument("--runs", nargs="+", default=None, metavar="RUN",
-                   help=f"runs as HEAD[:ce] (HEAD {'|'.join(SOFTMAX_HEADS)}) or HEAD:LOSS:TARGETS (HEAD "
-                        f"{'|'.join(CONTINUOUS_HEADS)}; LOSS {'|'.join(loss_names())}; TARGETS random|ppmi|glove)")
+                   # ", " separators: argparse wraps help at spaces and would split a long "a|b|c" word.
+                   help=f"runs as HEAD[:ce] (HEAD {', '.join(SOFTMAX_HEADS)}) or HEAD:LOSS:TARGETS (HEAD "
+                        f"{', '.join(CONTINUOUS_HEADS)}; LOSS {', '.join(loss_names())}; TARGETS random, ppmi, glove)")
     p.add_argument("--decoder", choices=("hnsw", "exact"), default="hnsw",
                    help="how the final validation decodes continuous heads: hnsw (as deployed; builds or loads "
                         "the index) or exact (k-NN by brute force, like the softmax family's full argmax)")
