@@ -446,8 +446,9 @@ class DecodingCallback(Callback):
                 self.factory.load_state_dict(shared["factory"])
                 if self.factory.exact_fallback:
                     self._rebuild_exact(module)
-                if self.factory.tuned_ef is not None or self.factory.exact_fallback:
                     self._tuned_for = self._targets_hash
+                elif self.factory.tuned_ef is not None:
+                    self._adapt(module, flat_pred)  # with a tuned ef, adapt only sets it on the decoder
         if "kappa" in shared:
             self._fitted_kappa = self._last_kappa = float(shared["kappa"])
 
