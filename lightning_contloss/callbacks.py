@@ -48,7 +48,9 @@ class DecodingCallback(Callback):
     folder), then the remaining ranks load it: built once per cache folder. Predictions returned by
     ``continuous_validation_step`` are buffered and decoded in large batches (hnswlib runs small
     batches on one thread); the first buffer also adapts the decoder (an HNSW ``ef`` is tuned to
-    a target recall unless it was given).
+    a target recall unless it was given). Under DDP or FSDP rank 0 alone adapts, on its first
+    validation batch, and every rank takes its decision (tuned ``ef`` or exact search), and the κ̂
+    below is fitted once, on 512 tokens gathered from all ranks.
 
     With ``hubness`` the tokens are chosen by a re-ranking rule fitted to each epoch's first
     buffer: ``"csls"`` (:class:`~lightning_contloss.decoding.CSLSReranking`, counters collapse
@@ -69,7 +71,8 @@ class DecodingCallback(Callback):
     - ``val/vmf_ppl``: perplexity under ``p(w) ∝ exp(κ·cos(ê, e_w))`` normalised over all V
       rows, on up to ``metric_tokens`` tokens per epoch and process; κ is ``‖ê‖`` for vMF
       losses and, for losses that leave the norm arbitrary, one κ fitted by ``fit_kappa`` on
-      512 of those tokens each epoch (warm-started from the previous epoch's κ̂);
+      512 of those tokens each epoch (warm-started from the previous epoch's κ̂; under DDP the
+      first ``ceil(512 / world_size)`` tokens of each rank's first batch);
     - ``val/brier_lm`` (when ``brier_lm=True``): BrierLM from two samples of the same
       distribution per position, on the same tokens.
 

@@ -38,11 +38,13 @@ def free_port() -> int:
 
 
 def launch(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # The package under test, not whichever copy is installed (the script's folder is tests/).
+    path = os.pathsep.join(p for p in (str(HERE.parent), os.environ.get("PYTHONPATH", "")) if p)
     # Own session, so a timeout kills the ranks Lightning spawned too.
     return subprocess.Popen(
         [sys.executable, str(SCRIPT), *args],
         cwd=HERE,
-        env={**os.environ, **(env or {})},
+        env={**os.environ, "PYTHONPATH": path, **(env or {})},
         start_new_session=True,
     )
 
