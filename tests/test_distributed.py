@@ -298,13 +298,7 @@ def test_ranks_take_rank_zeros_ef_decision_and_one_kappa(decisions: dict[int, in
     modules = [lm, copy_module(lm)]
     callbacks = [DecodingCallback(k=5, decoder=RankDecidingFactory(decisions, rank=r)) for r in range(2)]
 
-    def rank(r: int) -> None:
-        trainer, module, cb = group.trainer(r), modules[r], callbacks[r]
-        cb.on_validation_start(trainer, module)  # type: ignore[arg-type]
-        feed(cb, trainer, module, rank_batches(r))
-        cb._flush(trainer, module)  # type: ignore[arg-type]
-
-    run_ranks(2, rank)
+    validate_two_batches(group, modules, callbacks)
     # One exchange, at the first batch, the same collectives in the same order on both ranks.
     assert group.calls[0] == group.calls[1] == ["all_gather[256, 16]", "all_gather[256]", "broadcast"]
     assert [cb.factory.decided for cb in callbacks] == [1, 0]
@@ -327,6 +321,18 @@ def correlated_pred(module: Any, x: Any, y: Any) -> Any:
     """Predictions near their targets (an untrained model's are not, and fit κ̂ = 0): ``e_y + 0.7·e_x``."""
     weight = module.continuous_targets.weight
     return weight[y] + 0.7 * weight[x]
+
+
+def validate_two_batches(group: ThreadGroup, modules: list[Any], callbacks: list[Any]) -> None:
+    """Each rank (a thread): start a validation, hand over its 2 first batches, flush."""
+
+    def rank(r: int) -> None:
+        trainer, module, cb = group.trainer(r), modules[r], callbacks[r]
+        cb.on_validation_start(trainer, module)
+        feed(cb, trainer, module, rank_batches(r))
+        cb._flush(trainer, module)
+
+    run_ranks(2, rank)
 
 
 def feed(cb: Any, trainer: Any, module: Any, batches: list[tuple[Any, Any]]) -> None:
@@ -390,13 +396,7 @@ def test_a_restored_decision_needs_no_collective() -> None:
     for cb in callbacks:
         cb.load_state_dict(state)
 
-    def rank(r: int) -> None:
-        trainer, module, cb = group.trainer(r), modules[r], callbacks[r]
-        cb.on_validation_start(trainer, module)  # type: ignore[arg-type]
-        feed(cb, trainer, module, rank_batches(r))
-        cb._flush(trainer, module)  # type: ignore[arg-type]
-
-    run_ranks(2, rank)
+    validate_two_batches(group, modules, callbacks)
     assert group.calls == [[], []]
     assert all(isinstance(cb.decoder, HNSWDecoder) and cb.decoder.ef == 40 for cb in callbacks)
     assert [cb.factory.decided for cb in callbacks] == [0, 0]
