@@ -48,7 +48,9 @@ class DecodingCallback(Callback):
     folder), then the remaining ranks load it: built once per cache folder. Predictions returned by
     ``continuous_validation_step`` are buffered and decoded in large batches (hnswlib runs small
     batches on one thread); the first buffer also adapts the decoder (an HNSW ``ef`` is tuned to
-    a target recall unless it was given).
+    a target recall unless it was given). Under DDP or FSDP rank 0 alone adapts, on its first
+    validation batch, and every rank takes its decision (tuned ``ef`` or exact search), and the κ̂
+    below is fitted once, on 512 tokens gathered from all ranks.
 
     With ``hubness`` the tokens are chosen by a re-ranking rule fitted to each epoch's first
     buffer: ``"csls"`` (:class:`~lightning_contloss.decoding.CSLSReranking`, counters collapse
@@ -69,7 +71,8 @@ class DecodingCallback(Callback):
     - ``val/vmf_ppl``: perplexity under ``p(w) ∝ exp(κ·cos(ê, e_w))`` normalised over all V
       rows, on up to ``metric_tokens`` tokens per epoch and process; κ is ``‖ê‖`` for vMF
       losses and, for losses that leave the norm arbitrary, one κ fitted by ``fit_kappa`` on
-      512 of those tokens each epoch (warm-started from the previous epoch's κ̂);
+      512 of those tokens each epoch (warm-started from the previous epoch's κ̂; under DDP the
+      first ``ceil(512 / world_size)`` tokens of each rank's first batch);
     - ``val/brier_lm`` (when ``brier_lm=True``): BrierLM from two samples of the same
       distribution per position, on the same tokens.
 
@@ -137,6 +140,10 @@ class DecodingCallback(Callback):
         self.metrics = MetricCollection({}, compute_groups=False)
         self._targets_hash: str | None = None
         self._tuned_for: str | None = None
+        # Under DDP/FSDP: the table whose decoder decision rank 0 has shared, and whether this
+        # epoch's shared state (decision, κ̂) is still to be exchanged.
+        self._shared_for: str | None = None
+        self._share_pending = False
         self._reranked: RerankedDecoder | None = None
         self._exact: Decoder | None = None
         self._buffer: list[tuple[Tensor, Tensor]] = []
@@ -286,6 +293,7 @@ class DecodingCallback(Callback):
         self._decode_tokens, self._decode_seconds = 0, 0.0
         self._recall_seen = self._metric_seen = 0
         self._kappa = self._fitted_kappa = None
+        self._share_pending = True
         if self._reranked is not None:
             # Re-fitted on this epoch's predictions; until then decode by plain similarity.
             self._reranked = None
@@ -328,6 +336,9 @@ class DecodingCallback(Callback):
         dataloader_idx: int = 0,
     ) -> None:
         self._collect(outputs, batch_idx)
+        if self._share_pending:
+            # The epoch's first batch: a point every rank passes once, in the same order.
+            self._share_epoch_state(trainer, pl_module)
         if self._buffered >= self.buffer_tokens:
             self._flush(trainer, pl_module)
 
@@ -341,15 +352,10 @@ class DecodingCallback(Callback):
         module = self._module(pl_module)
         assert self.decoder is not None
         table = module.continuous_targets.weight
-        flat_pred = torch.cat([p.reshape(-1, p.shape[-1]) for p, _ in self._buffer]).float()
-        flat_target = torch.cat([t.reshape(-1) for _, t in self._buffer]).to(table.device)
-        if self.factory.adapt(self.decoder, flat_pred, module.continuous_targets):
-            # The factory switched to exact search: this epoch already decodes with it.
-            self.decoder = self.factory(module.continuous_targets, module.decode_space)
-            self._exact, self._reranked = None, None
-            module.decoder = self.decoder
-        if self.factory.tuned_ef is not None or self.factory.exact_fallback:
-            self._tuned_for = self._targets_hash
+        flat_pred, flat_target = self._flat_buffer(module)
+        if trainer.world_size == 1 or self.factory.tuned_ef is not None:
+            # Under DDP only rank 0 decides (in _share_epoch_state); the others only apply a tuned ef.
+            self._adapt(module, flat_pred)
         decoder = self._epoch_decoder(trainer, module, flat_pred, flat_target)
         start = time.perf_counter()
         knn_ids, knn_scores = (t.to(table.device) for t in decoder.query(flat_pred, self.k))
@@ -371,6 +377,89 @@ class DecodingCallback(Callback):
         self._likelihood_metrics(module)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
 
+    def _flat_buffer(self, module: ContinuousOutputMixin) -> tuple[Tensor, Tensor]:
+        """The buffered predictions ``[N, D]`` (float) and targets ``[N]``, on the table's device."""
+        table = module.continuous_targets.weight
+        if not self._buffer:
+            empty = torch.zeros(0, dtype=torch.long, device=table.device)
+            return table.new_zeros(0, table.shape[1], dtype=torch.float32), empty
+        flat_pred = torch.cat([p.reshape(-1, p.shape[-1]) for p, _ in self._buffer]).float()
+        flat_target = torch.cat([t.reshape(-1) for _, t in self._buffer]).to(table.device)
+        return flat_pred, flat_target
+
+    def _adapt(self, module: ContinuousOutputMixin, flat_pred: Tensor) -> None:
+        """Let the factory adapt the decoder to these predictions; rebuild it if the factory switched to exact."""
+        assert self.decoder is not None
+        if self.factory.adapt(self.decoder, flat_pred, module.continuous_targets):
+            self._rebuild_exact(module)
+        if self.factory.tuned_ef is not None or self.factory.exact_fallback:
+            self._tuned_for = self._targets_hash
+
+    def _rebuild_exact(self, module: ContinuousOutputMixin) -> None:
+        # The factory switched to exact search: this epoch already decodes with it.
+        self.decoder = self.factory(module.continuous_targets, module.decode_space)
+        self._exact, self._reranked = None, None
+        module.decoder = self.decoder
+
+    @torch.no_grad()
+    def _share_epoch_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Under DDP/FSDP, give every rank rank 0's decoder decision and one κ̂, from this epoch's first batch.
+
+        Called once per validation/test epoch on every rank, at its first batch's end (or, on a rank
+        without batches, at the epoch's end): the collectives below run on every rank in the same
+        order, and whether each runs depends only on state that every rank shares (the
+        configuration, the table, a restored or previously shared decision), never on a rank's data.
+
+        - The decision: while ``ef`` is neither given nor tuned for this table, rank 0 adapts
+          its decoder on its first batch and broadcasts the factory's state (tuned ``ef``, exact
+          fallback); the others load it and, after a fall-back, rebuild as exact search.
+        - κ̂, when ``vmf_ppl`` or a re-ranking rule may need it: each rank's first
+          ``ceil(512 / world_size)`` tokens are gathered and rank 0 fits κ̂ on the 512, then
+          broadcasts it.
+        """
+        self._share_pending = False
+        if trainer.world_size <= 1:
+            return
+        module = self._module(pl_module)
+        decide = self.factory.ef is None and self._targets_hash not in (self._tuned_for, self._shared_for)
+        want_kappa = self._wants_kappa(module)
+        if not (decide or want_kappa):
+            return
+        flat_pred, flat_target = self._flat_buffer(module)
+        sample: tuple[Tensor, Tensor] | None = None
+        if want_kappa:
+            share = -(-KAPPA_FIT_TOKENS // trainer.world_size)
+            pred = flat_pred.new_zeros(share, flat_pred.shape[1])
+            target = torch.full((share,), self._skip_id(module), dtype=torch.long, device=pred.device)
+            n = min(share, flat_pred.shape[0])
+            pred[:n], target[:n] = flat_pred[:n].to(pred.device), flat_target[:n].to(pred.device)
+            gathered_p, gathered_t = trainer.strategy.all_gather(pred), trainer.strategy.all_gather(target)
+            sample = gathered_p.reshape(-1, pred.shape[1]), gathered_t.reshape(-1)
+        shared: dict[str, Any] = {}
+        if trainer.is_global_zero:
+            if decide and flat_pred.shape[0]:
+                self._adapt(module, flat_pred)
+                shared["factory"] = self.factory.state_dict()
+            if sample is not None:
+                shared["kappa"] = self._fit_kappa(module, *sample)
+        shared = trainer.strategy.broadcast(shared, src=0)
+        if "factory" in shared:
+            self._shared_for = self._targets_hash
+            if not trainer.is_global_zero:
+                self.factory.load_state_dict(shared["factory"])
+                if self.factory.exact_fallback:
+                    self._rebuild_exact(module)
+                    self._tuned_for = self._targets_hash
+                elif self.factory.tuned_ef is not None:
+                    self._adapt(module, flat_pred)  # with a tuned ef, adapt only sets it on the decoder
+        if "kappa" in shared:
+            self._fitted_kappa = self._last_kappa = float(shared["kappa"])
+
+    def _wants_kappa(self, module: ContinuousOutputMixin) -> bool:
+        """Whether this epoch may fit κ̂: ``vmf_ppl`` of a loss without κ, or a re-ranking rule (the prior's β)."""
+        vmf = any(isinstance(x, VMFLoss) for x in module.continuous_loss_fn.modules())
+        return (self.metric_tokens > 0 and not vmf) or self.reranking is not None
+
     def _epoch_decoder(
         self, trainer: L.Trainer, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor
     ) -> Decoder:
@@ -390,23 +479,25 @@ class DecodingCallback(Callback):
     def _epoch_kappa(self, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor) -> float:
         """κ̂ of ``fit_kappa`` on the epoch's first tokens, fitted once and shared by ``vmf_ppl`` and the prior."""
         if self._fitted_kappa is None:
-            targets = module.continuous_targets
             # Each Newton step is a pass over the table: fit on a sample, it is one scalar.
-            sample_t = flat_target[:KAPPA_FIT_TOKENS].to(targets.weight.device)
-            sample_p = flat_pred[:KAPPA_FIT_TOKENS].to(targets.weight.device)
-            exclude = targets.special_mask if bool(targets.special_mask.any()) else None
-            # Padding and special targets have no likelihood: leave them out of the fit.
-            keep = sample_t != self._skip_id(module)
-            if exclude is not None:
-                keep &= ~exclude[torch.where(keep, sample_t, 0)]
-            start = self._last_kappa if self._last_kappa else 1.0
-            self._fitted_kappa = (
-                fit_kappa(sample_p[keep], sample_t[keep], targets.weight, exclude_mask=exclude, kappa_init=start)
-                if bool(keep.any())
-                else 0.0
-            )
+            self._fitted_kappa = self._fit_kappa(module, flat_pred[:KAPPA_FIT_TOKENS], flat_target[:KAPPA_FIT_TOKENS])
             self._last_kappa = self._fitted_kappa
         return self._fitted_kappa
+
+    def _fit_kappa(self, module: ContinuousOutputMixin, sample_p: Tensor, sample_t: Tensor) -> float:
+        """``fit_kappa`` on ``sample_p [N, D]`` / ``sample_t [N]``, warm-started from the last κ̂; 0 without tokens."""
+        targets = module.continuous_targets
+        sample_t = sample_t.to(targets.weight.device)
+        sample_p = sample_p.to(targets.weight.device)
+        exclude = targets.special_mask if bool(targets.special_mask.any()) else None
+        # Padding and special targets have no likelihood: leave them out of the fit.
+        keep = sample_t != self._skip_id(module)
+        if exclude is not None:
+            keep &= ~exclude[torch.where(keep, sample_t, 0)]
+        start = self._last_kappa if self._last_kappa else 1.0
+        if not bool(keep.any()):
+            return 0.0
+        return fit_kappa(sample_p[keep], sample_t[keep], targets.weight, exclude_mask=exclude, kappa_init=start)
 
     @staticmethod
     def _skip_id(module: ContinuousOutputMixin) -> int:
@@ -495,6 +586,9 @@ class DecodingCallback(Callback):
         return values
 
     def _log_epoch(self, trainer: L.Trainer, pl_module: L.LightningModule, prefix: str) -> None:
+        if self._share_pending:
+            # This rank saw no batch: it still joins the exchange the others made at their first batch.
+            self._share_epoch_state(trainer, pl_module)
         self._flush(trainer, pl_module)
         values = {f"{prefix}/{n}": torch.as_tensor(v, dtype=torch.float32) for n, v in self._epoch_values().items()}
         if values:

@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchmetrics import Metric
 
-from lightning_contloss import ContinuousOutputMixin, TargetEmbeddings
+from lightning_contloss import ContinuousOutputMixin, DecoderFactory, ExactDecoder, HNSWDecoder, TargetEmbeddings
+from lightning_contloss.decoding import Decoder
 from lightning_contloss.losses import CosineLoss
 
 VOCAB = 200
@@ -91,3 +92,35 @@ def quiet_trainer(**kwargs: Any) -> L.Trainer:
     }
     defaults.update(kwargs)
     return L.Trainer(**defaults)
+
+
+class RankDecidingFactory(DecoderFactory):
+    """An ``ef=None`` HNSW factory whose first adapt decides by the rank, as the timing of real tuning can.
+
+    ``decisions[rank]`` is the ``ef`` that rank would tune, or ``"exact"`` to fall back to exact
+    search. ``rank`` is fixed, or read from ``torch.distributed`` (0 without a process group) when
+    ``None``. ``decided`` counts the decisions this rank made itself.
+    """
+
+    def __init__(self, decisions: dict[int, int | str], rank: int | None = None, cache_dir: Any = False) -> None:
+        super().__init__("hnsw", M=8, num_threads=1, cache_dir=cache_dir)
+        self.decisions = decisions
+        self.rank = rank
+        self.decided = 0
+
+    def adapt(self, decoder: Decoder, queries: Tensor, targets: TargetEmbeddings | None = None) -> bool:
+        if self.tuned_ef is None and not self.exact_fallback and isinstance(decoder, HNSWDecoder):
+            self.decided += 1
+            rank = self.rank if self.rank is not None else (
+                torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            )
+            decision = self.decisions[rank]
+            if decision == "exact":
+                return self._fall_back(f"rank {rank} says so")
+            assert isinstance(decision, int)
+            self.tuned_ef = decision
+        return super().adapt(decoder, queries, targets)
+
+    def __call__(self, targets: TargetEmbeddings, space: str) -> Decoder:
+        # Like "auto" after a fall-back (an "auto" table this small would never pick HNSW).
+        return ExactDecoder(targets, space) if self.exact_fallback else super().__call__(targets, space)
