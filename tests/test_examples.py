@@ -555,3 +555,28 @@ def test_learned_temperature_is_optimised_by_a_fit() -> None:
     assert id(loss.log_temperature) in opt_params
     _trainer(max_steps=5, limit_val_batches=0).fit(lm, datamodule=dm)
     assert loss.current_temperature != pytest.approx(0.1)
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_default_continuous_lm_is_infonce_and_trains() -> None:
+    # The default is the winner of benchmarks/convergence.py (InfoNCE, 1,024 uniform negatives, τ 0.1);
+    # this pins the configuration and that a short run with it trains, not its accuracy.
+    from lightning_contloss.losses import InfoNCELoss
+
+    vocab = Vocabulary(["<pad>", "<unk>", "<eos>", *"abcdefgh"])
+    stream = torch.tensor([3, 4, 5, 6, 7, 8, 9, 10] * 30)
+    dm = LMDataModule(vocab, stream, stream, batch_size=4, seq_len=8)
+    lm = ContinuousLM(dm.vocab_size, **TINY, lr=3e-3, warmup_steps=0)
+    loss = lm.continuous_loss_fn
+    assert isinstance(loss, InfoNCELoss)
+    assert (loss.temperature, loss.learn_temperature, loss.sampler) == (0.1, False, "uniform")
+    assert loss.num_negatives == dm.vocab_size  # 1,024 capped at V
+    assert lm.decode_space == "cosine"
+    x, y = next(iter(dm.train_dataloader()))
+    with torch.no_grad():
+        before = float(loss(lm(x), y))
+    _trainer(max_steps=30, limit_val_batches=0).fit(lm, datamodule=dm)
+    lm.eval()
+    with torch.no_grad():
+        after = float(loss(lm(x), y))
+    assert math.isfinite(after) and after < before

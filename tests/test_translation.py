@@ -391,3 +391,13 @@ def test_translator_errors_say_what_to_do(bible: BibleDataModule) -> None:
     glove = ContinuousTranslator(10, 10, **SMALL, targets="glove")
     with pytest.raises(ValueError, match="use_glove_targets"):
         glove.setup("fit")
+
+
+def test_continuous_translator_defaults_to_infonce() -> None:
+    # InfoNCE translated best in benchmarks/translation.py; the default pins that choice.
+    from lightning_contloss.losses import InfoNCELoss
+
+    model = ContinuousTranslator(20, 30, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1)
+    assert isinstance(model.continuous_loss_fn, InfoNCELoss)
+    assert model.continuous_loss_fn.ignore_index == model.hparams["tgt_pad_id"]
+    assert model.decode_space == "cosine"

@@ -75,7 +75,7 @@ RUN_OPTIONS = (
 )
 
 # (a) softmax, (b) the best continuous configuration found (see docs/benefits.md), (c) others.
-DEFAULT_RUNS = ("softmax", "linear:cosine:random", "linear:infonce:random", "linear:vmf:random")
+DEFAULT_RUNS = ("softmax", "linear:infonce:random", "linear:cosine:random", "linear:vmf:random")
 GLOVE_RUNS = ("softmax", "linear:infonce:random", "linear:cosine:glove")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 __all__ = ["TRANSLATION_RUNS", "build_translation_parser", "split_parallel", "translation_main"]
 
-TRANSLATION_RUNS = ("softmax", "cosine-random", "cosine-glove")
+TRANSLATION_RUNS = ("softmax", "infonce-random", "cosine-random", "cosine-glove")
 
 
 def build_translation_parser() -> argparse.ArgumentParser:
@@ -37,7 +37,7 @@ def build_translation_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-src", default=None, help="source sentences, one a line (.gz read too)")
     p.add_argument("--data-tgt", default=None, help="target sentences, aligned with --data-src")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the data files")
-    p.add_argument("--runs", nargs="+", default=["softmax", "cosine-random"], choices=TRANSLATION_RUNS)
+    p.add_argument("--runs", nargs="+", default=["softmax", "infonce-random"], choices=TRANSLATION_RUNS)
     p.add_argument("--budget", type=float, default=120.0, help="training seconds per run (default 120)")
     p.add_argument("--valid", type=int, default=500, help="lines held out for validation (EOS bias, curve)")
     p.add_argument("--test", type=int, default=500, help="lines held out for the final scores")
@@ -105,8 +105,8 @@ def _build(run: str, dm: Any, args: argparse.Namespace) -> Any:
     if run == "softmax":
         module: Any = SoftmaxTranslator(*sizes, **options)
     else:
-        targets: Any = run.split("-", 1)[1]  # "random" or "glove", checked by the parser's choices
-        module = ContinuousTranslator(*sizes, **options, loss="cosine", targets=targets)
+        loss, targets = run.split("-", 1)  # LOSS-TARGETS, checked by the parser's choices
+        module = ContinuousTranslator(*sizes, **options, loss=loss, targets=targets)
     module.attach_vocabularies(dm.src_vocab, dm.tgt_vocab)
     return module
 

@@ -235,7 +235,8 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             :class:`CausalTransformerLM`); ``None`` gives every id a row.
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
-        loss: ``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"`` ``"synmargin"`` or ``"energy"``.
+        loss: ``"infonce"`` (the default: the best continuous loss of ``benchmarks/convergence.py``),
+            ``"cosine"``, ``"vmf"``, ``"maxmargin"``, ``"l2"``, ``"synmargin"`` or ``"energy"``.
         targets: ``"random"``, ``"ppmi"`` (corpus PPMI-SVD), ``"glove"`` (GloVe 6B 50-d) or ``"file"``.
         target_dim: D; ``None`` gives 256, or 50 for GloVe, or the file's width.
         targets_path: the vector file for ``targets="file"``.
@@ -286,7 +287,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         input_vocab_size: int | None = None,
         max_len: int = 512,
         schedule: Schedule = "constant",
-        loss: LossName = "cosine",
+        loss: LossName = "infonce",
         targets: TargetKind = "random",
         target_dim: int | None = None,
         targets_path: str | None = None,

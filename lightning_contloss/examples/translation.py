@@ -197,7 +197,8 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         weight_decay: AdamW weight decay on matrices.
         warmup_steps: linear warm-up steps.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
-        loss: a registered loss name (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, ...).
+        loss: a registered loss name (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, ...);
+            the default InfoNCE translated best in ``benchmarks/translation.py`` (docs: Translation).
         targets: ``"random"`` or ``"glove"``.
         target_dim: D of random targets; ``None`` gives ``d_model`` (GloVe is 50).
         target_seed: seed of random targets (and of GloVe's missing words).
@@ -231,7 +232,7 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         weight_decay: float = 0.01,
         warmup_steps: int = 200,
         schedule: Schedule = "constant",
-        loss: LossName = "cosine",
+        loss: LossName = "infonce",
         targets: TargetKind = "random",
         target_dim: int | None = None,
         target_seed: int = 0,
