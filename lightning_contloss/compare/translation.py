@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["TRANSLATION_RUNS", "build_translation_parser", "split_parallel", "translation_main"]
 
@@ -106,7 +106,7 @@ def _build(run: str, dm: Any, args: argparse.Namespace) -> Any:
         module: Any = SoftmaxTranslator(*sizes, **options)
     else:
         loss, targets = run.split("-", 1)  # LOSS-TARGETS, checked by the parser's choices
-        module = ContinuousTranslator(*sizes, **options, loss=loss, targets=targets)
+        module = ContinuousTranslator(*sizes, **options, loss=loss, targets=cast(Any, targets))
     module.attach_vocabularies(dm.src_vocab, dm.tgt_vocab)
     return module
 
