@@ -225,3 +225,22 @@ def test_exclude_accepts_a_tensor_and_does_not_touch_targets() -> None:
     dec = ExactDecoder(t, exclude=torch.tensor([1, 2]))
     assert dec.returnable.tolist() == [True, False, False, True, True, True]
     assert t.special_ids.tolist() == []
+
+
+def test_exact_cosine_decoder_shares_a_unit_table_and_copies_any_other() -> None:
+    # A normalised table is used in place (no second 400 MB copy at 400k × 256); any other is
+    # normalised into a copy, and both give the brute-force answer.
+    unit = TargetEmbeddings.random(300, 16, seed=3)
+    shared = ExactDecoder(unit, "cosine")
+    assert shared._rows.data_ptr() == unit.weight.data_ptr()
+    raw = randn(300, 16, seed=4).float() * 3
+    copied = ExactDecoder(raw, "cosine")
+    assert copied._rows.data_ptr() != raw.data_ptr()
+    x = randn(7, 16, seed=5).float()
+    for table, dec in ((unit.weight.detach(), shared), (raw, copied)):
+        ids, _ = dec.query(x, 3)
+        ref = brute_scores(x.double().numpy(), table.double().numpy(), "cosine")
+        np.testing.assert_array_equal(ids.numpy(), np.argsort(-ref, axis=1, kind="stable")[:, :3])
+    # Rows a little off unit norm are not taken for unit rows.
+    off = unit.weight.detach() * (1 + 1e-4)
+    assert ExactDecoder(off, "cosine")._rows.data_ptr() != off.data_ptr()
