@@ -68,9 +68,14 @@ def _head(words: list[str], n: int = 10) -> str:
     return f"{words[:n]}{more}"
 
 
+def _normalize_(table: Tensor) -> Tensor:
+    """``F.normalize(table, dim=-1)`` in place (the same values): no second V × D copy for a large table."""
+    return table.div_(table.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+
+
 def _unit_sphere(num: int, dim: int, generator: torch.Generator) -> Tensor:
     # A normalised isotropic Gaussian is uniform on the sphere.
-    return F.normalize(torch.randn(num, dim, generator=generator, dtype=torch.float32), dim=-1)
+    return _normalize_(torch.randn(num, dim, generator=generator, dtype=torch.float32))
 
 
 def _check_vocab(vocab: Sequence[str], size: int | None = None) -> list[str]:
@@ -235,7 +240,7 @@ class TargetEmbeddings(nn.Module):
         words = _check_vocab(vocab, weight.shape[0]) if vocab is not None else None
         table = weight.detach().clone()
         if normalize:
-            table = F.normalize(table, dim=-1)
+            table = _normalize_(table)
         self.register_buffer("weight", table)
         self.register_buffer("special_mask", torch.zeros(table.shape[0], dtype=torch.bool, device=table.device))
         self.normalized = normalize

@@ -557,3 +557,23 @@ def test_meta_tables_give_the_package_errors() -> None:
 def test_constructor_argument_types(call: Any, error: type[Exception], message: str) -> None:
     with pytest.raises(error, match=message):
         call()
+
+
+def test_random_and_normalised_tables_keep_their_values_in_place() -> None:
+    # The in-place normalisation (one V × D copy, not two) gives F.normalize's values bit for bit.
+    import torch.nn.functional as F
+
+    from lightning_contloss.targets import _normalize_
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 19, generator=g) * 7
+    x[4] = 0.0
+    assert torch.equal(_normalize_(x.clone()), F.normalize(x, dim=-1))
+    t = TargetEmbeddings.from_tensor(x)
+    assert torch.equal(t.weight.detach(), F.normalize(x, dim=-1))
+    assert not torch.equal(x, t.weight.detach())  # the caller's tensor is not touched
+    r = TargetEmbeddings.random(50, 8, seed=3)
+    ref = F.normalize(
+        F.normalize(torch.randn(50, 8, generator=torch.Generator().manual_seed(3)), dim=-1), dim=-1
+    )
+    assert torch.equal(r.weight.detach(), ref)
