@@ -36,6 +36,11 @@ _RERANK_ARGS = ("csls_k", "rerank_candidates", "prior_weight", "prior_counts")
 _SKIP_ID = -100
 
 
+def _vmf_loss(module: ContinuousOutputMixin) -> VMFLoss | None:
+    """The module's vMF loss, whose κ comes from the prediction's norm; ``None`` when it has none."""
+    return next((x for x in module.continuous_loss_fn.modules() if isinstance(x, VMFLoss)), None)
+
+
 class DecodingCallback(Callback):
     """Decodes a continuous model's predictions by k-NN and logs what they are worth.
 
@@ -457,8 +462,7 @@ class DecodingCallback(Callback):
 
     def _wants_kappa(self, module: ContinuousOutputMixin) -> bool:
         """Whether this epoch may fit κ̂: ``vmf_ppl`` of a loss without κ, or a re-ranking rule (the prior's β)."""
-        vmf = any(isinstance(x, VMFLoss) for x in module.continuous_loss_fn.modules())
-        return (self.metric_tokens > 0 and not vmf) or self.reranking is not None
+        return (self.metric_tokens > 0 and _vmf_loss(module) is None) or self.reranking is not None
 
     def _epoch_decoder(
         self, trainer: L.Trainer, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor
@@ -559,7 +563,7 @@ class DecodingCallback(Callback):
             special = valid & exclude[torch.where(valid, target_seq, 0)]
             target_seq = torch.where(special, skip, target_seq)
         vmf_ppl = self.metrics["vmf_ppl"]
-        vmf_loss = next((x for x in module.continuous_loss_fn.modules() if isinstance(x, VMFLoss)), None)
+        vmf_loss = _vmf_loss(module)
         if self._kappa is None and vmf_loss is None:
             self._kappa = self._epoch_kappa(module, pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1))
             vmf_ppl.kappa = self._kappa

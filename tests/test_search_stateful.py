@@ -146,8 +146,8 @@ def test_stateful_step_bad_returns_are_named() -> None:
         greedy_decode(StatefulStep(lambda ids, s: model.prefix(ids)), starts(2, 0), 3, EOS, dec)
     with pytest.raises(ValueError, match=r"\[B, D\] = \[2, 6\] for the start tokens"):
         greedy_decode(StatefulStep(lambda ids, s: (torch.zeros(3, D), s)), starts(2, 0), 3, EOS, dec)
-    with pytest.raises(NotImplementedError, match="override step"):
-        greedy_decode(StatefulStep(), starts(2, 0), 3, EOS, dec)
+    with pytest.raises(TypeError, match="override step"):  # refused when made, before any search
+        StatefulStep()
     with pytest.raises(ValueError, match="reorder must be a callable"):
         StatefulStep(lambda i, s: (i, s), reorder=3)  # type: ignore[arg-type]
 

@@ -100,6 +100,11 @@ class StatefulStep:
     def __init__(self, step: StateStepFn | None = None, reorder: ReorderFn | None = None) -> None:
         if step is not None and not callable(step):
             raise ValueError(f"step must be a callable (ids, state) -> (pred, state), got {type(step).__name__}")
+        if step is None and type(self).step is StatefulStep.step:
+            # Said when the step is made, not at the search's first call.
+            raise TypeError(
+                f"{type(self).__name__} has no step: pass StatefulStep(step=fn) or override step(ids, state)"
+            )
         if reorder is not None and not callable(reorder):
             raise ValueError(f"reorder must be a callable (state, index) -> state, got {type(reorder).__name__}")
         self._step = step
@@ -113,10 +118,7 @@ class StatefulStep:
             state: ``None`` on the first call, else what the previous call (then :meth:`reorder`)
                 returned.
         """
-        if self._step is None:
-            raise NotImplementedError(
-                f"{type(self).__name__} has no step: pass StatefulStep(step=fn) or override step(ids, state)"
-            )
+        assert self._step is not None  # __init__ refuses a StatefulStep with neither
         return self._step(ids, state)
 
     def reorder(self, state: Any, index: Tensor) -> Any:

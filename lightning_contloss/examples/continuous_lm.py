@@ -380,12 +380,10 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
 
     # ------------------------------------------------------------------ targets from the data
     def setup(self, stage: str) -> None:
-        dm = getattr(self._trainer, "datamodule", None)
-        if dm is None and self._targets_ready and stage != "fit":
-            return  # evaluation needs the table, which is ready, and not the sampler's counts
-        self.use_datamodule(dm)
+        # Evaluation needs the table, not the sampler's counts.
+        self.use_datamodule(getattr(self._trainer, "datamodule", None), counts=stage == "fit")
 
-    def use_datamodule(self, dm: Any) -> None:
+    def use_datamodule(self, dm: Any, *, counts: bool = True) -> None:
         """Take what the run needs from the data: the target table (unless random) and the sampler's counts.
 
         ``setup`` calls it with ``trainer.datamodule``; a loop that trains without a Trainer calls it
@@ -394,10 +392,11 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         Args:
             dm: a datamodule with ``.vocab`` (``words``, ``counts``) and ``.train_ids``, as
                 :class:`~lightning_contloss.examples.PTBDataModule` has; may be ``None`` when the
-                targets are random and the sampler is uniform.
+                targets are random and the sampler is uniform (or ``counts`` is False).
+            counts: also give a unigram sampler its counts (training needs them, evaluation not).
         """
         vocab: Any = getattr(dm, "vocab", None)
-        needs_counts = self.hparams["sampler"] == "unigram"
+        needs_counts = counts and self.hparams["sampler"] == "unigram"
         if vocab is None and (needs_counts or not self._targets_ready):
             what = "sampler='unigram' reads its counts" if self._targets_ready else (
                 f"targets={self.hparams['targets']!r} are built"

@@ -119,9 +119,10 @@ def check_number(
     low: float,
     high: float = math.inf,
     low_open: bool = False,
+    high_open: bool = False,
     why: str = "",
 ) -> None:
-    """Raise unless ``value`` is a finite real number in ``[low, high]`` (``(low, high]`` if ``low_open``).
+    """Raise unless ``value`` is a finite real number in ``[low, high]`` (open ends: ``low_open``, ``high_open``).
 
     A Python or numpy number, or a one-element floating tensor (a learnable temperature, say);
     never a bool or a string.
@@ -134,7 +135,7 @@ def check_number(
         ValueError: margin must be >= 0 and finite, got inf
     """
     if high < math.inf:
-        interval = f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+        interval = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     else:
         interval = f"{'>' if low_open else '>='} {low:g} and finite"
     what = f"{name} must be {interval}{f' ({why})' if why else ''}"
@@ -146,7 +147,8 @@ def check_number(
         number = float(value)
     else:
         raise ValueError(f"{what}: a number, got {type(value).__name__} {value!r}")
-    if not (math.isfinite(number) and low <= number <= high) or (low_open and number == low):
+    open_end = (low_open and number == low) or (high_open and number == high)
+    if not (math.isfinite(number) and low <= number <= high) or open_end:
         raise ValueError(f"{what}, got {value!r}")
 
 

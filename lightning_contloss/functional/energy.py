@@ -36,12 +36,15 @@ DEFAULT_BETA = 1.0
 
 
 def _check_beta(beta: float) -> None:
-    check_number(beta, "beta", low=0.0, low_open=True, why="the exponent of the energy score, in (0, 2)")
-    if float(beta) >= 2.0:
-        raise ValueError(
-            f"beta must be in (0, 2), got {beta!r}: from beta = 2 on the energy score is no longer strictly "
-            "proper (at 2 it scores only the mean); use beta=1"
-        )
+    check_number(
+        beta,
+        "beta",
+        low=0.0,
+        high=2.0,
+        low_open=True,
+        high_open=True,
+        why="from 2 on the energy score is no longer strictly proper (at 2 it scores only the mean); use 1",
+    )
 
 
 def _check_energy_loss_args(beta: float) -> None:

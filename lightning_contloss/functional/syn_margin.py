@@ -53,6 +53,11 @@ def synthetic_negative(pred: Tensor, target: Tensor, synthetic: str = "projectio
     check_choice(synthetic, "synthetic", SYNTHETIC)
     if pred.shape != target.shape:
         raise ValueError(f"pred has shape {tuple(pred.shape)} but target has {tuple(target.shape)}; pass matching rows")
+    return _synthetic_negative(pred, target, synthetic)
+
+
+def _synthetic_negative(pred: Tensor, target: Tensor, synthetic: str) -> Tensor:
+    """:func:`synthetic_negative` on checked inputs (the loss's per-batch path)."""
     u = unit(target)
     if synthetic == "projection":
         rest = pred - (pred * u).sum(dim=-1, keepdim=True) * u
@@ -82,7 +87,7 @@ def _syn_margin_loss_tokens(
         with torch.no_grad():
             # A negative sample, held fixed like a table row; for "projection" the gradient is the
             # same either way, since u_orth only turns when ê leaves the plane of ê and u.
-            negative = synthetic_negative(batch.pred, target, synthetic)
+            negative = _synthetic_negative(batch.pred, target, synthetic)
         per_token = F.relu(margin + row_cosine(batch.pred, negative) - row_cosine(batch.pred, target))
     return per_token, batch
 

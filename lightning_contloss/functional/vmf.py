@@ -43,9 +43,14 @@ def _check_vmf_nll_args(
         raise ValueError(f"approx must be True or False, got {approx!r}")
     check_choice(regularizer, "regularizer", REGULARIZERS)
     # λ >= 1 makes log(1 + κ)·(λ − cos) >= 0 for every token, so κ -> 0 everywhere.
-    check_number(kumar_lambda, "kumar_lambda", low=0.0, high=1.0, why="below 1, or κ collapses to 0 (0.2 in the paper)")
-    if kumar_lambda == 1.0:
-        raise ValueError("kumar_lambda must be below 1, or κ collapses to 0 for every token (0.2 in the paper)")
+    check_number(
+        kumar_lambda,
+        "kumar_lambda",
+        low=0.0,
+        high=1.0,
+        high_open=True,
+        why="from 1 on, κ collapses to 0 for every token; 0.2 in the paper",
+    )
     check_number(kappa_min, "kappa_min", low=0.0, why="it is the smallest concentration, κ = kappa_min + ‖pred‖")
     if regularizer == "kumar" and (lambda1 != DEFAULT_LAMBDA1 or lambda2 != DEFAULT_LAMBDA2):
         raise ValueError(
