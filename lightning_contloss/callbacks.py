@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
@@ -17,7 +18,7 @@ from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding import Decoder, ExactDecoder, RerankedDecoder, make_decoder
 from lightning_contloss.decoding.factory import DecoderFactory
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
-from lightning_contloss.functional.vmf_distribution import fit_kappa, vmf_sample
+from lightning_contloss.functional.vmf_distribution import _FIT_CACHE_BUDGET, fit_kappa, vmf_sample
 from lightning_contloss.losses import VMFLoss
 from lightning_contloss.metrics import BrierLM, DecodingRecall, NeighborAccuracy, PredictionSpread, VMFPerplexity
 from lightning_contloss.mixin import ContinuousOutputMixin
@@ -30,10 +31,43 @@ log = logging.getLogger(__name__)
 # only by O(ε²): a few hundred tokens pin it well, and each Newton step is an exp pass over
 # tokens × V scores.
 KAPPA_FIT_TOKENS = 512
+# ...fewer for a large V, so that their [N, V] scores stay in fit_kappa's cache and each Newton
+# step is an exp pass, not another product over the table (83 tokens at V = 400k).
+_KAPPA_FIT_MIN_TOKENS = 64
+# metric_tokens="auto": at most this many tokens per epoch and process for vmf_ppl and brier_lm...
+AUTO_METRIC_TOKENS = 8192
+# ...taken from one sequence in this many when the decoder does not score every row (HNSW): each
+# such token costs a pass over the whole table, what a softmax twin's logits cost, so the
+# likelihood metrics cost about 1/16 of a softmax validation's output layer. Exact search scores
+# every row anyway and shares that pass (ExactDecoder.query_with_log_partition): every sequence.
+AUTO_METRIC_STRIDE = 16
 # Arguments that moved to DecoderFactory / the re-ranking rules; still accepted, with a warning.
 _FACTORY_ARGS = ("ef", "M", "ef_construction", "num_threads", "cache_dir", "target_recall")
 _RERANK_ARGS = ("csls_k", "rerank_candidates", "prior_weight", "prior_counts")
 _SKIP_ID = -100
+
+
+@dataclass
+class _Picked:
+    """The tokens of one buffer picked for the likelihood metrics, ready to score."""
+
+    pred: Tensor  # [rows, D] (for vMF losses, scaled to the loss's κ)
+    target: Tensor  # [rows]; special targets replaced by the skip id
+    sizes: list[int]  # tokens per picked run of whole sequences
+    lengths: list[int]  # sequence length of each run
+    rows: int
+    kappa: float | Tensor | None  # κ for the decoder's shared normaliser; None: vmf_ppl scans the table itself
+    exclude: Tensor | None
+
+
+def kappa_fit_tokens(vocab_size: int) -> int:
+    """Tokens per epoch that κ̂ is fitted on: 512, or fewer for a large table (at least 64).
+
+    Example:
+        >>> kappa_fit_tokens(10_000), kappa_fit_tokens(400_000), kappa_fit_tokens(10_000_000)
+        (512, 83, 64)
+    """
+    return max(_KAPPA_FIT_MIN_TOKENS, min(KAPPA_FIT_TOKENS, _FIT_CACHE_BUDGET // max(vocab_size, 1)))
 
 
 def _vmf_loss(module: ContinuousOutputMixin) -> VMFLoss | None:
@@ -74,10 +108,14 @@ class DecodingCallback(Callback):
     - ``val/distinct_pred``, ``val/top_pred_share``: how many distinct tokens were predicted,
       and the share of the most predicted one, which expose collapse onto frequent words;
     - ``val/vmf_ppl``: perplexity under ``p(w) ∝ exp(κ·cos(ê, e_w))`` normalised over all V
-      rows, on up to ``metric_tokens`` tokens per epoch and process; κ is ``‖ê‖`` for vMF
+      rows, on a sample of the epoch's tokens (``metric_tokens``); κ is ``‖ê‖`` for vMF
       losses and, for losses that leave the norm arbitrary, one κ fitted by ``fit_kappa`` on
-      512 of those tokens each epoch (warm-started from the previous epoch's κ̂; under DDP the
-      first ``ceil(512 / world_size)`` tokens of each rank's first batch);
+      the first 512 of those tokens each epoch (fewer for V > 65,536, at least 64, see
+      :func:`kappa_fit_tokens`; warm-started from the previous epoch's κ̂; under DDP the first
+      ``ceil(n / world_size)`` tokens of each rank's first batch). With exact search in cosine
+      space the normaliser comes from the decoder's own scores
+      (:meth:`~lightning_contloss.decoding.ExactDecoder.query_with_log_partition`), not from a
+      second pass over the table;
     - ``val/brier_lm`` (when ``brier_lm=True``): BrierLM from two samples of the same
       distribution per position, on the same tokens.
 
@@ -91,8 +129,12 @@ class DecodingCallback(Callback):
         hubness: ``"none"`` (rank by similarity), ``"csls"``, ``"prior"``, or a re-ranking rule
             (``CSLSReranking(k=10, candidates=32)``, ``PriorReranking(counts=..., weight=...)``).
         recall_sample: tokens per epoch checked against exact search.
-        metric_tokens: tokens per epoch used for ``vmf_ppl`` and ``brier_lm`` (each costs
-            ``O(V·D)`` per token); 0 turns both off.
+        metric_tokens: tokens per epoch and process used for ``vmf_ppl`` and ``brier_lm`` (each
+            token costs ``O(V·D)``, what a softmax's logits cost). ``"auto"``: up to 8,192 whole
+            sequences' tokens, every sequence when the decoder is exact search in cosine space
+            (it shares its scores), else one sequence in 16 (HNSW: the metrics then cost about
+            1/16 of a softmax validation's output layer). An int: the epoch's first that many
+            tokens (whole sequences). 0 turns both off.
         brier_lm: also log BrierLM.
         buffer_tokens: predictions buffered before a decode.
         seed: seed of sampling for BrierLM and of the ``ef`` tuning sample.
@@ -114,7 +156,7 @@ class DecodingCallback(Callback):
         hubness: Literal["none", "csls", "prior"] | Reranking = "none",
         *,
         recall_sample: int = 1024,
-        metric_tokens: int = 8192,
+        metric_tokens: int | Literal["auto"] = "auto",
         brier_lm: bool = False,
         buffer_tokens: int = 16384,
         seed: int = 0,
@@ -122,7 +164,11 @@ class DecodingCallback(Callback):
     ) -> None:
         self.k = int_arg(k, "k", 1, rule=">= 1")
         self.recall_sample = int_arg(recall_sample, "recall_sample", 0)
-        self.metric_tokens = int_arg(metric_tokens, "metric_tokens", 0)
+        if isinstance(metric_tokens, str) and metric_tokens != "auto":
+            raise ValueError(f'metric_tokens must be "auto" or an int >= 0, got {metric_tokens!r}')
+        self.metric_tokens: int | Literal["auto"] = (
+            "auto" if metric_tokens == "auto" else int_arg(metric_tokens, "metric_tokens", 0, rule='>= 0 or "auto"')
+        )
         self.buffer_tokens = int_arg(buffer_tokens, "buffer_tokens", 1)
         if not isinstance(brier_lm, bool):
             raise ValueError(f"brier_lm must be True or False, got {brier_lm!r}")
@@ -161,6 +207,8 @@ class DecodingCallback(Callback):
         self._decode_seconds = 0.0
         self._recall_seen = 0
         self._metric_seen = 0
+        self._sequences_seen = 0
+        self._world_size = 1
 
     # ------------------------------------------------------------------ configuration
     def _factory(self, decoder: Any, moved: dict[str, Any]) -> DecoderFactory:
@@ -284,6 +332,7 @@ class DecodingCallback(Callback):
         self._ensure_decoder(trainer, pl_module)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._world_size = trainer.world_size
         self._ensure_decoder(trainer, pl_module)
         self._reset(pl_module)
 
@@ -296,7 +345,7 @@ class DecodingCallback(Callback):
         self.metrics = self._metric_collection(module).to(module.continuous_targets.weight.device)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
         self._decode_tokens, self._decode_seconds = 0, 0.0
-        self._recall_seen = self._metric_seen = 0
+        self._recall_seen = self._metric_seen = self._sequences_seen = 0
         self._kappa = self._fitted_kappa = None
         self._share_pending = True
         if self._reranked is not None:
@@ -362,8 +411,22 @@ class DecodingCallback(Callback):
             # Under DDP only rank 0 decides (in _share_epoch_state); the others only apply a tuned ef.
             self._adapt(module, flat_pred)
         decoder = self._epoch_decoder(trainer, module, flat_pred, flat_target)
+        shared = self._shares_scores(module, decoder)
+        picks = self._pick_likelihood_rows(shared, trainer.world_size, trainer.global_rank)
+        picked = self._likelihood_inputs(module, flat_pred, flat_target, picks, shared)
         start = time.perf_counter()
-        knn_ids, knn_scores = (t.to(table.device) for t in decoder.query(flat_pred, self.k))
+        log_z = None
+        if picked is not None and picked.kappa is not None:
+            # Exact search in cosine space: the picked rows are a prefix of the buffer; their
+            # normaliser comes out of the same scores as their neighbours.
+            assert isinstance(decoder, ExactDecoder)
+            n = picked.rows
+            head_ids, head_scores, log_z = decoder.query_with_log_partition(flat_pred[:n], self.k, picked.kappa)
+            tail_ids, tail_scores = decoder.query(flat_pred[n:], self.k)
+            knn_ids = torch.cat([head_ids, tail_ids.to(head_ids.device)]).to(table.device)
+            knn_scores = torch.cat([head_scores, tail_scores.to(head_scores.device)]).to(table.device)
+        else:
+            knn_ids, knn_scores = (t.to(table.device) for t in decoder.query(flat_pred, self.k))
         self._decode_seconds += time.perf_counter() - start
         self._decode_tokens += flat_pred.shape[0]
         ids = torch.cat(self._logit_ids).to(table.device) if self._logit_ids else knn_ids
@@ -379,7 +442,8 @@ class DecodingCallback(Callback):
         if kept.numel():
             m["mean_cos"].update(torch.nn.functional.cosine_similarity(kept_pred, table[kept], dim=-1))
         self._recall(module, flat_pred, knn_ids, knn_scores)
-        self._likelihood_metrics(module)
+        if picked is not None:
+            self._likelihood_metrics(module, picked, log_z)
         self._buffer, self._buffered, self._logit_ids = [], 0, []
 
     def _flat_buffer(self, module: ContinuousOutputMixin) -> tuple[Tensor, Tensor]:
@@ -433,7 +497,7 @@ class DecodingCallback(Callback):
         flat_pred, flat_target = self._flat_buffer(module)
         sample: tuple[Tensor, Tensor] | None = None
         if want_kappa:
-            share = -(-KAPPA_FIT_TOKENS // trainer.world_size)
+            share = -(-kappa_fit_tokens(len(module.continuous_targets)) // trainer.world_size)
             pred = flat_pred.new_zeros(share, flat_pred.shape[1])
             target = torch.full((share,), self._skip_id(module), dtype=torch.long, device=pred.device)
             n = min(share, flat_pred.shape[0])
@@ -462,7 +526,8 @@ class DecodingCallback(Callback):
 
     def _wants_kappa(self, module: ContinuousOutputMixin) -> bool:
         """Whether this epoch may fit κ̂: ``vmf_ppl`` of a loss without κ, or a re-ranking rule (the prior's β)."""
-        return (self.metric_tokens > 0 and _vmf_loss(module) is None) or self.reranking is not None
+        metrics_on = self.metric_tokens == "auto" or int(self.metric_tokens) > 0
+        return (metrics_on and _vmf_loss(module) is None) or self.reranking is not None
 
     def _epoch_decoder(
         self, trainer: L.Trainer, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor
@@ -484,7 +549,8 @@ class DecodingCallback(Callback):
         """κ̂ of ``fit_kappa`` on the epoch's first tokens, fitted once and shared by ``vmf_ppl`` and the prior."""
         if self._fitted_kappa is None:
             # Each Newton step is a pass over the table: fit on a sample, it is one scalar.
-            self._fitted_kappa = self._fit_kappa(module, flat_pred[:KAPPA_FIT_TOKENS], flat_target[:KAPPA_FIT_TOKENS])
+            n = kappa_fit_tokens(len(module.continuous_targets))
+            self._fitted_kappa = self._fit_kappa(module, flat_pred[:n], flat_target[:n])
             self._last_kappa = self._fitted_kappa
         return self._fitted_kappa
 
@@ -533,57 +599,140 @@ class DecodingCallback(Callback):
         )
         self._recall_seen += take
 
-    def _likelihood_metrics(self, module: ContinuousOutputMixin) -> None:
-        budget = self.metric_tokens - self._metric_seen
-        if budget <= 0:
-            return
+    def _shares_scores(self, module: ContinuousOutputMixin, decoder: Decoder) -> bool:
+        """Whether ``decoder`` scores every row of the vMF distribution, so ``vmf_ppl`` can take its normaliser.
+
+        True for exact search in cosine space over the rows the distribution keeps (the table's
+        non-special rows), without a re-ranking rule and outside ReWE mode.
+        """
+        if not isinstance(decoder, ExactDecoder) or decoder.space != "cosine" or self._logit_ids:
+            return False
+        special = module.continuous_targets.special_mask
+        return bool(torch.equal(~decoder.returnable, special.to(decoder.returnable.device)))
+
+    def _pick_likelihood_rows(self, shared: bool, world_size: int = 1, rank: int = 0) -> list[tuple[int, int, int]]:
+        """This buffer's sequences for ``vmf_ppl``/``brier_lm``: ``(first flat row, sequences, length)`` per item.
+
+        Whole sequences (BrierLM scores n-grams), within the epoch's budget; with ``"auto"``
+        and a decoder that does not share its scores, one sequence in ``AUTO_METRIC_STRIDE``,
+        counted over the epoch and, under DDP, over the global sample order of an unshuffled
+        ``DistributedSampler`` (this rank's i-th sequence is sample ``i·world_size + rank``), so
+        that the ranks together pick the one-process run's sequences. With ``shared`` (or an int
+        budget) the picks are a prefix of the buffer.
+        """
+        auto = self.metric_tokens == "auto"
+        budget = (AUTO_METRIC_TOKENS if auto else int(self.metric_tokens)) - self._metric_seen
+        stride = AUTO_METRIC_STRIDE if auto and not shared else 1
+        picks: list[tuple[int, int, int]] = []
+        offset = 0
+        for pred, _ in self._buffer:
+            length = pred.shape[-2] if pred.dim() > 2 else 1
+            sequences = pred.numel() // max(length * pred.shape[-1], 1)
+            seen = self._sequences_seen
+            self._sequences_seen += sequences
+            if budget > 0:
+                wanted = -(-budget // length)
+                if stride == 1:
+                    count = min(sequences, wanted)
+                    picks.append((offset, count, length))
+                else:
+                    global_index = (torch.arange(seen, seen + sequences) * world_size + rank) % stride
+                    on_stride = (global_index == 0).nonzero().flatten()[:wanted].tolist()
+                    picks.extend((offset + seq * length, 1, length) for seq in on_stride)
+                    count = len(on_stride)
+                budget -= count * length
+            offset += sequences * length
+        return picks
+
+    def _likelihood_inputs(
+        self,
+        module: ContinuousOutputMixin,
+        flat_pred: Tensor,
+        flat_target: Tensor,
+        picks: list[tuple[int, int, int]],
+        shared: bool,
+    ) -> _Picked | None:
+        """The picked tokens of ``flat_pred [N, D]`` made ready for the likelihood metrics (κ̂ fitted, specials skipped).
+
+        ``None`` when nothing was picked. With ``shared`` the picks are a prefix of the buffer and
+        the result carries the κ the decoder's normaliser needs.
+        """
+        vmf_loss = _vmf_loss(module)
+        if vmf_loss is None and self._kappa is None and self.metric_tokens != 0 and flat_pred.shape[0]:
+            # On the buffer's first tokens, not the sample: the tokens a DDP run gathers too (and
+            # a rank whose shard the sample skips still holds the shared κ̂ in its metric).
+            self._kappa = self._epoch_kappa(module, flat_pred, flat_target)
+            self.metrics["vmf_ppl"].kappa = self._kappa
+        if not picks:
+            return None
         targets = module.continuous_targets
         device = targets.weight.device
+        index = torch.cat([torch.arange(start, start + n * length) for start, n, length in picks]).to(device)
+        pred = flat_pred.to(device)[index]
+        target = flat_target[index]
         skip = self._skip_id(module)
-        # Whole sequences, so BrierLM sees n-grams; as many as fit in the token budget.
-        preds: list[Tensor] = []
-        tgts: list[Tensor] = []
-        used = 0
-        for pred, target in self._buffer:
-            length = pred.shape[-2] if pred.dim() > 2 else 1
-            p = pred.reshape(-1, length, pred.shape[-1])
-            t = target.reshape(-1, length)
-            rows = min(p.shape[0], -(-(budget - used) // length))
-            preds.append(p[:rows])
-            tgts.append(t[:rows])
-            used += rows * length
-            if used >= budget:
-                break
-        pred_seq = torch.cat(preds).float().to(device)
-        target_seq = torch.cat(tgts).to(device)
         exclude = targets.special_mask if bool(targets.special_mask.any()) else None
         if exclude is not None:
             # A special target has probability 0 once its row is excluded: skip it like padding.
-            valid = target_seq != skip
-            special = valid & exclude[torch.where(valid, target_seq, 0)]
-            target_seq = torch.where(special, skip, target_seq)
-        vmf_ppl = self.metrics["vmf_ppl"]
-        vmf_loss = _vmf_loss(module)
-        if self._kappa is None and vmf_loss is None:
-            self._kappa = self._epoch_kappa(module, pred_seq.reshape(-1, pred_seq.shape[-1]), target_seq.reshape(-1))
-            vmf_ppl.kappa = self._kappa
-        elif self._kappa is None and vmf_loss is not None:
+            valid = target != skip
+            special = valid & exclude[torch.where(valid, target, 0)]
+            target = torch.where(special, skip, target)
+        kappa: float | Tensor
+        if vmf_loss is not None:
             # The loss's own κ (a floor moves it off ‖ê‖), which both metrics read from the norm.
-            pred_seq = vmf_loss.concentration(pred_seq)
-        vmf_ppl.update(pred_seq, target_seq, targets.weight, exclude_mask=exclude)
+            pred = vmf_loss.concentration(pred)
+            kappa = pred.norm(dim=-1)
+        else:
+            assert self._kappa is not None
+            kappa = self._kappa
+        return _Picked(
+            pred=pred,
+            target=target,
+            sizes=[n * length for _, n, length in picks],
+            lengths=[length for *_, length in picks],
+            rows=int(index.numel()),
+            kappa=kappa if shared else None,
+            exclude=exclude,
+        )
+
+    def _likelihood_metrics(self, module: ContinuousOutputMixin, picked: _Picked, log_z: Tensor | None) -> None:
+        """Update ``vmf_ppl`` (and ``brier_lm``) on the picked tokens; ``log_z [rows]`` from the decoder when shared."""
+        targets = module.continuous_targets
+        self.metrics["vmf_ppl"].update(
+            picked.pred, picked.target, targets.weight, exclude_mask=picked.exclude, log_partition=log_z
+        )
         if self.brier_lm:
-            g = torch.Generator(device=device).manual_seed(self.seed + self._metric_seen)
-            samples = vmf_sample(pred_seq, targets.weight, 2, kappa=self._kappa, exclude_mask=exclude, generator=g)
-            self.metrics["brier_lm"].update(samples[0], samples[1], target_seq)
-        self._metric_seen += used
+            kappa = None if _vmf_loss(module) is not None else self._kappa
+            device = targets.weight.device
+            for pred, target, length in zip(
+                picked.pred.split(picked.sizes), picked.target.split(picked.sizes), picked.lengths, strict=True
+            ):
+                g = torch.Generator(device=device).manual_seed(self.seed + self._metric_seen)
+                pred_seq, target_seq = pred.reshape(-1, length, pred.shape[-1]), target.reshape(-1, length)
+                samples = vmf_sample(
+                    pred_seq, targets.weight, 2, kappa=kappa, exclude_mask=picked.exclude, generator=g
+                )
+                self.metrics["brier_lm"].update(samples[0], samples[1], target_seq)
+                self._metric_seen += target.numel()
+        else:
+            self._metric_seen += picked.rows
 
     def _epoch_values(self) -> dict[str, Tensor]:
-        """Every metric that saw data this epoch, computed (synced across processes) and flattened."""
+        """Every metric that saw data this epoch, computed (synced across processes) and flattened.
+
+        Under DDP a metric is computed on every rank unless the configuration turns it off, even
+        where this rank saw none of its tokens (a sampled ``vmf_ppl`` may pick none of a rank's
+        sequences): ``compute`` syncs, and a rank that skipped it would leave the others waiting.
+        """
         values: dict[str, Tensor] = {}
+        off = {"decode_recall": self.recall_sample == 0, "vmf_ppl": self.metric_tokens == 0}
         for name, metric in self.metrics.items(keep_base=True):
-            if not metric.update_count:
+            if not metric.update_count and (self._world_size <= 1 or off.get(name, False)):
                 continue
-            value = metric.compute()
+            with warnings.catch_warnings():
+                # The rank-without-tokens case above: its zero states join the sum.
+                warnings.filterwarnings("ignore", message=".*was called before the ``update`` method.*")
+                value = metric.compute()
             values.update(value if isinstance(value, dict) else {name: value})
         if self._decode_seconds > 0:
             values["decode_qps"] = torch.tensor(self._decode_tokens / self._decode_seconds)

@@ -185,7 +185,8 @@ def _check_materialised(tensor: Tensor, what: str) -> None:
 
 
 def _check_finite(weight: Tensor, what: str) -> None:
-    bad = ~torch.isfinite(weight).all(dim=-1)
+    # A block of rows at a time: a [V, D] bool mask of a 400k × 256 table would be 100 MB.
+    bad = torch.cat([torch.isfinite(block).all(dim=-1).logical_not_() for block in weight.split(16384)])
     if bool(bad.any()):
         rows = bad.nonzero().flatten()[:10].tolist()
         raise ValueError(f"{what} has NaN or inf in rows {rows}; clean or drop those rows before building targets")

@@ -99,3 +99,17 @@ def test_bad_input() -> None:
         fit_vmf(torch.ones(2, 4), torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="sum to zero"):
         fit_vmf(torch.ones(2, 4), torch.zeros(2))
+
+
+def test_fit_vmf_over_many_chunks_matches_one_float64_pass() -> None:
+    # More rows than one accumulation chunk: the chunked float64 resultant is the direct one.
+    g = torch.Generator().manual_seed(3)
+    points = torch.randn(40_000, 4, generator=g) + torch.tensor([2.0, 0.0, 0.0, 0.0])
+    weights = torch.rand(40_000, generator=g)
+    mu, _ = fit_vmf(points, weights)
+    resultant = (weights.double()[:, None] * torch.nn.functional.normalize(points.double(), dim=-1)).sum(0)
+    torch.testing.assert_close(mu.double(), resultant / resultant.norm(), rtol=1e-6, atol=1e-7)
+    bad = points.clone()
+    bad[-1, 0] = float("nan")  # in the last chunk
+    with pytest.raises(ValueError, match="finite"):
+        fit_vmf(bad, weights)

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from lightning_contloss.decoding.base import TableLike, _TableDecoder, check_space, resolve_table, unit_rows
 from lightning_contloss.functional.scoring import similarity
+from lightning_contloss.functional.vmf_distribution import merge_log_partition
 
 __all__ = ["ExactDecoder"]
 
@@ -107,7 +108,7 @@ class ExactDecoder(_TableDecoder):
         scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
         for start in range(0, q.shape[0], self.query_block):
             block = q[start : start + self.query_block]
-            ids[start : start + len(block)], scores[start : start + len(block)] = self._topk(block, k)
+            ids[start : start + len(block)], scores[start : start + len(block)], _ = self._topk(block, k)
         if self._space == "l2":
             # The expansion ‖x‖² - 2x·w + ‖w‖² loses digits for near matches; score the winners directly.
             exact = similarity(q, self._rows[ids], "l2")
@@ -115,14 +116,75 @@ class ExactDecoder(_TableDecoder):
             ids = ids.gather(-1, order)
         return ids.reshape(*lead, k).to(out_device), scores.reshape(*lead, k).to(out_device)
 
-    def _topk(self, q: Tensor, k: int) -> tuple[Tensor, Tensor]:
-        """Running top-k of one query block over the vocabulary chunks."""
+    @torch.no_grad()
+    def query_with_log_partition(
+        self, x: Tensor | np.ndarray, k: int, kappa: float | Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`query`, plus each query's vMF log-partition over the returnable rows, from the same scores.
+
+        Exact search already scores every row, so the normaliser of ``p(w) ∝ exp(κ·cos(x, w))``
+        (what ``vmf_ppl`` needs) costs one more elementwise pass over those scores rather than a
+        second matrix product over the table. Cosine space only.
+
+        Args:
+            x: ``[..., D]`` queries.
+            k: neighbours per query.
+            kappa: concentration ``κ >= 0``: one float, or ``[...]`` (one per query).
+
+        Returns:
+            ``(ids [..., k], scores [..., k], log_partition [...] float32)`` on ``x``'s device;
+            ``log_partition = log Σ_w exp(κ·cos(x, w))`` over the ids this decoder may return.
+
+        Example:
+            >>> dec = ExactDecoder(torch.eye(3))
+            >>> ids, scores, log_z = dec.query_with_log_partition(torch.tensor([[2.0, 0.0, 0.0]]), 1, kappa=0.0)
+            >>> ids.tolist(), round(float(log_z), 4)  # κ = 0: log of the 3 rows
+            ([[0]], 1.0986)
+        """
+        if self._space != "cosine":
+            raise ValueError(
+                f"query_with_log_partition needs a cosine-space decoder (the vMF distribution is over "
+                f"cosines), this one ranks by {self._space!r}; use vmf_log_partition instead"
+            )
+        q, k = self._check(x, k)
+        lead, out_device = q.shape[:-1], q.device
+        kap = torch.as_tensor(kappa.detach() if isinstance(kappa, Tensor) else kappa)
+        if kap.is_complex() or kap.dtype == torch.bool or (kap.dim() and tuple(kap.shape) != tuple(lead)):
+            raise ValueError(
+                f"kappa must be a float or a real tensor of shape {tuple(lead)} (one per query), got "
+                f"{kap.dtype} {tuple(kap.shape)}"
+            )
+        if kap.numel() and not bool(((kap >= 0) & torch.isfinite(kap)).all()):
+            raise ValueError("kappa must be finite and >= 0 for every query; got a negative, NaN or infinite value")
+        q = unit_rows(q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype))
+        # κ = 0 scores every row 0, but 0 · -inf (a row that is never returned) is NaN: a tiny κ gives
+        # the same uniform sum and keeps those rows at -inf.
+        kap = kap.to(self._rows.device, self._rows.dtype).expand(lead).reshape(-1)
+        kap = kap.clamp_min(torch.finfo(self._rows.dtype).tiny)
+        ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
+        scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
+        log_z = torch.empty(q.shape[0], dtype=q.dtype, device=q.device)
+        for start in range(0, q.shape[0], self.query_block):
+            block = slice(start, start + self.query_block)
+            ids[block], scores[block], log_z[block] = self._topk(q[block], k, kap[block])
+        return (
+            ids.reshape(*lead, k).to(out_device),
+            scores.reshape(*lead, k).to(out_device),
+            log_z.reshape(lead).to(out_device, torch.float32),
+        )
+
+    def _topk(self, q: Tensor, k: int, kappa: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Running top-k of one query block over the vocabulary chunks; with ``kappa [n]``, also its log-partition."""
         # The cap is on the score block (query_block × chunk_size entries), so a small batch, as in
         # generation, scans more rows per product: one product and one top-k at batch 1 and V = 10k.
         step = max(self.chunk_size, self.query_block * self.chunk_size // max(len(q), 1))
+        log_z = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
         if step >= len(self._rows):
-            top_s, top_i = torch.addmm(self._bias, q, self._rows.T).topk(k, dim=-1)
-            return top_i, top_s
+            s = torch.addmm(self._bias, q, self._rows.T)
+            top_s, top_i = s.topk(k, dim=-1)
+            if kappa is not None:
+                log_z = merge_log_partition(log_z, s.mul_(kappa[:, None]))
+            return top_i, top_s, log_z
         best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
         best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
         for start in range(0, len(self._rows), step):
@@ -133,4 +195,6 @@ class ExactDecoder(_TableDecoder):
             merged_i = torch.cat([best_i, top_i + start], dim=-1)
             best_s, pos = merged_s.topk(k, dim=-1)
             best_i = merged_i.gather(-1, pos)
-        return best_i, best_s
+            if kappa is not None:
+                log_z = merge_log_partition(log_z, s.mul_(kappa[:, None]))
+        return best_i, best_s, log_z

@@ -33,6 +33,7 @@ from lightning_contloss.functional.syn_margin import syn_margin_loss, synthetic_
 from lightning_contloss.functional.vmf import vmf_concentration, vmf_nll
 from lightning_contloss.functional.vmf_distribution import (
     fit_kappa,
+    merge_log_partition,
     sample_from_logits,
     vmf_log_partition,
     vmf_log_prob,
@@ -59,6 +60,7 @@ __all__ = [
     "log_bessel_iv",
     "log_vmf_normalizer",
     "max_margin_loss",
+    "merge_log_partition",
     "pairwise_similarity",
     "rewe_loss",
     "sample_from_logits",

@@ -32,6 +32,7 @@ from lightning_contloss.functional._checks import (
 
 __all__ = [
     "fit_kappa",
+    "merge_log_partition",
     "sample_from_logits",
     "vmf_log_partition",
     "vmf_log_prob",
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 4096
+_FINITE_CHECK_ROWS = 16384
 # At most this many (query, row) scores are alive at once, so the few [N, chunk] temporaries stay
 # in the tens of MiB however many queries come in: 8192 validation tokens × 4096 rows held ~0.3 GiB.
 _PAIR_BUDGET = 1 << 21
@@ -85,7 +87,9 @@ def _check_inputs(
 
 
 def _check_finite(x: Tensor, name: str, why: str) -> None:
-    bad = int((~torch.isfinite(x)).sum())
+    # A block of rows at a time: the [V, D] bool masks of a 400k × 256 table would be 100 MB each.
+    rows = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x.reshape(-1, 1)
+    bad = sum(int((~torch.isfinite(block)).sum()) for block in rows.split(_FINITE_CHECK_ROWS))
     if bad:
         raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite values; {why}")
 
@@ -120,12 +124,35 @@ def _score_chunks(
         yield start, scores
 
 
+def merge_log_partition(running: Tensor, scores: Tensor) -> Tensor:
+    """Fold one chunk of scores into a running log-partition: ``log(exp(running) + Σ_c exp(scores[:, c]))``.
+
+    An online logsumexp: visiting the table in chunks and merging each one keeps a single
+    ``[N, C]`` block of scores alive, and gives the log-partition of all the rows seen so far.
+    Start from ``-inf`` (no row seen); ``-inf`` scores (excluded rows) add nothing.
+
+    Args:
+        running: ``[N]`` log-partition over the rows seen so far.
+        scores: ``[N, C]`` scores (``κ·cos``) of the next chunk of rows.
+
+    Returns:
+        ``[N]`` log-partition over the rows seen so far and this chunk.
+
+    Example:
+        >>> s = torch.tensor([[0.0, 1.0, 2.0, 3.0]])
+        >>> total = torch.full((1,), float("-inf"))
+        >>> for chunk in s.split(2, dim=1):
+        ...     total = merge_log_partition(total, chunk)
+        >>> torch.allclose(total, torch.logsumexp(s, dim=-1))
+        True
+    """
+    return torch.logaddexp(running, torch.logsumexp(scores, dim=-1))
+
+
 def _log_partition_flat(query: Tensor, table: Tensor, exclude_mask: Tensor | None, chunk_size: int) -> Tensor:
-    # An online logsumexp: each chunk's logsumexp is merged into the running one, so only one
-    # [N, chunk] block of scores is alive at a time.
     total = torch.full((query.shape[0],), float("-inf"), device=query.device)
     for _, scores in _score_chunks(query, table, exclude_mask, _chunk_for(chunk_size, query.shape[0])):
-        total = torch.logaddexp(total, torch.logsumexp(scores, dim=-1))
+        total = merge_log_partition(total, scores)
     return total
 
 
@@ -197,10 +224,14 @@ def vmf_log_prob(
     kappa: float | None = None,
     exclude_mask: Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    log_partition: Tensor | None = None,
 ) -> Tensor:
     """``log p(target)`` under the vMF-induced distribution ``p(w) ∝ exp(κ·cos(ê, e_w))``.
 
     A target that ``exclude_mask`` removes has probability 0, so its log-probability is ``-inf``.
+    The normaliser is the one pass over all V rows; a caller that has already scanned the table
+    with the same κ (exact k-NN search does: :meth:`~lightning_contloss.decoding.ExactDecoder.query_with_log_partition`)
+    passes its ``log_partition`` and only the target scores are computed here.
 
     Args:
         pred: ``[..., D]`` predictions ``ê``.
@@ -209,6 +240,8 @@ def vmf_log_prob(
         kappa: concentration; ``None`` uses ``κ = ‖ê‖`` (see :func:`vmf_log_partition`).
         exclude_mask: optional ``[V]`` bool, rows left out of the distribution.
         chunk_size: table rows scored at once.
+        log_partition: optional ``[...]`` (``target``'s shape) ``log Σ_w exp(κ·cos(ê, e_w))`` over
+            the rows ``exclude_mask`` keeps, with the same κ, computed elsewhere.
 
     Returns:
         ``[...]`` float32 log-probabilities.
@@ -221,9 +254,20 @@ def vmf_log_prob(
     """
     _check_inputs(pred, table, exclude_mask, chunk_size, kappa)
     flat_target = _check_target(pred, target, table.shape[0])
+    if log_partition is not None:
+        if not isinstance(log_partition, Tensor) or log_partition.shape != target.shape:
+            got = tuple(log_partition.shape) if isinstance(log_partition, Tensor) else type(log_partition).__name__
+            raise ValueError(
+                f"log_partition has shape {got} but target has shape {tuple(target.shape)}; pass one "
+                "log-partition per prediction, or None to compute it here"
+            )
+        _check_finite(log_partition, "log_partition", "it must be a log-sum over at least one kept row")
     with full_precision(pred.device):
         query = _query(pred, kappa)
-        log_z = _log_partition_flat(query, table, exclude_mask, chunk_size)
+        if log_partition is None:
+            log_z = _log_partition_flat(query, table, exclude_mask, chunk_size)
+        else:
+            log_z = log_partition.reshape(-1).to(query.device, torch.float32)
         logp = _target_scores(query, flat_target.to(table.device), table) - log_z
     if exclude_mask is not None:
         excluded = exclude_mask.to(flat_target.device)[flat_target].to(logp.device)

@@ -12,6 +12,8 @@ from lightning_contloss.functional.vmf_normalizer import bessel_ratio
 
 __all__ = ["fit_vmf"]
 
+_CHUNK_ROWS = 16384
+
 
 def fit_vmf(
     points: Tensor, weights: Tensor | None = None, *, tol: float = 1e-10, max_iter: int = 100
@@ -45,9 +47,8 @@ def fit_vmf(
     """
     if points.dim() != 2 or points.shape[1] < 2 or points.shape[0] == 0:
         raise ValueError(f"points must be [N, D] with N >= 1 and D >= 2, got shape {tuple(points.shape)}")
-    if not points.is_floating_point() or not bool(torch.isfinite(points).all()):
+    if not points.is_floating_point():
         raise ValueError("points must be finite floating-point numbers")
-    x = F.normalize(points.double(), dim=-1)
     if weights is None:
         w = torch.ones(points.shape[0], dtype=torch.float64, device=points.device)
     else:
@@ -62,7 +63,13 @@ def fit_vmf(
     total = float(w.sum())
     if total <= 0:
         raise ValueError("weights sum to zero; give at least one row a positive weight")
-    resultant = (w[:, None] * x).sum(0)
+    # In float64, a chunk of rows at a time: a float64 copy of a 400k × 256 table would be 800 MB.
+    resultant = torch.zeros(points.shape[1], dtype=torch.float64, device=points.device)
+    for start in range(0, points.shape[0], _CHUNK_ROWS):
+        chunk = points[start : start + _CHUNK_ROWS]
+        if not bool(torch.isfinite(chunk).all()):
+            raise ValueError("points must be finite floating-point numbers")
+        resultant += w[start : start + _CHUNK_ROWS] @ F.normalize(chunk.double(), dim=-1)
     length = float(resultant.norm())
     dim = points.shape[1]
     if length == 0.0:

@@ -25,6 +25,7 @@ def _vmf_perplexity_update(
     exclude_mask: Tensor | None,
     ignore_index: int | None,
     chunk_size: int,
+    log_partition: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Summed NLL of the counted targets and their number, without touching any state."""
     weight = table.weight if isinstance(table, TargetEmbeddings) else table
@@ -37,9 +38,19 @@ def _vmf_perplexity_update(
         )
     flat_pred = pred.detach().reshape(-1, pred.shape[-1])
     flat_target = target.reshape(-1).to(flat_pred.device)
+    flat_log_z = None
+    if log_partition is not None:
+        if not isinstance(log_partition, Tensor) or log_partition.shape != target.shape:
+            got = tuple(log_partition.shape) if isinstance(log_partition, Tensor) else type(log_partition).__name__
+            raise ValueError(
+                f"log_partition has shape {got} but target has shape {tuple(target.shape)}; pass one "
+                "log-partition per prediction, or None to compute it here"
+            )
+        flat_log_z = log_partition.detach().reshape(-1).to(flat_pred.device)
     if ignore_index is not None:
         keep = flat_target != ignore_index
         flat_pred, flat_target = flat_pred[keep], flat_target[keep]
+        flat_log_z = None if flat_log_z is None else flat_log_z[keep]
     if (
         isinstance(exclude_mask, Tensor)
         and isinstance(weight, Tensor)
@@ -54,7 +65,15 @@ def _vmf_perplexity_update(
                 f"targets {bad} are rows that exclude_mask removes, so their probability is 0 and the "
                 "perplexity infinite; skip them with ignore_index or do not exclude them"
             )
-    logp = vmf_log_prob(flat_pred, flat_target, weight, kappa=kappa, exclude_mask=exclude_mask, chunk_size=chunk_size)
+    logp = vmf_log_prob(
+        flat_pred,
+        flat_target,
+        weight,
+        kappa=kappa,
+        exclude_mask=exclude_mask,
+        chunk_size=chunk_size,
+        log_partition=flat_log_z,
+    )
     return -logp.sum(), torch.tensor(flat_target.numel(), device=logp.device)
 
 
@@ -158,8 +177,16 @@ class VMFPerplexity(Metric):
         target: Tensor,
         table: Tensor | TargetEmbeddings,
         exclude_mask: Tensor | None = None,
+        log_partition: Tensor | None = None,
     ) -> None:
-        """Add a batch: ``pred [..., D]``, ``target [...]``, the ``[V, D]`` table, optional ``[V]`` mask."""
+        """Add a batch: ``pred [..., D]``, ``target [...]``, the ``[V, D]`` table, optional ``[V]`` mask.
+
+        ``log_partition [...]`` (``target``'s shape), when given, is each prediction's
+        ``log Σ_w exp(κ·cos(ê, e_w))`` over the kept rows with this metric's κ, already computed
+        by a pass over the table (exact k-NN search makes one:
+        :meth:`~lightning_contloss.decoding.ExactDecoder.query_with_log_partition`); the update
+        then scores only the targets.
+        """
         nll, count = _vmf_perplexity_update(
             pred,
             target,
@@ -168,6 +195,7 @@ class VMFPerplexity(Metric):
             exclude_mask=exclude_mask,
             ignore_index=self.ignore_index,
             chunk_size=self.chunk_size,
+            log_partition=log_partition,
         )
         self.nll_sum += nll.to(self.nll_sum)
         self.total += count.to(self.total.device)
