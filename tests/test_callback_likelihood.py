@@ -92,9 +92,13 @@ def test_query_with_log_partition_rejects_bad_input() -> None:
 def test_merge_log_partition_equals_one_logsumexp(scores: list[float], split: int) -> None:
     s = torch.tensor([scores], dtype=torch.float64)
     total = torch.full((1,), float("-inf"), dtype=torch.float64)
+    shifted = total.clone()
     for chunk in s.split(split, dim=1):
         total = merge_log_partition(total, chunk)
+        # With each chunk's max given, the in-place shifted sum (on a copy: it overwrites).
+        shifted = merge_log_partition(shifted, chunk.clone(), row_max=chunk.amax(dim=-1))
     torch.testing.assert_close(total, torch.logsumexp(s, dim=-1))
+    torch.testing.assert_close(shifted, torch.logsumexp(s, dim=-1))
 
 
 def test_vmf_log_prob_with_a_given_log_partition() -> None:

@@ -14,6 +14,9 @@ from lightning_contloss.functional.vmf_distribution import merge_log_partition
 
 __all__ = ["ExactDecoder"]
 
+# κ below this is taken as this (κ = 0 included): query_with_log_partition scales queries by κ.
+_KAPPA_FLOOR = 1e-20
+
 
 def _unit_norm(rows: Tensor) -> bool:
     """Whether every row of ``rows [V, D]`` has unit norm to rounding (what ``unit_rows`` would give)."""
@@ -157,10 +160,10 @@ class ExactDecoder(_TableDecoder):
         if kap.numel() and not bool(((kap >= 0) & torch.isfinite(kap)).all()):
             raise ValueError("kappa must be finite and >= 0 for every query; got a negative, NaN or infinite value")
         q = unit_rows(q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype))
-        # κ = 0 scores every row 0, but 0 · -inf (a row that is never returned) is NaN: a tiny κ gives
-        # the same uniform sum and keeps those rows at -inf.
-        kap = kap.to(self._rows.device, self._rows.dtype).expand(lead).reshape(-1)
-        kap = kap.clamp_min(torch.finfo(self._rows.dtype).tiny)
+        # The queries are scaled by κ, so the product itself gives κ·cos: no extra pass over the
+        # scores, and the top-k of κ·cos ranks as cos does (κ > 0). κ = 0 is taken as 1e-20:
+        # the same uniform sum to float precision, without a zero query (no ranking) or 0·-inf.
+        kap = kap.to(self._rows.device, self._rows.dtype).expand(lead).reshape(-1).clamp_min(_KAPPA_FLOOR)
         ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
         scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
         log_z = torch.empty(q.shape[0], dtype=q.dtype, device=q.device)
@@ -179,11 +182,11 @@ class ExactDecoder(_TableDecoder):
         # generation, scans more rows per product: one product and one top-k at batch 1 and V = 10k.
         step = max(self.chunk_size, self.query_block * self.chunk_size // max(len(q), 1))
         log_z = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
+        if kappa is not None:
+            ids, scaled, log_z = self._topk_scaled(q * kappa[:, None], k, step, log_z)
+            return ids, scaled / kappa[:, None], log_z
         if step >= len(self._rows):
-            s = torch.addmm(self._bias, q, self._rows.T)
-            top_s, top_i = s.topk(k, dim=-1)
-            if kappa is not None:
-                log_z = merge_log_partition(log_z, s.mul_(kappa[:, None]))
+            top_s, top_i = torch.addmm(self._bias, q, self._rows.T).topk(k, dim=-1)
             return top_i, top_s, log_z
         best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
         best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
@@ -195,6 +198,20 @@ class ExactDecoder(_TableDecoder):
             merged_i = torch.cat([best_i, top_i + start], dim=-1)
             best_s, pos = merged_s.topk(k, dim=-1)
             best_i = merged_i.gather(-1, pos)
-            if kappa is not None:
-                log_z = merge_log_partition(log_z, s.mul_(kappa[:, None]))
+        return best_i, best_s, log_z
+
+    def _topk_scaled(self, q: Tensor, k: int, step: int, log_z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The running top-k of κ-scaled queries ``q``, and the log-partition of their scores."""
+        best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
+        best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
+        for start in range(0, len(self._rows), step):
+            rows = self._rows[start : start + step]
+            s = torch.addmm(self._bias[start : start + len(rows)], q, rows.T)
+            top_s, top_i = s.topk(min(k, len(rows)), dim=-1)
+            # The chunk's top-1 is its max: the log-partition's shift, with no max pass of its own.
+            log_z = merge_log_partition(log_z, s, row_max=top_s[:, 0])
+            merged_s = torch.cat([best_s, top_s], dim=-1)
+            merged_i = torch.cat([best_i, top_i + start], dim=-1)
+            best_s, pos = merged_s.topk(k, dim=-1)
+            best_i = merged_i.gather(-1, pos)
         return best_i, best_s, log_z

@@ -124,16 +124,23 @@ def _score_chunks(
         yield start, scores
 
 
-def merge_log_partition(running: Tensor, scores: Tensor) -> Tensor:
+def merge_log_partition(running: Tensor, scores: Tensor, row_max: Tensor | None = None) -> Tensor:
     """Fold one chunk of scores into a running log-partition: ``log(exp(running) + Σ_c exp(scores[:, c]))``.
 
     An online logsumexp: visiting the table in chunks and merging each one keeps a single
     ``[N, C]`` block of scores alive, and gives the log-partition of all the rows seen so far.
     Start from ``-inf`` (no row seen); ``-inf`` scores (excluded rows) add nothing.
 
+    A caller that already knows each row's largest score (exact k-NN search has just taken the
+    top-k of the same block) passes it as ``row_max``: the sum is then shifted by it in place,
+    which saves logsumexp's own max pass and its copy of the block, and **overwrites**
+    ``scores``.
+
     Args:
         running: ``[N]`` log-partition over the rows seen so far.
         scores: ``[N, C]`` scores (``κ·cos``) of the next chunk of rows.
+        row_max: optional ``[N]`` largest score of each row of ``scores`` (``-inf`` for a row of
+            excluded entries only).
 
     Returns:
         ``[N]`` log-partition over the rows seen so far and this chunk.
@@ -145,8 +152,16 @@ def merge_log_partition(running: Tensor, scores: Tensor) -> Tensor:
         ...     total = merge_log_partition(total, chunk)
         >>> torch.allclose(total, torch.logsumexp(s, dim=-1))
         True
+        >>> shifted = merge_log_partition(torch.full((1,), float("-inf")), s.clone(), row_max=s.amax(dim=-1))
+        >>> torch.allclose(shifted, total)
+        True
     """
-    return torch.logaddexp(running, torch.logsumexp(scores, dim=-1))
+    if row_max is None:
+        return torch.logaddexp(running, torch.logsumexp(scores, dim=-1))
+    # A row of -inf only (every entry excluded) adds nothing; shift it by 0 so exp gives 0, not NaN.
+    shift = torch.where(torch.isfinite(row_max), row_max, 0.0)
+    chunk = scores.sub_(shift[:, None]).exp_().sum(dim=-1).log_().add_(shift)
+    return torch.logaddexp(running, chunk)
 
 
 def _log_partition_flat(query: Tensor, table: Tensor, exclude_mask: Tensor | None, chunk_size: int) -> Tensor:
