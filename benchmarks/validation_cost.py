@@ -131,7 +131,7 @@ def build(args: argparse.Namespace, cache_dir: str) -> tuple[_Way, _Way]:
     _train(soft_module, args, args.train_steps if args.softmax_train_steps is None else args.softmax_train_steps)
     softmax = _Way("softmax", soft_module, [])
     torch.manual_seed(0)
-    continuous = ContinuousLM(**_body(args), loss=args.loss)
+    continuous = ContinuousLM(**_body(args), loss=args.loss, target_dim=args.target_dim)
     _train(continuous, args, args.train_steps)
     callback = DecodingCallback(decoder=DecoderFactory("auto", cache_dir=cache_dir, num_threads=args.threads))
     return softmax, _Way("continuous", continuous, [callback])
@@ -156,7 +156,7 @@ def measure(args: argparse.Namespace) -> str:
     )
     med = {w.name: (statistics.median(w.cpu), statistics.median(w.wall)) for w in ways}
     lines = [
-        f"## Validation cost: V={args.vocab:,}, D=256 targets, {args.tokens:,} validation tokens "
+        f"## Validation cost: V={args.vocab:,}, D={args.target_dim} targets, {args.tokens:,} validation tokens "
         f"(batch {args.batch}×{args.seq}), {args.d_model}-wide {args.n_layers}-layer body, {args.loss} loss",
         "",
         f"torch {torch.__version__}, lightning {L.__version__}, 1 thread; {args.reps} interleaved validations "
@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-heads", type=int, default=4)
     p.add_argument("--dim-feedforward", type=int, default=1024)
     p.add_argument("--loss", default="cosine")
+    p.add_argument("--target-dim", type=int, default=256, help="D of the continuous model's random targets")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--train-steps", type=int, default=40, help="training steps before validating (0: untrained)")
     p.add_argument(
