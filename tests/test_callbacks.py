@@ -92,6 +92,26 @@ def test_rebuilds_when_targets_change(tmp_path: Path) -> None:
     assert cb.build_count == 2
 
 
+def test_unchanged_targets_are_not_hashed_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A 400k-row table takes ~0.4 s to hash: a validation whose table did not move skips it.
+    lm = TinyContinuousLM()
+    cb = DecodingCallback(decoder="exact")
+    trainer = quiet_trainer(callbacks=[cb])
+    data = loader(mapping_data(64))
+    calls: list[int] = []
+    real = TargetEmbeddings.content_hash
+    monkeypatch.setattr(TargetEmbeddings, "content_hash", lambda self: calls.append(1) or real(self))
+    trainer.validate(lm, data, verbose=False)
+    first = len(calls)
+    trainer.validate(lm, data, verbose=False)
+    assert len(calls) == first  # neither the callback nor the mixin hashed the same tensors again
+    # Moving the special mask (a new tensor) is hashed, and the same content keeps the decoder.
+    lm.continuous_targets.special_mask = lm.continuous_targets.special_mask.clone()
+    decoder = cb.decoder
+    trainer.validate(lm, data, verbose=False)
+    assert len(calls) > first and cb.decoder is decoder
+
+
 def test_special_ids_are_never_predicted() -> None:
     targets = TargetEmbeddings.random(VOCAB, DIM, seed=0)
     targets.mark_special(*range(0, VOCAB, 2))  # every even id
