@@ -16,6 +16,8 @@ __all__ = ["ExactDecoder"]
 
 # κ below this is taken as this (κ = 0 included): query_with_log_partition scales queries by κ.
 _KAPPA_FLOOR = 1e-20
+# The fewest queries per block worth one product over the whole table (below, chunk the table).
+_MIN_WHOLE_TABLE_BLOCK = 256
 
 
 def _unit_norm(rows: Tensor) -> bool:
@@ -109,8 +111,9 @@ class ExactDecoder(_TableDecoder):
             q = unit_rows(q)
         ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
         scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
-        for start in range(0, q.shape[0], self.query_block):
-            block = q[start : start + self.query_block]
+        rows_per_block = self._block_rows()
+        for start in range(0, q.shape[0], rows_per_block):
+            block = q[start : start + rows_per_block]
             ids[start : start + len(block)], scores[start : start + len(block)], _ = self._topk(block, k)
         if self._space == "l2":
             # The expansion ‖x‖² - 2x·w + ‖w‖² loses digits for near matches; score the winners directly.
@@ -167,14 +170,26 @@ class ExactDecoder(_TableDecoder):
         ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
         scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
         log_z = torch.empty(q.shape[0], dtype=q.dtype, device=q.device)
-        for start in range(0, q.shape[0], self.query_block):
-            block = slice(start, start + self.query_block)
+        rows_per_block = self._block_rows()
+        for start in range(0, q.shape[0], rows_per_block):
+            block = slice(start, start + rows_per_block)
             ids[block], scores[block], log_z[block] = self._topk(q[block], k, kap[block])
         return (
             ids.reshape(*lead, k).to(out_device),
             scores.reshape(*lead, k).to(out_device),
             log_z.reshape(lead).to(out_device, torch.float32),
         )
+
+    def _block_rows(self) -> int:
+        """Query rows per block: ``query_block``, or fewer so that one product covers the whole table.
+
+        Scoring the table in one product beats chunks of it (a 10k-row table in 8,192 + 1,808 rows
+        took 1.23× as long on one CPU thread), so while a block of at least 256 queries against
+        every row fits the score budget (``query_block × chunk_size``), blocks shrink to fit it.
+        """
+        budget = self.query_block * self.chunk_size
+        whole = budget // max(len(self._rows), 1)
+        return min(self.query_block, whole) if whole >= _MIN_WHOLE_TABLE_BLOCK else self.query_block
 
     def _topk(self, q: Tensor, k: int, kappa: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Running top-k of one query block over the vocabulary chunks; with ``kappa [n]``, also its log-partition."""
