@@ -712,16 +712,21 @@ class DecodingCallback(Callback):
         if self.brier_lm:
             kappa = None if _vmf_loss(module) is not None else self._kappa
             device = targets.weight.device
+            # Sequences of one length are sampled together (one pass over the table per length).
+            by_length: dict[int, list[tuple[Tensor, Tensor]]] = {}
             for pred, target, length in zip(
                 picked.pred.split(picked.sizes), picked.target.split(picked.sizes), picked.lengths, strict=True
             ):
+                by_length.setdefault(length, []).append((pred, target))
+            for length, runs in by_length.items():
+                pred_seq = torch.cat([p for p, _ in runs]).reshape(-1, length, picked.pred.shape[-1])
+                target_seq = torch.cat([t for _, t in runs]).reshape(-1, length)
                 g = torch.Generator(device=device).manual_seed(self.seed + self._metric_seen)
-                pred_seq, target_seq = pred.reshape(-1, length, pred.shape[-1]), target.reshape(-1, length)
                 samples = vmf_sample(
                     pred_seq, targets.weight, 2, kappa=kappa, exclude_mask=picked.exclude, generator=g
                 )
                 self.metrics["brier_lm"].update(samples[0], samples[1], target_seq)
-                self._metric_seen += target.numel()
+                self._metric_seen += target_seq.numel()
         else:
             self._metric_seen += picked.rows
 
