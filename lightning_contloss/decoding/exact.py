@@ -196,35 +196,26 @@ class ExactDecoder(_TableDecoder):
         # The cap is on the score block (query_block × chunk_size entries), so a small batch, as in
         # generation, scans more rows per product: one product and one top-k at batch 1 and V = 10k.
         step = max(self.chunk_size, self.query_block * self.chunk_size // max(len(q), 1))
-        log_z = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
-        if kappa is not None:
-            ids, scaled, log_z = self._topk_scaled(q * kappa[:, None], k, step, log_z)
-            return ids, scaled / kappa[:, None], log_z
-        if step >= len(self._rows):
+        if kappa is None and step >= len(self._rows):
             top_s, top_i = torch.addmm(self._bias, q, self._rows.T).topk(k, dim=-1)
-            return top_i, top_s, log_z
-        best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
-        best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
-        for start in range(0, len(self._rows), step):
-            rows = self._rows[start : start + step]
-            s = torch.addmm(self._bias[start : start + len(rows)], q, rows.T)
-            top_s, top_i = s.topk(min(k, len(rows)), dim=-1)
-            merged_s = torch.cat([best_s, top_s], dim=-1)
-            merged_i = torch.cat([best_i, top_i + start], dim=-1)
-            best_s, pos = merged_s.topk(k, dim=-1)
-            best_i = merged_i.gather(-1, pos)
-        return best_i, best_s, log_z
+            return top_i, top_s, torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
+        if kappa is None:
+            return self._scan(q, k, step, partition=False)
+        ids, scaled, log_z = self._scan(q * kappa[:, None], k, step, partition=True)
+        return ids, scaled / kappa[:, None], log_z
 
-    def _topk_scaled(self, q: Tensor, k: int, step: int, log_z: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """The running top-k of κ-scaled queries ``q``, and the log-partition of their scores."""
+    def _scan(self, q: Tensor, k: int, step: int, *, partition: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-k of ``q`` over chunks of ``step`` rows, merged as it goes; with ``partition`` also the log-partition."""
         best_s = torch.full((q.shape[0], k), float("-inf"), dtype=q.dtype, device=q.device)
         best_i = torch.zeros((q.shape[0], k), dtype=torch.int64, device=q.device)
+        log_z = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
         for start in range(0, len(self._rows), step):
             rows = self._rows[start : start + step]
             s = torch.addmm(self._bias[start : start + len(rows)], q, rows.T)
             top_s, top_i = s.topk(min(k, len(rows)), dim=-1)
-            # The chunk's top-1 is its max: the log-partition's shift, with no max pass of its own.
-            log_z = merge_log_partition(log_z, s, row_max=top_s[:, 0])
+            if partition:
+                # The chunk's top-1 is its max: the log-partition's shift, with no max pass of its own.
+                log_z = merge_log_partition(log_z, s, row_max=top_s[:, 0])
             merged_s = torch.cat([best_s, top_s], dim=-1)
             merged_i = torch.cat([best_i, top_i + start], dim=-1)
             best_s, pos = merged_s.topk(k, dim=-1)

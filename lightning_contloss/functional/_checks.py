@@ -249,3 +249,19 @@ def reduce(per_token: Tensor, batch: Batch, reduction: str) -> Tensor:
     if reduction == "sum":
         return total
     return total / count.clamp_min(1).to(total.dtype)
+
+
+def check_log_partition(log_partition: object, shape: tuple[int, ...] | torch.Size) -> Tensor:
+    """``log_partition`` checked to be a tensor of ``shape`` (one log-partition per prediction).
+
+    Example:
+        >>> check_log_partition(torch.zeros(3), (3,)).shape
+        torch.Size([3])
+    """
+    if not isinstance(log_partition, Tensor) or log_partition.shape != tuple(shape):
+        got = tuple(log_partition.shape) if isinstance(log_partition, Tensor) else type(log_partition).__name__
+        raise ValueError(
+            f"log_partition has shape {got} but target has shape {tuple(shape)}; pass one "
+            "log-partition per prediction, or None to compute it here"
+        )
+    return log_partition

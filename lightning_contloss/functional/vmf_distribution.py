@@ -24,6 +24,7 @@ from torch import Tensor
 from lightning_contloss.functional._checks import (
     check_generator,
     check_ignore_index,
+    check_log_partition,
     check_number,
     check_positive_int,
     check_table,
@@ -270,12 +271,7 @@ def vmf_log_prob(
     _check_inputs(pred, table, exclude_mask, chunk_size, kappa)
     flat_target = _check_target(pred, target, table.shape[0])
     if log_partition is not None:
-        if not isinstance(log_partition, Tensor) or log_partition.shape != target.shape:
-            got = tuple(log_partition.shape) if isinstance(log_partition, Tensor) else type(log_partition).__name__
-            raise ValueError(
-                f"log_partition has shape {got} but target has shape {tuple(target.shape)}; pass one "
-                "log-partition per prediction, or None to compute it here"
-            )
+        check_log_partition(log_partition, target.shape)
         _check_finite(log_partition, "log_partition", "it must be a log-sum over at least one kept row")
     with full_precision(pred.device):
         query = _query(pred, kappa)

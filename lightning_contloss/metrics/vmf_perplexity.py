@@ -8,7 +8,12 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from lightning_contloss.functional._checks import check_ignore_index, check_number, check_positive_int
+from lightning_contloss.functional._checks import (
+    check_ignore_index,
+    check_log_partition,
+    check_number,
+    check_positive_int,
+)
 from lightning_contloss.functional.vmf_distribution import DEFAULT_CHUNK_SIZE, vmf_log_prob
 from lightning_contloss.metrics.neighbor_accuracy import _check_ids
 from lightning_contloss.targets import TargetEmbeddings
@@ -40,13 +45,7 @@ def _vmf_perplexity_update(
     flat_target = target.reshape(-1).to(flat_pred.device)
     flat_log_z = None
     if log_partition is not None:
-        if not isinstance(log_partition, Tensor) or log_partition.shape != target.shape:
-            got = tuple(log_partition.shape) if isinstance(log_partition, Tensor) else type(log_partition).__name__
-            raise ValueError(
-                f"log_partition has shape {got} but target has shape {tuple(target.shape)}; pass one "
-                "log-partition per prediction, or None to compute it here"
-            )
-        flat_log_z = log_partition.detach().reshape(-1).to(flat_pred.device)
+        flat_log_z = check_log_partition(log_partition, target.shape).detach().reshape(-1).to(flat_pred.device)
     if ignore_index is not None:
         keep = flat_target != ignore_index
         flat_pred, flat_target = flat_pred[keep], flat_target[keep]
