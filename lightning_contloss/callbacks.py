@@ -534,8 +534,7 @@ class DecodingCallback(Callback):
 
     def _wants_kappa(self, module: ContinuousOutputMixin) -> bool:
         """Whether this epoch may fit κ̂: ``vmf_ppl`` of a loss without κ, or a re-ranking rule (the prior's β)."""
-        metrics_on = self.metric_tokens == "auto" or int(self.metric_tokens) > 0
-        return (metrics_on and _vmf_loss(module) is None) or self.reranking is not None
+        return (self.metric_tokens != 0 and _vmf_loss(module) is None) or self.reranking is not None
 
     def _epoch_decoder(
         self, trainer: L.Trainer, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor
@@ -710,7 +709,8 @@ class DecodingCallback(Callback):
             picked.pred, picked.target, targets.weight, exclude_mask=picked.exclude, log_partition=log_z
         )
         if self.brier_lm:
-            kappa = None if _vmf_loss(module) is not None else self._kappa
+            # None for vMF losses: picked.pred already carries the loss's κ as its norm.
+            kappa = self._kappa
             device = targets.weight.device
             # Sequences of one length are sampled together (one pass over the table per length).
             by_length: dict[int, list[tuple[Tensor, Tensor]]] = {}

@@ -20,6 +20,7 @@ from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, r
 from lightning_contloss._fingerprint import table_fingerprint
 from lightning_contloss._ppmi import ppmi_svd
 from lightning_contloss._vector_files import check_encoding, is_binary_name, read_rows
+from lightning_contloss.functional._checks import nonfinite_per_row
 
 __all__ = ["Coverage", "TargetEmbeddings"]
 
@@ -185,8 +186,7 @@ def _check_materialised(tensor: Tensor, what: str) -> None:
 
 
 def _check_finite(weight: Tensor, what: str) -> None:
-    # A block of rows at a time: a [V, D] bool mask of a 400k × 256 table would be 100 MB.
-    bad = torch.cat([torch.isfinite(block).all(dim=-1).logical_not_() for block in weight.split(16384)])
+    bad = nonfinite_per_row(weight) > 0
     if bool(bad.any()):
         rows = bad.nonzero().flatten()[:10].tolist()
         raise ValueError(f"{what} has NaN or inf in rows {rows}; clean or drop those rows before building targets")

@@ -106,15 +106,8 @@ class ExactDecoder(_TableDecoder):
         """
         q, k = self._check(x, k)
         lead, out_device = q.shape[:-1], q.device
-        q = q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype)
-        if self._space == "cosine":
-            q = unit_rows(q)
-        ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
-        scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
-        rows_per_block = self._block_rows()
-        for start in range(0, q.shape[0], rows_per_block):
-            block = q[start : start + rows_per_block]
-            ids[start : start + len(block)], scores[start : start + len(block)], _ = self._topk(block, k)
+        q = self._flat_queries(q)
+        ids, scores, _ = self._search(q, k, None)
         if self._space == "l2":
             # The expansion ‖x‖² - 2x·w + ‖w‖² loses digits for near matches; score the winners directly.
             exact = similarity(q, self._rows[ids], "l2")
@@ -162,23 +155,33 @@ class ExactDecoder(_TableDecoder):
             )
         if kap.numel() and not bool(((kap >= 0) & torch.isfinite(kap)).all()):
             raise ValueError("kappa must be finite and >= 0 for every query; got a negative, NaN or infinite value")
-        q = unit_rows(q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype))
+        q = self._flat_queries(q)
         # The queries are scaled by κ, so the product itself gives κ·cos: no extra pass over the
         # scores, and the top-k of κ·cos ranks as cos does (κ > 0). κ = 0 is taken as 1e-20:
         # the same uniform sum to float precision, without a zero query (no ranking) or 0·-inf.
         kap = kap.to(self._rows.device, self._rows.dtype).expand(lead).reshape(-1).clamp_min(_KAPPA_FLOOR)
-        ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
-        scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
-        log_z = torch.empty(q.shape[0], dtype=q.dtype, device=q.device)
-        rows_per_block = self._block_rows()
-        for start in range(0, q.shape[0], rows_per_block):
-            block = slice(start, start + rows_per_block)
-            ids[block], scores[block], log_z[block] = self._topk(q[block], k, kap[block])
+        ids, scores, log_z = self._search(q, k, kap)
         return (
             ids.reshape(*lead, k).to(out_device),
             scores.reshape(*lead, k).to(out_device),
             log_z.reshape(lead).to(out_device, torch.float32),
         )
+
+    def _flat_queries(self, q: Tensor) -> Tensor:
+        """Checked queries ``[..., D]`` as ``[N, D]`` rows on the table's device and dtype (unit rows for cosine)."""
+        q = q.reshape(-1, self.dim).to(device=self._rows.device, dtype=self._rows.dtype)
+        return unit_rows(q) if self._space == "cosine" else q
+
+    def _search(self, q: Tensor, k: int, kappa: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-k ``(ids [N, k], scores [N, k], log_partition [N])`` of flat queries, a block of them at a time."""
+        ids = torch.empty(q.shape[0], k, dtype=torch.int64, device=q.device)
+        scores = torch.empty(q.shape[0], k, dtype=q.dtype, device=q.device)
+        log_z = torch.full((q.shape[0],), float("-inf"), dtype=q.dtype, device=q.device)
+        rows_per_block = self._block_rows()
+        for start in range(0, q.shape[0], rows_per_block):
+            block = slice(start, start + rows_per_block)
+            ids[block], scores[block], log_z[block] = self._topk(q[block], k, None if kappa is None else kappa[block])
+        return ids, scores, log_z
 
     def _block_rows(self) -> int:
         """Query rows per block: ``query_block``, or fewer so that one product covers the whole table.

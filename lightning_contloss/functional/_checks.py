@@ -265,3 +265,21 @@ def check_log_partition(log_partition: object, shape: tuple[int, ...] | torch.Si
             "log-partition per prediction, or None to compute it here"
         )
     return log_partition
+
+
+# Rows per block of the whole-table passes below (and fit_vmf's float64 sum): a [V, D] temporary
+# of a 400k × 256 table would be 100 MB (bool) to 800 MB (float64).
+ROW_BLOCK = 16384
+
+
+def nonfinite_per_row(x: Tensor) -> Tensor:
+    """How many NaN or infinite values each row of ``x [..., D]`` holds: ``[N]`` int64, blocks of rows at a time.
+
+    Example:
+        >>> nonfinite_per_row(torch.tensor([[1.0, float("nan")], [2.0, 3.0]])).tolist()
+        [1, 0]
+    """
+    rows = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x.reshape(-1, 1)
+    if rows.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.int64, device=x.device)
+    return torch.cat([torch.isfinite(block).logical_not_().sum(dim=-1) for block in rows.split(ROW_BLOCK)])

@@ -29,6 +29,7 @@ from lightning_contloss.functional._checks import (
     check_positive_int,
     check_table,
     full_precision,
+    nonfinite_per_row,
 )
 
 __all__ = [
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 DEFAULT_CHUNK_SIZE = 4096
-_FINITE_CHECK_ROWS = 16384
 # At most this many (query, row) scores are alive at once, so the few [N, chunk] temporaries stay
 # in the tens of MiB however many queries come in: 8192 validation tokens × 4096 rows held ~0.3 GiB.
 _PAIR_BUDGET = 1 << 21
@@ -88,9 +88,7 @@ def _check_inputs(
 
 
 def _check_finite(x: Tensor, name: str, why: str) -> None:
-    # A block of rows at a time: the [V, D] bool masks of a 400k × 256 table would be 100 MB each.
-    rows = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x.reshape(-1, 1)
-    bad = sum(int((~torch.isfinite(block)).sum()) for block in rows.split(_FINITE_CHECK_ROWS))
+    bad = int(nonfinite_per_row(x).sum())
     if bad:
         raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite values; {why}")
 

@@ -8,11 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_contloss.functional._checks import ROW_BLOCK, nonfinite_per_row
 from lightning_contloss.functional.vmf_normalizer import bessel_ratio
 
 __all__ = ["fit_vmf"]
-
-_CHUNK_ROWS = 16384
 
 
 def fit_vmf(
@@ -63,13 +62,13 @@ def fit_vmf(
     total = float(w.sum())
     if total <= 0:
         raise ValueError("weights sum to zero; give at least one row a positive weight")
-    # In float64, a chunk of rows at a time: a float64 copy of a 400k × 256 table would be 800 MB.
+    if bool(nonfinite_per_row(points).any()):
+        raise ValueError("points must be finite floating-point numbers")
+    # In float64, a block of rows at a time: a float64 copy of a 400k × 256 table would be 800 MB.
     resultant = torch.zeros(points.shape[1], dtype=torch.float64, device=points.device)
-    for start in range(0, points.shape[0], _CHUNK_ROWS):
-        chunk = points[start : start + _CHUNK_ROWS]
-        if not bool(torch.isfinite(chunk).all()):
-            raise ValueError("points must be finite floating-point numbers")
-        resultant += w[start : start + _CHUNK_ROWS] @ F.normalize(chunk.double(), dim=-1)
+    for start in range(0, points.shape[0], ROW_BLOCK):
+        block = points[start : start + ROW_BLOCK]
+        resultant += w[start : start + ROW_BLOCK] @ F.normalize(block.double(), dim=-1)
     length = float(resultant.norm())
     dim = points.shape[1]
     if length == 0.0:
