@@ -195,6 +195,30 @@ def test_fit_kappa_matches_scipy_minimiser() -> None:
     assert padded == pytest.approx(kappa, rel=1e-6)
 
 
+@pytest.mark.parametrize("kappa", [0.0, 3.0, 80.0, 2000.0])
+@pytest.mark.parametrize("cached", [True, False])
+def test_fit_kappa_newton_moments_match_float64(kappa: float, cached: bool) -> None:
+    """The in-place Newton pass (shared max, float32 buffer) gives the float64 mean and variance of the gap."""
+    from lightning_contloss.functional.vmf_distribution import _gap_chunks, _nll_grad_hess
+
+    g = torch.Generator().manual_seed(7)
+    v, d, n = 90, 12, 40
+    table = F.normalize(torch.randn(v, d, generator=g), dim=-1)
+    target = torch.randint(3, v, (n,), generator=g)
+    query = F.normalize(table[target] + 0.5 * torch.randn(n, d, generator=g), dim=-1)
+    target_cos = (query * table[target]).sum(-1)
+    exclude = torch.zeros(v, dtype=torch.bool)
+    exclude[:3] = True  # the first chunk of 16 rows holds excluded rows, the last chunk is partial
+    gaps = list(_gap_chunks(query, target_cos, table, exclude, 16)) if cached else None
+    grad, hess = _nll_grad_hess(query, target_cos, table, exclude, kappa, 16, gaps)
+    gap = query.double() @ table.double().T - target_cos.double()[:, None]
+    p = torch.softmax((kappa * gap).masked_fill(exclude, float("-inf")), dim=-1)
+    mean = (p * gap).sum(-1)
+    var = (p * gap**2).sum(-1) - mean**2
+    assert grad == pytest.approx(float(mean.mean()), rel=1e-5, abs=1e-7)
+    assert hess == pytest.approx(float(var.mean()), rel=1e-4, abs=1e-7)
+
+
 def _fit_kappa_problem(seed: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     v, d, n = 60, 8, 300

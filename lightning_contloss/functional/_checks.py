@@ -272,6 +272,22 @@ def check_log_partition(log_partition: object, shape: tuple[int, ...] | torch.Si
 ROW_BLOCK = 16384
 
 
+def all_finite(x: Tensor) -> bool:
+    """Whether every value of ``x`` is finite, from one sum when it can tell (no boolean temporary).
+
+    A NaN or infinity makes the sum non-finite, so a finite sum proves every value finite; only
+    a non-finite sum (bad values, or finite ones whose sum overflows) takes the per-row count.
+
+    Example:
+        >>> all_finite(torch.ones(3, 2)), all_finite(torch.tensor([1.0, float("inf")]))
+        (True, False)
+    """
+    if x.numel() == 0:
+        return True
+    total = x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return bool(torch.isfinite(total)) or not bool(nonfinite_per_row(x).any())
+
+
 def nonfinite_per_row(x: Tensor) -> Tensor:
     """How many NaN or infinite values each row of ``x [..., D]`` holds: ``[N]`` int64, blocks of rows at a time.
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_contloss.functional._checks import (
+    all_finite,
     check_generator,
     check_ignore_index,
     check_log_partition,
@@ -88,6 +89,8 @@ def _check_inputs(
 
 
 def _check_finite(x: Tensor, name: str, why: str) -> None:
+    if all_finite(x):
+        return
     bad = int(nonfinite_per_row(x).sum())
     if bad:
         raise ValueError(f"{name} must be finite, but it holds {bad} NaN or infinite values; {why}")
@@ -416,12 +419,19 @@ _FIT_CACHE_BUDGET = 1 << 25
 
 def _gap_chunks(
     query_dir: Tensor, target_cos: Tensor, table: Tensor, exclude_mask: Tensor | None, chunk_size: int
-) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Yield ``(d [N, C], excluded [C] or None)`` with ``d = cos(ê, e_w) - cos(ê, e_y)``, chunk by chunk."""
+) -> Iterator[tuple[Tensor, Tensor | None, Tensor]]:
+    """Yield ``(d [N, C], excluded [C] or None, d_max [N])`` with ``d = cos(ê, e_w) - cos(ê, e_y)``, chunk by chunk.
+
+    ``d_max`` is each row's largest ``d`` over the chunk's included entries (``-inf`` when the
+    chunk has none): for κ ≥ 0 the largest ``κ·d`` is ``κ·d_max``, so the Newton steps need no
+    max pass of their own.
+    """
     for _, rows, excl in _row_chunks(table, exclude_mask, _chunk_for(chunk_size, query_dir.shape[0]), query_dir.device):
         # Moments of d = cos - cos_y rather than of cos: d -> 0 where p concentrates on the
         # target, so E[d²] - E[d]² keeps its precision in float32 even for large κ.
-        yield query_dir @ rows.T - target_cos.unsqueeze(-1), excl
+        d = query_dir @ rows.T - target_cos.unsqueeze(-1)
+        d_max = (d if excl is None else d.masked_fill(excl, float("-inf"))).amax(dim=-1)
+        yield d, excl, d_max
 
 
 def _nll_grad_hess(
@@ -431,7 +441,7 @@ def _nll_grad_hess(
     exclude_mask: Tensor | None,
     kappa: float,
     chunk_size: int,
-    gaps: list[tuple[Tensor, Tensor | None]] | None = None,
+    gaps: list[tuple[Tensor, Tensor | None, Tensor]] | None = None,
 ) -> tuple[float, float]:
     """The mean NLL's derivative in κ, ``mean(E_p[cos] - cos_y)``, and its second, ``mean(Var_p[cos])``.
 
@@ -443,25 +453,33 @@ def _nll_grad_hess(
     s1 = torch.zeros_like(s0)
     s2 = torch.zeros_like(s0)
     chunks = gaps if gaps is not None else _gap_chunks(query_dir, target_cos, table, exclude_mask, chunk_size)
-    for d, excl in chunks:
-        logits = d * kappa  # κ·cos up to a per-row constant, which the softmax ignores
-        if excl is not None:
-            logits = logits.masked_fill(excl, float("-inf"))
+    w: Tensor | None = None
+    for d, excl, d_max in chunks:
         # Online sums of exp(κd - m), d·exp(κd - m), d²·exp(κd - m), rescaled whenever the
-        # running max m grows, so a large κ cannot overflow.
-        new_max = torch.maximum(run_max, logits.max(dim=-1).values)
+        # running max m grows, so a large κ cannot overflow. κ·cos is κ·d up to a per-row
+        # constant, which the softmax ignores.
+        new_max = torch.maximum(run_max, torch.where(torch.isinf(d_max), d_max, d_max * kappa))
         # A chunk with every row excluded leaves the max at -inf; shift by 0 there instead.
         shift = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
         rescale = torch.exp(run_max - shift).double()
-        w = torch.exp(logits - shift.unsqueeze(-1))
-        wd = w * d
-        s0 = s0 * rescale + w.sum(-1, dtype=torch.float64)
-        s1 = s1 * rescale + wd.sum(-1, dtype=torch.float64)
-        s2 = s2 * rescale + (wd * d).sum(-1, dtype=torch.float64)
+        # One reused buffer, in place: each step is a few elementwise passes, no [N, C] allocations.
+        w = torch.mul(d, kappa, out=w if w is not None and w.shape == d.shape else None)
+        w.sub_(shift.unsqueeze(-1))
+        if excl is not None:
+            w.masked_fill_(excl, float("-inf"))
+        w.exp_()
+        s0 = s0 * rescale + w.sum(-1).double()  # float32 pairwise sums: a float64 sum costs 5x
+        s1 = s1 * rescale + _row_dot(w, d)
+        s2 = s2 * rescale + _row_dot(w.mul_(d), d)
         run_max = new_max
     mean_d = s1 / s0
     var_d = (s2 / s0 - mean_d**2).clamp_min(0.0)
     return float(mean_d.mean()), float(var_d.mean())
+
+
+def _row_dot(a: Tensor, b: Tensor) -> Tensor:
+    """``[N]`` float64 dot products of the rows of ``a [N, C]`` and ``b [N, C]``, as a batched matrix product."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(-1)).reshape(-1).double()
 
 
 def fit_kappa(

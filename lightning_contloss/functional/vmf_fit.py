@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_contloss.functional._checks import ROW_BLOCK, nonfinite_per_row
+from lightning_contloss.functional._checks import ROW_BLOCK, all_finite
 from lightning_contloss.functional.vmf_normalizer import bessel_ratio
 
 __all__ = ["fit_vmf"]
@@ -62,7 +62,7 @@ def fit_vmf(
     total = float(w.sum())
     if total <= 0:
         raise ValueError("weights sum to zero; give at least one row a positive weight")
-    if bool(nonfinite_per_row(points).any()):
+    if not all_finite(points):
         raise ValueError("points must be finite floating-point numbers")
     # In float64, a block of rows at a time: a float64 copy of a 400k × 256 table would be 800 MB.
     resultant = torch.zeros(points.shape[1], dtype=torch.float64, device=points.device)
