@@ -315,19 +315,29 @@ class DecodingCallback(Callback):
     def _build_once(self, trainer: L.Trainer, module: ContinuousOutputMixin) -> Decoder:
         """The decoder, built once per cache folder: by global rank 0, then by each other node's local rank 0.
 
-        Global rank 0 builds first and writes the cache; after a barrier, the local rank 0 of
+        Global rank 0 builds first and writes the cache (and, when ``"auto"`` may screen the
+        table, broadcasts whether it switched to exact search); then the local rank 0 of
         every other node loads it (a cache on a shared filesystem) or builds its own (a cache on
         node-local disk); after a second barrier every other rank loads from its node's cache.
         The cache publishes an entry by an atomic rename, so nobody reads a half-written one.
         Every rank reaches both barriers: no collective runs inside a rank-dependent branch.
         """
         targets, space = module.continuous_targets, module.decode_space
-        if not (self.factory.shares_cache and trainer.world_size > 1):
+        screening = self.factory.may_screen
+        if trainer.world_size == 1 or not (self.factory.shares_cache or screening):
             return self.factory(targets, space)
         decoder: Decoder | None = None
         if trainer.is_global_zero:
             decoder = self.factory(targets, space)
-        trainer.strategy.barrier("lightning_contloss_decoder_built")
+        if screening:
+            # Rank 0's choice holds for every rank: "auto" may have screened HNSW out, and a rank
+            # screening on its own could decide otherwise (a threaded build is not reproducible).
+            # The broadcast is also the barrier after which rank 0's cache entry exists.
+            self.factory.load_state_dict(trainer.strategy.broadcast(self.factory.state_dict(), src=0))
+        else:
+            trainer.strategy.barrier("lightning_contloss_decoder_built")
+        if not self.factory.shares_cache:
+            return decoder if decoder is not None else self.factory(targets, space)
         if decoder is None and trainer.local_rank == 0:
             decoder = self.factory(targets, space)
         trainer.strategy.barrier("lightning_contloss_decoder_built_per_node")

@@ -119,7 +119,7 @@ def test_ddp_two_processes_match_one_and_build_once(tmp_path: Path, single: dict
     assert reference["decoder"] == "HNSWDecoder" and reference["ef"] == 24 and reference["own_decisions"] == 1
     for r in records:
         assert (r["decoder"], r["ef"]) == ("HNSWDecoder", 24)
-        assert r["factory_state"] == {"tuned_ef": 24, "exact_fallback": False}
+        assert r["factory_state"] == {"tuned_ef": 24, "exact_fallback": False, "screened": False}
     assert [r["own_decisions"] for r in records] == [1, 0]
     assert records[0]["kappa"] == records[1]["kappa"] > 0
     assert records[0]["kappa"] == pytest.approx(reference["kappa"], rel=1e-5)
@@ -175,15 +175,24 @@ def test_two_nodes_of_two_ranks_build_once_per_node(tmp_path: Path) -> None:
     module = SimpleNamespace(continuous_targets=targets, decode_space="cosine")
     barrier = threading.Barrier(4, timeout=60)
     built: dict[int, bool] = {}
+    box: dict[str, Any] = {}
 
     def rank(global_rank: int) -> None:
         node, local = divmod(global_rank, 2)
         factory = DecoderFactory("hnsw", ef=16, M=8, num_threads=1, cache_dir=tmp_path / f"node{node}")
+
+        def broadcast(obj: Any, src: int = 0) -> Any:
+            # Rank 0 writes before the barrier, every rank reads after it (one broadcast in this test).
+            if global_rank == src:
+                box["value"] = obj
+            barrier.wait()
+            return box["value"]
+
         trainer = SimpleNamespace(
             world_size=4,
             is_global_zero=global_rank == 0,
             local_rank=local,
-            strategy=SimpleNamespace(barrier=lambda name=None: barrier.wait()),
+            strategy=SimpleNamespace(barrier=lambda name=None: barrier.wait(), broadcast=broadcast),
         )
         decoder = DecodingCallback(decoder=factory)._build_once(trainer, module)  # type: ignore[arg-type]
         built[global_rank] = not decoder.from_cache  # type: ignore[attr-defined]
@@ -304,10 +313,12 @@ def test_ranks_take_rank_zeros_ef_decision_and_one_kappa(decisions: dict[int, in
     assert [cb.factory.decided for cb in callbacks] == [1, 0]
     if decisions[0] == "exact":
         assert all(isinstance(cb.decoder, ExactDecoder) for cb in callbacks)
-        assert [cb.factory.state_dict() for cb in callbacks] == [{"tuned_ef": None, "exact_fallback": True}] * 2
+        expected = {"tuned_ef": None, "exact_fallback": True, "screened": False}
+        assert [cb.factory.state_dict() for cb in callbacks] == [expected] * 2
     else:
         assert all(isinstance(cb.decoder, HNSWDecoder) and cb.decoder.ef == 24 for cb in callbacks)
-        assert [cb.factory.state_dict() for cb in callbacks] == [{"tuned_ef": 24, "exact_fallback": False}] * 2
+        expected = {"tuned_ef": 24, "exact_fallback": False, "screened": False}
+        assert [cb.factory.state_dict() for cb in callbacks] == [expected] * 2
     kappas = [cb._fitted_kappa for cb in callbacks]
     assert kappas[0] == kappas[1] and kappas[0] is not None and kappas[0] > 0
     assert [cb.metrics["vmf_ppl"].kappa for cb in callbacks] == kappas

@@ -17,6 +17,7 @@ from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder,
 from lightning_contloss.decoding.recall import knn_recall
 from lightning_contloss.decoding.rerank import RerankedDecoder
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
+from lightning_contloss.decoding.screen import hnsw_unreachable_share
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.decoding.search_state import StatefulStep, StepRunner, reorder_state
@@ -42,6 +43,7 @@ __all__ = [
     "calibrate_eos_bias",
     "check_decoder",
     "greedy_decode",
+    "hnsw_unreachable_share",
     "knn_recall",
     "make_decoder",
     "reorder_state",

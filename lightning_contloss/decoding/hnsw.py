@@ -72,6 +72,29 @@ def auto_ef_construction(rows: int) -> int:
     return max(_MIN_AUTO_EF_CONSTRUCTION, budget // rows)
 
 
+def _resolve(
+    table: TableLike,
+    space: str,
+    M: int,
+    ef_construction: int | None,
+    seed: int,
+    deterministic: bool,
+    exclude: Iterable[int] | Tensor | None,
+    reach_check: bool,
+) -> tuple[ResolvedTable, _BuildParams]:
+    """The checked table and the build parameters (the cache key's half) of an ``HNSWDecoder``."""
+    space = check_space(space)
+    M = int_arg(M, "M", 2)
+    if ef_construction is not None:
+        ef_construction = int_arg(ef_construction, "ef_construction", 1)
+    seed = int_arg(seed, "seed", 0)
+    resolved = resolve_table(table, space, exclude)
+    if ef_construction is None:
+        ef_construction = auto_ef_construction(int(resolved.returnable.sum()))
+    dim = int(resolved.weight.shape[1])
+    return resolved, _BuildParams(space, dim, M, ef_construction, seed, bool(deterministic), bool(reach_check))
+
+
 def _hnswlib_version() -> str:
     try:
         return importlib.metadata.version("hnswlib")
@@ -79,7 +102,8 @@ def _hnswlib_version() -> str:
         return "unknown"
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), the default thread count of builds and queries."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
@@ -211,18 +235,9 @@ class HNSWDecoder(_TableDecoder):
         exclude: Iterable[int] | Tensor | None = None,
         reach_check: bool = True,
     ) -> None:
-        space = check_space(space)
-        M = int_arg(M, "M", 2)
-        if ef_construction is not None:
-            ef_construction = int_arg(ef_construction, "ef_construction", 1)
         ef = int_arg(ef, "ef", 1)
-        num_threads = int_arg(num_threads, "num_threads", 1) if num_threads is not None else _available_cpus()
-        seed = int_arg(seed, "seed", 0)
-        resolved = resolve_table(table, space, exclude)
-        if ef_construction is None:
-            ef_construction = auto_ef_construction(int(resolved.returnable.sum()))
-        dim = int(resolved.weight.shape[1])
-        params = _BuildParams(space, dim, M, ef_construction, seed, bool(deterministic), bool(reach_check))
+        num_threads = int_arg(num_threads, "num_threads", 1) if num_threads is not None else available_cpus()
+        resolved, params = _resolve(table, space, M, ef_construction, seed, deterministic, exclude, reach_check)
         start = time.perf_counter()
         self._setup(resolved, params, ef=ef, num_threads=num_threads)
         if cache_dir is None:
@@ -262,6 +277,39 @@ class HNSWDecoder(_TableDecoder):
             (False, True)
         """
         return cls(table, space, cache_dir=cache_dir if cache_dir is not None else default_cache_dir(), **kwargs)
+
+    @staticmethod
+    def in_cache(
+        table: TableLike,
+        space: str = "cosine",
+        *,
+        cache_dir: str | os.PathLike[str] | None = None,
+        M: int = 16,
+        ef_construction: int | None = None,
+        seed: int = 0,
+        deterministic: bool = False,
+        exclude: Iterable[int] | Tensor | None = None,
+        reach_check: bool = True,
+    ) -> bool:
+        """Whether the cache folder holds a sound index of ``table`` with these build parameters.
+
+        Then ``HNSWDecoder(table, ..., cache_dir=cache_dir)`` loads it instead of building. It
+        costs one hash of the table (about 0.4 s at 400k × 256). Arguments as for the
+        constructor; ``cache_dir=None`` is the default folder.
+
+        Example:
+            >>> import tempfile
+            >>> folder = tempfile.mkdtemp()
+            >>> HNSWDecoder.in_cache(torch.eye(8), cache_dir=folder)
+            False
+            >>> _ = HNSWDecoder(torch.eye(8), num_threads=1, cache_dir=folder)
+            >>> HNSWDecoder.in_cache(torch.eye(8), cache_dir=folder)
+            True
+        """
+        resolved, params = _resolve(table, space, M, ef_construction, seed, deterministic, exclude, reach_check)
+        fingerprint, build = table_fingerprint(resolved.weight, resolved.returnable.cpu()), params.as_dict()
+        cache = IndexCache(cache_dir if cache_dir is not None else default_cache_dir())
+        return cache.lookup(cache_key(fingerprint, build), table=fingerprint, params=build) is not None
 
     # ------------------------------------------------------------------ properties
     M = _BuildParam[int]("Graph degree of the index.")

@@ -1,0 +1,177 @@
+"""The HNSW screen: a sample graph's unreachable share, and "auto" deciding on it before a full build."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+import lightning_contloss.decoding.factory as factory_module
+from lightning_contloss import DecodingCallback, TargetEmbeddings
+from lightning_contloss.decoding import DecoderFactory, ExactDecoder, HNSWDecoder
+from lightning_contloss.decoding.screen import hnsw_unreachable_share
+from tests.helpers import TinyContinuousLM, loader, mapping_data, quiet_trainer
+
+# Settings under which random 256-d rows leave a large share of a small graph unreachable.
+WEAK = {"M": 4, "ef_construction": 8}
+
+
+def test_share_is_the_reach_check_of_a_graph_over_the_whole_table() -> None:
+    table = TargetEmbeddings.random(1500, 256, seed=0)
+    share = hnsw_unreachable_share(table, rows=5000, seed=3, **WEAK)
+    full = HNSWDecoder(table, num_threads=1, seed=3, reach_check=True, **WEAK)
+    assert share == full.unreachable_count / 1500
+    assert share > 0.1
+
+
+def test_share_separates_high_from_low_dimensional_rows() -> None:
+    high = hnsw_unreachable_share(TargetEmbeddings.random(4000, 256, seed=0), rows=2000, **WEAK)
+    low = hnsw_unreachable_share(TargetEmbeddings.random(4000, 4, seed=0), rows=2000, M=8, ef_construction=16)
+    assert high > 0.1 and low < 0.01
+    # The sample is seeded: the same seed gives the same share.
+    again = hnsw_unreachable_share(TargetEmbeddings.random(4000, 256, seed=0), rows=2000, **WEAK)
+    assert again == high
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"rows": 1}, "rows must be an int >= 2"),
+        ({"space": "dot"}, "space"),
+        ({"M": 1}, "M must be an int >= 2"),
+        ({"ef_construction": 0}, "ef_construction must be an int >= 1"),
+        ({"num_threads": 0}, "num_threads must be an int >= 1"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        hnsw_unreachable_share(torch.randn(50, 8), **kwargs)
+
+
+@pytest.fixture
+def small_screen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Screen tables from 2,000 rows on, with 1,000-row samples (the defaults are 131,072 and 32,768)."""
+    monkeypatch.setattr(factory_module, "SCREEN_ROWS", 1000)
+    monkeypatch.setattr(factory_module, "SCREEN_MIN_ROWS", 2000)
+
+
+def _count_screens(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    shares: list[float] = []
+    real = factory_module.hnsw_unreachable_share
+
+    def counting(*args: Any, **kwargs: Any) -> float:
+        shares.append(real(*args, **kwargs))
+        return shares[-1]
+
+    monkeypatch.setattr(factory_module, "hnsw_unreachable_share", counting)
+    return shares
+
+
+@pytest.mark.usefixtures("small_screen")
+def test_auto_decodes_exactly_when_the_sample_graph_fails(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shares = _count_screens(monkeypatch)
+    table = TargetEmbeddings.random(4000, 256, seed=0)  # V·D = 1M: the V·D rule alone picks HNSW
+    factory = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, **WEAK)
+    with caplog.at_level(logging.WARNING, logger="lightning_contloss.decoding.factory"):
+        decoder = factory(table, "cosine")
+    assert isinstance(decoder, ExactDecoder) and len(shares) == 1 and shares[0] > 0.02
+    assert "cannot reach" in caplog.text and "decoding by exact search" in caplog.text
+    assert factory.state_dict() == {"tuned_ef": None, "exact_fallback": True, "screened": False}
+    assert not any(tmp_path.iterdir())  # no index was built or cached
+    # Later builds go straight to exact search, and a checkpointed factory keeps the decision.
+    assert isinstance(factory(table, "cosine"), ExactDecoder) and len(shares) == 1
+    restored = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, **WEAK)
+    restored.load_state_dict(factory.state_dict())
+    assert isinstance(restored(table, "cosine"), ExactDecoder) and len(shares) == 1
+
+
+@pytest.mark.usefixtures("small_screen")
+def test_auto_builds_hnsw_when_the_sample_graph_passes_and_screens_once(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shares = _count_screens(monkeypatch)
+    table = TargetEmbeddings.random(40_000, 16, seed=0)  # V·D = 640k
+    factory = DecoderFactory("auto", cache_dir=False, num_threads=1, M=8, ef_construction=16)
+    decoder = factory(table, "cosine")
+    assert isinstance(decoder, HNSWDecoder) and shares == [pytest.approx(0.0, abs=0.01)]
+    assert factory.screened and factory.state_dict()["screened"] is True
+    factory(table, "cosine")
+    assert len(shares) == 1
+    with pytest.raises(ValueError, match="screened must be True or False"):
+        factory.load_state_dict({"tuned_ef": None, "exact_fallback": False, "screened": "yes"})
+
+
+@pytest.mark.usefixtures("small_screen")
+def test_no_screen_for_a_cached_index_a_given_ef_hnsw_or_a_small_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    shares = _count_screens(monkeypatch)
+    table = TargetEmbeddings.random(4000, 256, seed=0)
+    # "hnsw" keeps HNSW, unscreened, and writes the cache entry ...
+    first = DecoderFactory("hnsw", cache_dir=tmp_path, num_threads=1, **WEAK)(table, "cosine")
+    assert isinstance(first, HNSWDecoder) and not first.from_cache
+    assert HNSWDecoder.in_cache(table, cache_dir=tmp_path, **WEAK)
+    assert not HNSWDecoder.in_cache(table, cache_dir=tmp_path, M=6, ef_construction=8)
+    # ... which "auto" then loads without screening: a load is cheap, and a run before decided.
+    loaded = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, **WEAK)(table, "cosine")
+    assert isinstance(loaded, HNSWDecoder) and loaded.from_cache
+    # A given ef says "I know my HNSW settings", as it does for adapt().
+    given_ef = DecoderFactory("auto", ef=32, cache_dir=False, num_threads=1, **WEAK)
+    assert isinstance(given_ef(table, "cosine"), HNSWDecoder)
+    # Below SCREEN_MIN_ROWS the full build costs about what the screen would.
+    small = TargetEmbeddings.random(1999, 256, seed=0)
+    assert isinstance(DecoderFactory("auto", cache_dir=False, num_threads=1, **WEAK)(small, "cosine"), HNSWDecoder)
+    assert shares == []
+
+
+def test_ddp_ranks_take_rank_zeros_screen(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A non-zero rank adopts rank 0's broadcast decision and never screens (or builds an index) itself."""
+
+    def no_screen(*args: Any, **kwargs: Any) -> float:
+        raise AssertionError("only global rank 0 screens")
+
+    monkeypatch.setattr(factory_module, "hnsw_unreachable_share", no_screen)
+    lm = TinyContinuousLM()
+    calls: list[str] = []
+
+    def broadcast(obj: Any, src: int = 0) -> Any:
+        calls.append("broadcast")
+        return {"tuned_ef": None, "exact_fallback": True, "screened": False}  # rank 0 screened HNSW out
+
+    strategy = SimpleNamespace(broadcast=broadcast, barrier=lambda name=None: calls.append("barrier"))
+    trainer = SimpleNamespace(world_size=2, is_global_zero=False, local_rank=1, strategy=strategy)
+    cb = DecodingCallback(decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
+    assert cb.factory.may_screen
+    decoder = cb._build_once(trainer, lm)  # type: ignore[arg-type]
+    assert isinstance(decoder, ExactDecoder) and cb.factory.exact_fallback and not cb.factory.may_screen
+    assert calls == ["broadcast", "barrier"]
+    # Once decided (or restored from a checkpoint), a build needs no broadcast.
+    calls.clear()
+    cb._build_once(trainer, lm)  # type: ignore[arg-type]
+    assert calls == ["barrier", "barrier"]
+
+
+def test_fit_under_a_screened_out_auto_decoder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """End to end: "auto" screens at the first validation, decodes exactly, and acc@1 is exact search's."""
+    monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)  # the V·D rule sends the tiny table to HNSW
+    monkeypatch.setattr(factory_module, "SCREEN_MIN_ROWS", 100)
+    monkeypatch.setattr(factory_module, "SCREEN_MAX_UNREACHABLE", -1.0)  # any sample fails
+    shares = _count_screens(monkeypatch)
+    lm = TinyContinuousLM()
+    cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
+    trainer = quiet_trainer(max_epochs=2, callbacks=[cb], log_every_n_steps=1)
+    trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(128, seed=1)))
+    assert len(shares) == 1 and isinstance(cb.decoder, ExactDecoder) and isinstance(lm.decoder, ExactDecoder)
+    assert cb.state_dict()["exact_fallback"] is True and cb.build_count == 0
+    x, y = mapping_data(128, seed=1)[:]
+    with torch.no_grad():
+        pred = lm.model(x)
+    exact = (torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T).argmax(-1)
+    acc = float(trainer.callback_metrics["val/acc@1"])
+    assert abs(float((exact == y).float().mean()) - acc) < 1e-6
