@@ -192,6 +192,8 @@ class DecodingCallback(Callback):
         self._targets_hash: str | None = None
         self._targets_key: tuple[int, ...] | None = None
         self._tuned_for: str | None = None
+        # The table "auto"'s HNSW screen decided for (see DecoderFactory.screen).
+        self._screened_for: str | None = None
         # Under DDP/FSDP: the table whose decoder decision rank 0 has shared, and whether this
         # epoch's shared state (decision, κ̂) is still to be exchanged.
         self._shared_for: str | None = None
@@ -298,10 +300,14 @@ class DecodingCallback(Callback):
             self._targets_key = key
             module.decoder = self._reranked if self._reranked is not None else self.decoder
             return
-        if self._tuned_for is not None and self._tuned_for != digest:
-            # An ef tuned on another table says nothing about this one.
+        if {self._tuned_for, self._screened_for} - {None, digest}:
+            # An ef tuned, or a screen decided, on another table says nothing about this one.
             self.factory.load_state_dict({"tuned_ef": None})
+            self._screened_for = None
+        undecided = self.factory.may_screen
         decoder = self._build_once(trainer, module)
+        if undecided and not self.factory.may_screen:
+            self._screened_for = digest
         if not getattr(decoder, "from_cache", True):
             self.build_count += 1
             log.info("built %r in %.2f s", decoder, getattr(decoder, "build_seconds", 0.0))
@@ -315,29 +321,27 @@ class DecodingCallback(Callback):
     def _build_once(self, trainer: L.Trainer, module: ContinuousOutputMixin) -> Decoder:
         """The decoder, built once per cache folder: by global rank 0, then by each other node's local rank 0.
 
-        Global rank 0 builds first and writes the cache (and, when ``"auto"`` may screen the
-        table, broadcasts whether it switched to exact search); then the local rank 0 of
+        When ``"auto"`` may screen the table, global rank 0 screens it and broadcasts the outcome
+        first. Global rank 0 builds first and writes the cache; after a barrier, the local rank 0 of
         every other node loads it (a cache on a shared filesystem) or builds its own (a cache on
         node-local disk); after a second barrier every other rank loads from its node's cache.
         The cache publishes an entry by an atomic rename, so nobody reads a half-written one.
         Every rank reaches both barriers: no collective runs inside a rank-dependent branch.
         """
         targets, space = module.continuous_targets, module.decode_space
-        screening = self.factory.may_screen
-        if trainer.world_size == 1 or not (self.factory.shares_cache or screening):
+        if trainer.world_size > 1 and self.factory.may_screen:
+            # Rank 0's screen holds for every rank, before anyone builds: a rank screening on its
+            # own could decide otherwise (a threaded build is not reproducible, a node-local
+            # cache may hold the index on one node only).
+            if trainer.is_global_zero:
+                self.factory.screen(targets, space)
+            self.factory.load_state_dict(trainer.strategy.broadcast(self.factory.state_dict(), src=0))
+        if not (self.factory.shares_cache and trainer.world_size > 1):
             return self.factory(targets, space)
         decoder: Decoder | None = None
         if trainer.is_global_zero:
             decoder = self.factory(targets, space)
-        if screening:
-            # Rank 0's choice holds for every rank: "auto" may have screened HNSW out, and a rank
-            # screening on its own could decide otherwise (a threaded build is not reproducible).
-            # The broadcast is also the barrier after which rank 0's cache entry exists.
-            self.factory.load_state_dict(trainer.strategy.broadcast(self.factory.state_dict(), src=0))
-        else:
-            trainer.strategy.barrier("lightning_contloss_decoder_built")
-        if not self.factory.shares_cache:
-            return decoder if decoder is not None else self.factory(targets, space)
+        trainer.strategy.barrier("lightning_contloss_decoder_built")
         if decoder is None and trainer.local_rank == 0:
             decoder = self.factory(targets, space)
         trainer.strategy.barrier("lightning_contloss_decoder_built_per_node")
@@ -779,11 +783,12 @@ class DecodingCallback(Callback):
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
-        return {**self.factory.state_dict(), "tuned_for": self._tuned_for}
+        return {**self.factory.state_dict(), "tuned_for": self._tuned_for, "screened_for": self._screened_for}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.factory.load_state_dict(state_dict)
         self._tuned_for = state_dict.get("tuned_for")
+        self._screened_for = state_dict.get("screened_for")
 
 
 class HNSWDecodingCallback(DecodingCallback):

@@ -150,7 +150,7 @@ def test_ddp_ranks_take_rank_zeros_screen(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert cb.factory.may_screen
     decoder = cb._build_once(trainer, lm)  # type: ignore[arg-type]
     assert isinstance(decoder, ExactDecoder) and cb.factory.exact_fallback and not cb.factory.may_screen
-    assert calls == ["broadcast", "barrier"]
+    assert calls == ["broadcast", "barrier", "barrier"]
     # Once decided (or restored from a checkpoint), a build needs no broadcast.
     calls.clear()
     cb._build_once(trainer, lm)  # type: ignore[arg-type]
@@ -175,3 +175,120 @@ def test_fit_under_a_screened_out_auto_decoder(monkeypatch: pytest.MonkeyPatch, 
     exact = (torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T).argmax(-1)
     acc = float(trainer.callback_metrics["val/acc@1"])
     assert abs(float((exact == y).float().mean()) - acc) < 1e-6
+
+
+@pytest.mark.usefixtures("small_screen")
+def test_the_exact_fallback_keeps_exclude_and_the_screen_skips_excluded_rows(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: dict[str, Any] = {}
+    real = factory_module.hnsw_unreachable_share
+
+    def recording(*args: Any, **kwargs: Any) -> float:
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(factory_module, "hnsw_unreachable_share", recording)
+    table = TargetEmbeddings.random(4000, 256, seed=0)
+    factory = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, exclude=[5, 6], chunk_size=1000, **WEAK)
+    decoder = factory(table, "cosine")
+    assert isinstance(decoder, ExactDecoder) and decoder.chunk_size == 1000
+    assert seen["exclude"] == [5, 6] and seen["num_threads"] == 1
+    ids, _ = decoder.query(table.weight[[5, 6, 7]], 1)
+    assert 5 not in ids.flatten().tolist() and 6 not in ids.flatten().tolist() and ids[2, 0] == 7
+    # A deterministic build screens on one thread too, so reruns decide alike.
+    DecoderFactory("auto", cache_dir=False, num_threads=2, deterministic=True, **WEAK)(table, "cosine")
+    assert seen["num_threads"] == 1
+
+
+def _threaded_ranks(build: Any, world: int = 4) -> dict[int, Any]:
+    """Run ``build(global_rank, trainer)`` on ``world`` threads whose barrier and broadcast really meet."""
+    import threading
+
+    barrier = threading.Barrier(world, timeout=60)
+    box: dict[str, Any] = {}
+    out: dict[int, Any] = {}
+    log_calls: dict[int, list[str]] = {r: [] for r in range(world)}
+
+    def rank(global_rank: int) -> None:
+        def broadcast(obj: Any, src: int = 0) -> Any:
+            log_calls[global_rank].append("broadcast")
+            if global_rank == src:
+                box["value"] = obj
+            barrier.wait()
+            value = box["value"]
+            barrier.wait()  # nobody overwrites the box before every rank has read it
+            return value
+
+        def wait(name: Any = None) -> None:
+            log_calls[global_rank].append("barrier")
+            barrier.wait()
+
+        trainer = SimpleNamespace(
+            world_size=world,
+            is_global_zero=global_rank == 0,
+            local_rank=global_rank % 2,
+            strategy=SimpleNamespace(barrier=wait, broadcast=broadcast),
+        )
+        out[global_rank] = build(global_rank, trainer)
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert len(out) == world, "a rank hung"
+    assert len({tuple(c) for c in log_calls.values()}) == 1, log_calls  # the same collectives everywhere
+    return out
+
+
+@pytest.mark.usefixtures("small_screen")
+@pytest.mark.parametrize("case", ["node0_cached", "screen_fails"])
+def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
+    case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Node-local caches, node 0's already holding the index: every rank still decodes alike."""
+    shares = _count_screens(monkeypatch)
+    table = TargetEmbeddings.random(4000, 256, seed=0)
+    module = SimpleNamespace(continuous_targets=table, decode_space="cosine")
+    if case == "node0_cached":
+        DecoderFactory("hnsw", cache_dir=tmp_path / "node0", num_threads=1, **WEAK)(table, "cosine")
+    else:
+        monkeypatch.setattr(factory_module, "SCREEN_MAX_UNREACHABLE", -1.0)
+
+    def build(global_rank: int, trainer: Any) -> Any:
+        factory = DecoderFactory("auto", cache_dir=tmp_path / f"node{global_rank // 2}", num_threads=1, **WEAK)
+        return DecodingCallback(decoder=factory)._build_once(trainer, module)  # type: ignore[arg-type]
+
+    decoders = _threaded_ranks(build)
+    kinds = {type(d).__name__ for d in decoders.values()}
+    if case == "node0_cached":
+        # Rank 0 found the index in its cache: a decision every rank takes, with no screen anywhere.
+        assert kinds == {"HNSWDecoder"} and shares == []
+        assert [d.from_cache for d in decoders.values()].count(False) == 1  # node 1 built once
+    else:
+        assert kinds == {"ExactDecoder"} and len(shares) == 1
+        assert not any((tmp_path / f"node{n}").exists() and any((tmp_path / f"node{n}").iterdir()) for n in (0, 1))
+
+
+@pytest.mark.usefixtures("small_screen")
+def test_a_new_table_is_screened_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)
+    monkeypatch.setattr(factory_module, "SCREEN_MIN_ROWS", 100)
+    shares = _count_screens(monkeypatch)
+    lm = TinyContinuousLM()
+    cb = DecodingCallback(decoder=DecoderFactory("auto", num_threads=1, cache_dir=False, M=8, ef_construction=16))
+    trainer = SimpleNamespace(world_size=1)
+    cb._ensure_decoder(trainer, lm)  # type: ignore[arg-type]
+    assert len(shares) == 1 and cb.factory.screened
+    state = cb.state_dict()
+    assert state["screened"] is True and state["screened_for"] == lm.continuous_targets.content_hash()
+    with torch.no_grad():
+        lm.continuous_targets.weight.mul_(-1.0)  # another table (a write bumps the tensor's version)
+    cb._ensure_decoder(trainer, lm)  # type: ignore[arg-type]
+    assert len(shares) == 2
+    # A checkpoint's decision for the current table is reused without a screen.
+    fresh = DecodingCallback(decoder=DecoderFactory("auto", num_threads=1, cache_dir=False, M=8, ef_construction=16))
+    fresh.load_state_dict(cb.state_dict())
+    fresh._ensure_decoder(trainer, lm)  # type: ignore[arg-type]
+    assert len(shares) == 2

@@ -175,24 +175,15 @@ def test_two_nodes_of_two_ranks_build_once_per_node(tmp_path: Path) -> None:
     module = SimpleNamespace(continuous_targets=targets, decode_space="cosine")
     barrier = threading.Barrier(4, timeout=60)
     built: dict[int, bool] = {}
-    box: dict[str, Any] = {}
 
     def rank(global_rank: int) -> None:
         node, local = divmod(global_rank, 2)
         factory = DecoderFactory("hnsw", ef=16, M=8, num_threads=1, cache_dir=tmp_path / f"node{node}")
-
-        def broadcast(obj: Any, src: int = 0) -> Any:
-            # Rank 0 writes before the barrier, every rank reads after it (one broadcast in this test).
-            if global_rank == src:
-                box["value"] = obj
-            barrier.wait()
-            return box["value"]
-
         trainer = SimpleNamespace(
             world_size=4,
             is_global_zero=global_rank == 0,
             local_rank=local,
-            strategy=SimpleNamespace(barrier=lambda name=None: barrier.wait(), broadcast=broadcast),
+            strategy=SimpleNamespace(barrier=lambda name=None: barrier.wait()),
         )
         decoder = DecodingCallback(decoder=factory)._build_once(trainer, module)  # type: ignore[arg-type]
         built[global_rank] = not decoder.from_cache  # type: ignore[attr-defined]

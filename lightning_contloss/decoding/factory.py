@@ -247,36 +247,53 @@ class DecoderFactory:
     def __call__(self, targets: TargetEmbeddings, space: str) -> Decoder:
         """Build (or load from the cache, or return the given) decoder for ``targets`` in ``space``."""
         if isinstance(self.kind, str):
+            if self.kind == "auto":
+                self.screen(targets, space)
+                if self.exact_fallback:
+                    return make_decoder(targets, space, "exact", **self._exact_kwargs())
             kwargs = dict(self.decoder_kwargs)
-            if self.kind == "auto" and self.exact_fallback:
-                return make_decoder(targets, space, "exact")
             if self.kind != "exact":
                 kwargs.setdefault("ef", self.ef or self.tuned_ef or DEFAULT_EF)
                 kwargs.setdefault("cache_dir", self._cache_folder())
-            if self.kind == "auto" and self._screened_out(targets, space, kwargs):
-                return make_decoder(targets, space, "exact")
             return make_decoder(targets, space, self.kind, **kwargs)
         decoder = self.kind if isinstance(self.kind, Decoder) else self.kind(targets, space)
         check_decoder(decoder, targets, space)
         return decoder
 
-    def _screened_out(self, targets: TargetEmbeddings, space: str, kwargs: dict[str, Any]) -> bool:
-        """Whether ``"auto"``, about to index a large table with HNSW, switched to exact search after a sample graph.
+    def _exact_kwargs(self) -> dict[str, Any]:
+        """The decoder arguments exact search takes (``exclude``, ``chunk_size``, ``query_block``)."""
+        keys = _accepted(ExactDecoder)
+        return {k: v for k, v in self.decoder_kwargs.items() if k in keys}
 
-        Only before any ``ef`` is known (as :meth:`adapt`, it leaves a given ``ef`` alone), for a
-        CPU table the V·D rule sends to HNSW, with at least :data:`SCREEN_MIN_ROWS` returnable
-        rows, and no index of it in the cache (a load is cheap, and a run before decided).
+    def screen(self, targets: TargetEmbeddings, space: str) -> None:
+        """Decide, before any index is built, whether ``"auto"`` should index ``targets`` with HNSW at all.
+
+        Runs once (while :attr:`may_screen`). For a CPU table the V·D rule sends to HNSW, with
+        at least :data:`SCREEN_MIN_ROWS` returnable rows and no index of it in the cache (a load
+        is cheap, and a run before decided), it builds a graph over a sample of
+        :data:`~lightning_contloss.decoding.screen.SCREEN_ROWS` rows with the full build's
+        settings; when more than :data:`SCREEN_MAX_UNREACHABLE` of them are unreachable, the
+        factory switches to exact search (``exact_fallback``), with a warning. Otherwise it
+        marks the table ``screened``. Either way the decision is in :meth:`state_dict`, so
+        :class:`~lightning_contloss.DecodingCallback` lets DDP rank 0 screen and broadcast it.
+
+        Args:
+            targets: the table about to be indexed.
+            space: the loss's decode space.
         """
-        if not self.may_screen or _auto_picks_exact(targets.weight):
-            return False
-        returnable = len(targets) - int(targets.special_mask.sum())
-        if returnable < SCREEN_MIN_ROWS:
-            return False
-        build = {k: kwargs[k] for k in ("M", "ef_construction", "seed", "deterministic", "reach_check") if k in kwargs}
-        folder = kwargs.get("cache_dir")
+        if not self.may_screen:
+            return
+        self.screened = True  # decided from here on, whatever the outcome below
+        keys = ("M", "ef_construction", "seed", "deterministic", "reach_check", "exclude")
+        build = {k: self.decoder_kwargs[k] for k in keys if k in self.decoder_kwargs}
+        returnable = int(resolve_table(targets, space, build.get("exclude")).returnable.sum())
+        if _auto_picks_exact(targets.weight) or returnable < SCREEN_MIN_ROWS:
+            return
+        folder = self.decoder_kwargs.get("cache_dir", self._cache_folder())
         if folder is not None and HNSWDecoder.in_cache(targets, space, cache_dir=folder, **build):
-            return False
-        threads = kwargs.get("num_threads") or available_cpus()
+            return
+        # A deterministic build runs on one thread; so does its screen, so reruns decide alike.
+        threads = 1 if build.get("deterministic") else self.decoder_kwargs.get("num_threads") or available_cpus()
         start = time.perf_counter()
         share = hnsw_unreachable_share(
             targets,
@@ -286,6 +303,7 @@ class DecoderFactory:
             ef_construction=build.get("ef_construction"),
             seed=self.seed,
             num_threads=threads,
+            exclude=build.get("exclude"),
         )
         log.info(
             "HNSW screen: %.2f%% of %d sampled rows unreachable (%.1f s)",
@@ -293,15 +311,14 @@ class DecoderFactory:
             min(SCREEN_ROWS, returnable),
             time.perf_counter() - start,
         )
-        if share <= SCREEN_MAX_UNREACHABLE:
-            self.screened = True
-            return False
-        self._fall_back(
-            f"an HNSW graph over {SCREEN_ROWS:,} sampled rows of the {returnable:,}-row table cannot reach "
-            f"{share:.1%} of them (> {SCREEN_MAX_UNREACHABLE:.0%}: high-dimensional rows without structure, "
-            "such as random targets, are HNSW's worst case, and a full index would answer no faster than exact search)"
-        )
-        return True
+        if share > SCREEN_MAX_UNREACHABLE:
+            self.screened = False
+            self._fall_back(
+                f"an HNSW graph over {min(SCREEN_ROWS, returnable):,} sampled rows of the {returnable:,}-row table "
+                f"cannot reach {share:.1%} of them (> {SCREEN_MAX_UNREACHABLE:.0%}: high-dimensional rows without "
+                "structure, such as random targets, are HNSW's worst case, and a full index would answer no faster "
+                "than exact search)"
+            )
 
     def adapt(self, decoder: Decoder, queries: Tensor, targets: TargetEmbeddings | None = None) -> bool:
         """Fit ``decoder`` to real predictions ``queries [N, D]``: tune HNSW's ``ef`` once.

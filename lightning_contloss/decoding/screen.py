@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import torch
+from torch import Tensor
 
 from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.base import TableLike, check_space, resolve_table, unit_rows
@@ -29,6 +32,7 @@ def hnsw_unreachable_share(
     ef_construction: int | None = None,
     seed: int = 0,
     num_threads: int = 1,
+    exclude: Iterable[int] | Tensor | None = None,
 ) -> float:
     """Share of a sample of ``table``'s rows that an HNSW graph over the sample does not return for their own vector.
 
@@ -41,13 +45,15 @@ def hnsw_unreachable_share(
     so the sample graph is built as the full one would be.
 
     Args:
-        table: a ``TargetEmbeddings`` or a ``[V, D]`` tensor (special ids are left out, as an index leaves them out).
+        table: a ``TargetEmbeddings`` or a ``[V, D]`` tensor (special ids, and all-zero rows in
+            cosine space, are left out, as an index leaves them out).
         space: the decode space, ``"cosine"``, ``"ip"`` or ``"l2"``.
         rows: rows in the sample (all of them when the table has fewer).
         M: graph degree, as the full index would use.
         ef_construction: build breadth; ``None`` uses the full table's default.
         seed: seed of the sample and of hnswlib's level generator.
         num_threads: threads of the sample build and its check.
+        exclude: further ids the index would leave out (as ``HNSWDecoder(exclude=)``).
 
     Returns:
         the unreachable share of the sampled rows, in [0, 1].
@@ -62,7 +68,7 @@ def hnsw_unreachable_share(
     M = int_arg(M, "M", 2)
     seed = int_arg(seed, "seed", 0)
     num_threads = int_arg(num_threads, "num_threads", 1)
-    resolved = resolve_table(table, space)
+    resolved = resolve_table(table, space, exclude)
     ids = resolved.returnable.cpu().nonzero().flatten()
     ef_construction = auto_ef_construction(len(ids)) if ef_construction is None else int_arg(
         ef_construction, "ef_construction", 1
