@@ -605,7 +605,9 @@ class DecodingCallback(Callback):
             self._recall_seen += take
             return
         if self._exact is None:
-            self._exact = make_decoder(module.continuous_targets, self.decoder.space, "exact")
+            # Over the ids the decoder may return (its exclude too), so recall compares like with like.
+            excluded = (~self.decoder.returnable.cpu()).nonzero().flatten()
+            self._exact = make_decoder(module.continuous_targets, self.decoder.space, "exact", exclude=excluded)
         exact: Decoder = self._exact
         if self._reranked is not None:
             # The same re-ranking over exact candidates: recall measures the index, not the rule.

@@ -358,3 +358,19 @@ def test_auto_decoder_falls_back_to_exact_within_the_epoch(monkeypatch: pytest.M
         pred = lm.model(x)
     exact = (torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T).argmax(-1)
     assert abs(float((exact == y).float().mean()) - m["val/acc@1"]) < 1e-6
+
+
+def test_recall_is_measured_over_the_ids_the_decoder_may_return(tmp_path: Path) -> None:
+    """An HNSW decoder built with exclude: the exact reference leaves the same ids out, so recall is 1 at full ef."""
+    from lightning_contloss import DecoderFactory
+
+    excluded = sorted({(7 * i + 3) % VOCAB for i in range(0, VOCAB, 3)})  # a third of the targets
+    lm = TinyContinuousLM()
+    quiet_trainer(max_epochs=3).fit(lm, loader(mapping_data(512), shuffle=True))
+    factory = DecoderFactory("hnsw", ef=VOCAB, M=16, num_threads=1, cache_dir=tmp_path, exclude=excluded)
+    cb = DecodingCallback(k=5, decoder=factory)
+    trainer = quiet_trainer(callbacks=[cb])
+    m = {k: float(v) for k, v in trainer.validate(lm, loader(mapping_data(128, seed=1)), verbose=False)[0].items()}
+    ids, _ = cb.decoder.query(lm.continuous_targets.weight[excluded], 1)  # type: ignore[union-attr]
+    assert not set(ids.flatten().tolist()) & set(excluded)
+    assert m["val/decode_recall"] == 1.0
