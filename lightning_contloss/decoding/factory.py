@@ -47,11 +47,13 @@ EXACT_MAX_ELEMENTS = 500_000
 
 # "auto" screens tables with at least this many returnable rows before indexing them with HNSW
 # (smaller ones build in about the screen's time), and decodes them exactly when the sample
-# graph leaves more than SCREEN_MAX_UNREACHABLE of its rows unreachable. GloVe's 400k × 50 rows
-# leave 1.1-1.4% unreachable in the full index (HNSW at 8x exact search's speed there), and
-# none of a 32k-row sample; random 256-d rows leave 3.8% of the sample (docs/decoding.md).
+# graph leaves more than SCREEN_MAX_UNREACHABLE of its rows unreachable. Measured on 400k-row
+# tables (docs/decoding.md): GloVe 50-d leaves 0.03% of the sample (HNSW at 8x exact search's
+# speed), random 50-d about as little (validation at 0.12x softmax's with HNSW); random 128-d
+# leaves 0.73-0.81% and random 256-d 3.8%, and on both a full index answered no faster than exact
+# search (236 against 239 queries/s at ef=16 for 128-d), after builds of 8 and 10 minutes.
 SCREEN_MIN_ROWS = 4 * SCREEN_ROWS
-SCREEN_MAX_UNREACHABLE = 0.02
+SCREEN_MAX_UNREACHABLE = 0.005
 
 
 def _accepted(cls: type) -> set[str]:
@@ -138,8 +140,8 @@ class DecoderFactory:
       builds a graph over a sample of :data:`~lightning_contloss.decoding.screen.SCREEN_ROWS`
       rows (:func:`~lightning_contloss.decoding.screen.hnsw_unreachable_share`) and decodes by
       exact search when more than :data:`SCREEN_MAX_UNREACHABLE` of them are unreachable: on
-      random 256-d targets at 400k rows that takes about 30 s instead of a ten-minute build of an
-      index slower than exact search;
+      random 128-d or 256-d targets at 400k rows that takes 18-35 s instead of an 8-10 minute
+      build of an index no faster than exact search;
     * a callable ``(targets, space) -> Decoder``: your own construction;
     * a ready ``Decoder``: used as it is (it must match the targets; it is never rebuilt).
 
@@ -315,7 +317,7 @@ class DecoderFactory:
             self.screened = False
             self._fall_back(
                 f"an HNSW graph over {min(SCREEN_ROWS, returnable):,} sampled rows of the {returnable:,}-row table "
-                f"cannot reach {share:.1%} of them (> {SCREEN_MAX_UNREACHABLE:.0%}: high-dimensional rows without "
+                f"cannot reach {share:.2%} of them (> {SCREEN_MAX_UNREACHABLE:.1%}: high-dimensional rows without "
                 "structure, such as random targets, are HNSW's worst case, and a full index would answer no faster "
                 "than exact search)"
             )
