@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_contloss.functional._checks import nonfinite_per_row
 from lightning_contloss.functional.scoring import SPACES, Space
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -115,7 +116,7 @@ def resolve_table(table: TableLike, space: str, exclude: Iterable[int] | Tensor 
             raise ValueError(f"the table must be a non-empty [V, D] tensor, got shape {tuple(weight.shape)}")
         if not weight.is_floating_point():
             raise ValueError(f"the table must be floating point, got {weight.dtype}; call .float() first")
-        bad = ~torch.isfinite(weight).all(dim=-1)
+        bad = nonfinite_per_row(weight) > 0
         if bool(bad.any()):
             rows = bad.nonzero().flatten()[:10].tolist()
             raise ValueError(f"the table has NaN or inf in rows {rows}; clean or exclude those rows first")

@@ -297,15 +297,9 @@ class DecoderFactory:
         # A deterministic build runs on one thread; so does its screen, so reruns decide alike.
         threads = 1 if build.get("deterministic") else self.decoder_kwargs.get("num_threads") or available_cpus()
         start = time.perf_counter()
+        graph_args = {k: build[k] for k in ("M", "ef_construction", "exclude") if k in build}
         share = hnsw_unreachable_share(
-            targets,
-            space,
-            rows=SCREEN_ROWS,
-            M=build.get("M", 16),
-            ef_construction=build.get("ef_construction"),
-            seed=self.seed,
-            num_threads=threads,
-            exclude=build.get("exclude"),
+            targets, space, rows=SCREEN_ROWS, seed=self.seed, num_threads=threads, **graph_args
         )
         log.info(
             "HNSW screen: %.2f%% of %d sampled rows unreachable (%.1f s)",

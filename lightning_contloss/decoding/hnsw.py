@@ -72,7 +72,7 @@ def auto_ef_construction(rows: int) -> int:
     return max(_MIN_AUTO_EF_CONSTRUCTION, budget // rows)
 
 
-def _resolve(
+def resolve_build(
     table: TableLike,
     space: str,
     M: int,
@@ -93,6 +93,24 @@ def _resolve(
         ef_construction = auto_ef_construction(int(resolved.returnable.sum()))
     dim = int(resolved.weight.shape[1])
     return resolved, _BuildParams(space, dim, M, ef_construction, seed, bool(deterministic), bool(reach_check))
+
+
+def build_graph(table: Tensor, ids: Tensor, params: _BuildParams, threads: int) -> HNSWGraph:
+    """The graph over rows ``ids`` of ``table [V, D]`` built with ``params`` (the index's and the screen's build)."""
+    data = table.detach()[ids.to(table.device)].to("cpu", torch.float32)
+    if params.space == "cosine":
+        # hnswlib normalises too; doing it first lets rows that differ only in norm deduplicate.
+        data = unit_rows(data)
+    return HNSWGraph.build(
+        np.ascontiguousarray(data.numpy()),
+        ids.cpu().numpy(),
+        space=params.space,
+        M=params.M,
+        ef_construction=params.ef_construction,
+        seed=params.seed,
+        threads=threads,
+        reach_check=params.reach_check,
+    )
 
 
 def _hnswlib_version() -> str:
@@ -237,7 +255,7 @@ class HNSWDecoder(_TableDecoder):
     ) -> None:
         ef = int_arg(ef, "ef", 1)
         num_threads = int_arg(num_threads, "num_threads", 1) if num_threads is not None else available_cpus()
-        resolved, params = _resolve(table, space, M, ef_construction, seed, deterministic, exclude, reach_check)
+        resolved, params = resolve_build(table, space, M, ef_construction, seed, deterministic, exclude, reach_check)
         start = time.perf_counter()
         self._setup(resolved, params, ef=ef, num_threads=num_threads)
         if cache_dir is None:
@@ -306,7 +324,7 @@ class HNSWDecoder(_TableDecoder):
             >>> HNSWDecoder.in_cache(torch.eye(8), cache_dir=folder)
             True
         """
-        resolved, params = _resolve(table, space, M, ef_construction, seed, deterministic, exclude, reach_check)
+        resolved, params = resolve_build(table, space, M, ef_construction, seed, deterministic, exclude, reach_check)
         fingerprint, build = table_fingerprint(resolved.weight, resolved.returnable.cpu()), params.as_dict()
         cache = IndexCache(cache_dir if cache_dir is not None else default_cache_dir())
         return cache.lookup(cache_key(fingerprint, build), table=fingerprint, params=build) is not None
@@ -363,21 +381,8 @@ class HNSWDecoder(_TableDecoder):
 
     def _build(self) -> HNSWGraph:
         ids = self._returnable.nonzero().flatten()
-        data = self._table.detach()[ids.to(self._table.device)].to("cpu", torch.float32)
-        if self._space == "cosine":
-            # hnswlib normalises too; doing it first lets rows that differ only in norm deduplicate.
-            data = unit_rows(data)
         p = self._params
-        return HNSWGraph.build(
-            np.ascontiguousarray(data.numpy()),
-            ids.numpy(),
-            space=p.space,
-            M=p.M,
-            ef_construction=p.ef_construction,
-            seed=p.seed,
-            threads=1 if p.deterministic else self.num_threads,
-            reach_check=p.reach_check,
-        )
+        return build_graph(self._table, ids, p, threads=1 if p.deterministic else self.num_threads)
 
     def _read_graph(self, folder: Path) -> HNSWGraph:
         return HNSWGraph.read(folder, space=self._space, dim=self.dim, rows=len(self))

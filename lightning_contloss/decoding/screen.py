@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from lightning_contloss._arguments import int_arg
-from lightning_contloss.decoding.base import TableLike, check_space, resolve_table, unit_rows
-from lightning_contloss.decoding.hnsw import auto_ef_construction
-from lightning_contloss.decoding.hnsw_graph import HNSWGraph
+from lightning_contloss.decoding.base import TableLike
+from lightning_contloss.decoding.hnsw import build_graph, resolve_build
 
 __all__ = ["SCREEN_ROWS", "hnsw_unreachable_share"]
 
@@ -63,30 +61,13 @@ def hnsw_unreachable_share(
         >>> hnsw_unreachable_share(TargetEmbeddings.random(2000, 16, seed=0), rows=1000)
         0.0
     """
-    space = check_space(space)
     rows = int_arg(rows, "rows", 2)
-    M = int_arg(M, "M", 2)
-    seed = int_arg(seed, "seed", 0)
     num_threads = int_arg(num_threads, "num_threads", 1)
-    resolved = resolve_table(table, space, exclude)
+    # The full index's checks and build parameters (ef_construction from the whole table's size).
+    resolved, params = resolve_build(table, space, M, ef_construction, seed, False, exclude, True)
     ids = resolved.returnable.cpu().nonzero().flatten()
-    ef_construction = auto_ef_construction(len(ids)) if ef_construction is None else int_arg(
-        ef_construction, "ef_construction", 1
-    )
     if len(ids) > rows:
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(params.seed)
         ids = ids[torch.randperm(len(ids), generator=g)[:rows]].sort().values
-    data = resolved.weight.detach()[ids.to(resolved.weight.device)].to("cpu", torch.float32)
-    if space == "cosine":
-        data = unit_rows(data)
-    graph = HNSWGraph.build(
-        np.ascontiguousarray(data.numpy()),
-        ids.numpy(),
-        space=space,
-        M=M,
-        ef_construction=ef_construction,
-        seed=seed,
-        threads=num_threads,
-        reach_check=True,
-    )
+    graph = build_graph(resolved.weight, ids, params, num_threads)
     return len(graph.unreachable) / max(len(graph), 1)

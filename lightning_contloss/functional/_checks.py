@@ -273,29 +273,29 @@ ROW_BLOCK = 16384
 
 
 def all_finite(x: Tensor) -> bool:
-    """Whether every value of ``x`` is finite, from one sum when it can tell (no boolean temporary).
-
-    A NaN or infinity makes the sum non-finite, so a finite sum proves every value finite; only
-    a non-finite sum (bad values, or finite ones whose sum overflows) takes the per-row count.
+    """Whether every value of ``x`` is finite (see :func:`nonfinite_per_row`, which decides it from one sum).
 
     Example:
         >>> all_finite(torch.ones(3, 2)), all_finite(torch.tensor([1.0, float("inf")]))
         (True, False)
     """
-    if x.numel() == 0:
-        return True
-    total = x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-    return bool(torch.isfinite(total)) or not bool(nonfinite_per_row(x).any())
+    return not bool(nonfinite_per_row(x).any())
 
 
 def nonfinite_per_row(x: Tensor) -> Tensor:
-    """How many NaN or infinite values each row of ``x [..., D]`` holds: ``[N]`` int64, blocks of rows at a time.
+    """How many NaN or infinite values each row of ``x [..., D]`` holds: ``[N]`` int64.
+
+    A NaN or infinity makes the sum of ``x`` non-finite, so a finite sum proves every row clean
+    without a boolean temporary; only a non-finite sum (bad values, or finite ones whose sum
+    overflows) takes the count, a block of rows at a time.
 
     Example:
         >>> nonfinite_per_row(torch.tensor([[1.0, float("nan")], [2.0, 3.0]])).tolist()
         [1, 0]
     """
     rows = x.reshape(-1, x.shape[-1]) if x.dim() > 1 else x.reshape(-1, 1)
-    if rows.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.int64, device=x.device)
+    clean = torch.zeros(rows.shape[0], dtype=torch.int64, device=x.device)
+    total = x.sum(dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    if rows.shape[0] == 0 or bool(torch.isfinite(total)):
+        return clean
     return torch.cat([torch.isfinite(block).logical_not_().sum(dim=-1) for block in rows.split(ROW_BLOCK)])
