@@ -30,6 +30,17 @@ come. Rerunning the same command resumes each run from its last checkpoint and s
 The report (``translation.md`` and ``translation.png`` under ``--results``) is rewritten after every
 run; ``--report-only`` rewrites it from the JSONL alone.
 
+Runs ending in ``@converge`` (``softmax``, ``infonce-random``, ``cosine-random``) train until their
+validation BLEU has not improved for ``--patience`` curve points (at most ``--max-budget`` seconds),
+keep the best validation checkpoint (``best.pt``) and evaluate that one on test; the report opens
+with their table, including the wall-clock and tokens each continuous run needed to reach
+softmax's best validation BLEU. The converged comparison (hours; rerun the same command to resume)::
+
+    nohup taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/translation.py --name translation_converged \
+        --runs softmax@converge infonce-random@converge --eval-every 300 --curve-sentences 500 \
+        --test-sentences 1000 --patience 4 --max-budget 21600 --out ~/contloss-runs/word \
+        --jsonl ~/contloss-runs/translation_converged.jsonl > ~/contloss-runs/word.log 2>&1 &
+
 Run (one core, one thread)::
 
     nohup taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/translation.py > runs/translation.log 2>&1 &
@@ -64,7 +75,12 @@ RESULTS = ROOT / "benchmarks" / "results"
 RUNS = ROOT / "runs" / "translation"
 ALL_RUNS = ("softmax@time", "cosine-random@time", "cosine-glove@time", "cosine-random@tokens", "cosine-glove@tokens")
 # Not in the default set; ask for them with --runs. The report lists every known run it finds.
-EXTRA_RUNS = ("infonce-random@time", "infonce-random@tokens")
+EXTRA_RUNS = (
+    "infonce-random@time", "infonce-random@tokens",
+    # Early stopping on validation BLEU (--patience curve points, --max-budget seconds at most).
+    "softmax@converge", "infonce-random@converge", "cosine-random@converge",
+)
+CONVERGE_RUNS = tuple(r for r in EXTRA_RUNS if r.endswith("@converge"))
 KNOWN_RUNS = ALL_RUNS + EXTRA_RUNS
 LABELS = {
     "softmax": "softmax",
@@ -77,7 +93,7 @@ LABELS = {
 # ---------------------------------------------------------------------------------------------- one run
 def _parse(run: str) -> tuple[str, str]:
     head, _, budget = run.partition("@")
-    if head not in LABELS or budget not in ("time", "tokens"):
+    if head not in LABELS or budget not in ("time", "tokens", "converge"):
         raise SystemExit(f"translation: unknown run {run!r}; runs are {', '.join(KNOWN_RUNS)}")
     return head, budget
 
@@ -106,6 +122,10 @@ def _config(run: str, args: argparse.Namespace) -> dict[str, Any]:
         "max_train_pairs": args.max_train_pairs,
         "budget": args.budget,
         "curve_sentences": args.curve_sentences,
+        "vocab": args.vocab,
+        "patience": args.patience,
+        "max_budget": args.max_budget,
+        "eval_every": args.eval_every,
     }
 
 
@@ -241,7 +261,12 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         "commit": _git_commit(),
         "command": args.command_line,
     }
-    state: dict[str, Any] = {"epoch": 0, "batch": 0, "train_seconds": 0.0, "point": 0, "loss_sum": 0.0, "steps": 0}
+    state: dict[str, Any] = {
+        "epoch": 0, "batch": 0, "train_seconds": 0.0, "point": 0, "loss_sum": 0.0, "steps": 0,
+        # @converge: the best validation BLEU so far, where it was, and curve points since it.
+        "best_bleu": -1.0, "best_point": -1, "best_seconds": 0.0, "best_tokens": 0, "since_best": 0,
+    }
+    best_path = folder / "best.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         if ckpt["config"] != config:
@@ -261,6 +286,8 @@ def train_run(run: str, args: argparse.Namespace) -> None:
     def done() -> bool:
         if token_target is not None:
             return module.tokens_seen >= token_target
+        if budget_kind == "converge":
+            return state["since_best"] >= args.patience or state["train_seconds"] >= args.max_budget
         return state["train_seconds"] >= args.budget
 
     def curve_point() -> None:
@@ -280,6 +307,15 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         }
         module.train()
         folder.mkdir(parents=True, exist_ok=True)
+        if res["bleu"] > state["best_bleu"]:
+            # Early stopping keeps the weights of the best validation point; test uses those.
+            state.update(best_bleu=res["bleu"], best_point=state["point"], best_seconds=state["train_seconds"],
+                         best_tokens=module.tokens_seen, since_best=0)
+            tmp_best = best_path.with_suffix(".tmp")
+            torch.save({"model": module.state_dict(), "point": state["point"]}, tmp_best)
+            os.replace(tmp_best, best_path)
+        else:
+            state["since_best"] += 1
         tmp = ckpt_path.with_suffix(".tmp")
         torch.save(
             {
@@ -326,7 +362,13 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         if state["train_seconds"] >= next_eval and not done():
             curve_point()
             next_eval += args.eval_every
-    curve_point()
+    if state["steps"] or state["point"] == 0:
+        curve_point()  # not again after a resume that found the run already done
+    stopped = "budget"
+    if budget_kind == "converge":
+        stopped = "patience" if state["since_best"] >= args.patience else "max-budget"
+        module.load_state_dict(torch.load(best_path, map_location="cpu", weights_only=False)["model"])
+        module.eval()
 
     assert dm.test_pairs is not None
     final = {
@@ -338,6 +380,12 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         "epochs": module.tokens_seen / max(1, int(sum(len(t) for t in dm.train_pairs.tgt))),
         "train_tokens_per_s": module.tokens_seen / max(state["train_seconds"], 1e-9),
         "load1_before_test": os.getloadavg()[0],
+        "stopped": stopped,
+        "best_valid_bleu": state["best_bleu"],
+        "best_point": state["best_point"],
+        "best_train_seconds": state["best_seconds"],
+        "best_tokens": state["best_tokens"],
+        "vocab": args.vocab,
     }
     from lightning_contloss import SearchRules
 
@@ -386,37 +434,111 @@ def _f(value: Any, spec: str = ".2f") -> str:
 
 
 def write_plot(rows: Sequence[dict[str, Any]], path: Path) -> None:
-    """Greedy validation BLEU against training wall-clock, one line per run."""
+    """Greedy validation BLEU against training wall-clock (left) and training tokens (right), a line per run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.4))
+    fig, (ax, ax_tok) = plt.subplots(1, 2, figsize=(11, 4.4), sharey=True)
     for run in KNOWN_RUNS:
         pts = sorted((r for r in rows if r["run"] == run and r["kind"] == "curve"), key=lambda r: r["point"])
         if pts:
             style = "--" if run.endswith("@tokens") else "-"
-            ax.plot([r["train_seconds"] / 60 for r in pts], [r["valid_bleu_greedy"] for r in pts], style,
-                    marker="o", ms=3, label=f"{pts[0]['label']} ({run.split('@')[1]} budget)")
+            label = f"{pts[0]['label']} ({run.split('@')[1]} budget)"
+            bleu = [r["valid_bleu_greedy"] for r in pts]
+            ax.plot([r["train_seconds"] / 60 for r in pts], bleu, style, marker="o", ms=3, label=label)
+            ax_tok.plot([r["tokens"] / 1e6 for r in pts], bleu, style, marker="o", ms=3, label=label)
     ax.set_xlabel("training wall-clock (min, evaluation excluded)")
+    ax_tok.set_xlabel("training target tokens (millions)")
     ax.set_ylabel("greedy BLEU, fixed validation subset")
-    ax.grid(alpha=0.3)
+    for a in (ax, ax_tok):
+        a.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title("es→en Bible verses: softmax vs continuous heads", fontsize=10)
+    fig.suptitle("es→en Bible verses: softmax vs continuous heads", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
 
+def _first_reaching(curve: Sequence[dict[str, Any]], bleu: float) -> dict[str, Any] | None:
+    return next((r for r in curve if r["valid_bleu_greedy"] >= bleu), None)
+
+
+def converged_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The early-stopped runs: test scores of each run's best validation checkpoint, and the cost of
+    reaching softmax's best validation BLEU (markdown lines; empty when there is no such run)."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for r in sorted((r for r in rows if r["kind"] == "curve"), key=lambda r: r["point"]):
+        curves.setdefault(r["run"], []).append(r)
+    live = [run for run in CONVERGE_RUNS if run in curves]
+    if not live:
+        return []
+    finals = {r["run"]: r for r in rows if r["kind"] == "final"}
+    soft_curve = curves.get("softmax@converge", [])
+    soft_best = max(soft_curve, key=lambda r: r["valid_bleu_greedy"]) if soft_curve else None
+    lines = [
+        "## Trained to convergence (early stopping on validation BLEU)",
+        "",
+        "Each run trains until its greedy BLEU on the fixed validation subset has not improved for `--patience` "
+        "curve points (or `--max-budget` seconds); the test columns score the checkpoint of its best validation "
+        "point. *to softmax's best*: training wall-clock and tokens at the first curve point whose validation BLEU "
+        "reaches softmax's best (share of softmax's own time to its best in brackets), or the share of it reached.",
+        "",
+        "| run | status | points | best valid BLEU | at min | at tokens | test BLEU greedy | test BLEU beam 4 "
+        "| chrF greedy | chrF beam 4 | EOS greedy | distinct greedy | train tok/s | to softmax's best |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for run in live:
+        curve, fin = curves[run], finals.get(run)
+        best = max(curve, key=lambda r: r["valid_bleu_greedy"])
+        status = f"stopped ({fin['stopped']})" if fin else f"training ({curve[-1]['train_seconds'] / 60:.0f} min)"
+        reach = "—"
+        if soft_best is not None and run != "softmax@converge" and soft_best["valid_bleu_greedy"] > 0:
+            hit = _first_reaching(curve, soft_best["valid_bleu_greedy"])
+            if hit is not None:
+                share = hit["train_seconds"] / max(soft_best["train_seconds"], 1e-9)
+                reach = f"{hit['train_seconds'] / 60:.0f} min ({share:.2f}×), {hit['tokens']:,} tok"
+            else:
+                reach = f"not yet: {best['valid_bleu_greedy'] / soft_best['valid_bleu_greedy']:.2f} of it"
+        test = "| — | — | — | — | — | — | —"
+        if fin is not None:
+            test = (
+                f"| {_f(fin['greedy_bleu'])} | {_f(fin['beam_bleu'])} | {_f(fin['greedy_chrf'])} | "
+                f"{_f(fin['beam_chrf'])} | {_f(fin['greedy_eos_rate'], '.3f')} | {fin['greedy_distinct_words']} | "
+                f"{fin['train_tokens_per_s']:,.0f}"
+            )
+        lines.append(
+            f"| {curve[0]['label']} | {status} | {len(curve)} | {best['valid_bleu_greedy']:.2f} | "
+            f"{best['train_seconds'] / 60:.0f} | {best['tokens']:,} {test} | {reach} |"
+        )
+    soft = finals.get("softmax@converge")
+    if soft is not None and soft["greedy_bleu"] > 0:
+        lines += ["", "Test BLEU as a share of softmax's (target ≥ 0.95):", ""]
+        for run in live[1:]:
+            fin = finals.get(run)
+            if fin is not None:
+                lines.append(
+                    f"- {fin['label']}: greedy {fin['greedy_bleu'] / soft['greedy_bleu']:.2f}, "
+                    f"beam 4 {fin['beam_bleu'] / max(soft['beam_bleu'], 1e-9):.2f}"
+                )
+    done = [finals[run] for run in live if run in finals]
+    if done:
+        lines += ["", "Sample test outputs of the converged runs (greedy, first three verses):", ""]
+        lines += [f"- {r['label']}: " + " / ".join(f"`{h}`" for h in r["greedy_examples"]) for r in done]
+    loads = [r["load1"] for run in live for r in curves[run]]
+    lines += ["", f"1-minute load average at the curve points: {min(loads):.2f}–{max(loads):.2f}.", ""]
+    return lines
+
+
 def write_report(jsonl: Path, results: Path, name: str = "translation") -> str:
     """Write ``<name>.md`` and ``<name>.png`` under ``results`` from the JSONL; returns the markdown."""
     rows = read_rows(jsonl)
-    finals = {r["run"]: r for r in rows if r["kind"] == "final"}
+    finals = {r["run"]: r for r in rows if r["kind"] == "final" and r["run"] not in CONVERGE_RUNS}
     results.mkdir(parents=True, exist_ok=True)
-    parts = ["# Translation: softmax vs continuous heads, es→en Bible verses", ""]
+    parts = ["# Translation: softmax vs continuous heads, es→en Bible verses", "", *converged_section(rows)]
     if not finals:
-        parts += ["No finished run yet.", ""]
+        parts += ["No finished fixed-budget run yet.", ""]
     else:
         any_row = next(iter(finals.values()))
         parts += [
@@ -503,7 +625,7 @@ def write_report(jsonl: Path, results: Path, name: str = "translation") -> str:
         "decoded by exact nearest-neighbour search. *train s* counts training steps only; *load* is the 1-minute load "
         "average when the test evaluation ended. *EOS* is the share of outputs that emitted `<eos>` before the limit.",
         "",
-        "Produced by: " + "; ".join(sorted({f"`{r['command']}` at {r['commit']}" for r in finals.values()})),
+        "Produced by: " + "; ".join(sorted({f"`{r['command']}` at {r['commit']}" for r in rows if "command" in r})),
         "",
         f"Machine: {platform.processor() or platform.machine()}, Python {platform.python_version()}.",
         "",
@@ -537,6 +659,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab", default="word", help="target/source vocabulary: word")
+    p.add_argument("--patience", type=int, default=4,
+                   help="@converge: stop after this many curve points without a better validation BLEU")
+    p.add_argument("--max-budget", type=float, default=4 * 3600.0, help="@converge: training seconds at most")
+    p.add_argument("--name", default="translation", help="report name: <results>/<name>.md, .png, .jsonl")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the run is meant for one core)")
     p.add_argument("--out", default=str(RUNS), help="checkpoint folder (git-ignored)")
     p.add_argument("--jsonl", default=None, help="rows file (default: <results>/translation.jsonl)")
@@ -555,11 +682,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.budget, args.eval_every, args.curve_sentences, args.test_sentences = 12.0, 6.0, 30, 40
         args.max_train_pairs, args.d_model, args.layers, args.ff, args.warmup = 2000, 64, 1, 128, 20
         args.out, args.results = str(smoke / "ckpt"), str(smoke)
-    args.jsonl = args.jsonl or str(Path(args.results) / "translation.jsonl")
+        args.max_budget = 30.0
+    args.jsonl = args.jsonl or str(Path(args.results) / f"{args.name}.jsonl")
     shown = argv[: argv.index("--worker")] if "--worker" in argv else argv
     args.command_line = " ".join(["python benchmarks/translation.py", *shown])
     if args.report_only:
-        print(write_report(Path(args.jsonl), Path(args.results)))
+        print(write_report(Path(args.jsonl), Path(args.results), args.name))
         return 0
     warnings.filterwarnings("ignore", ".*self.log.*")
     if args.worker is not None:
@@ -575,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = subprocess.run(child, check=False).returncode
         print(f"[{run}] {'done' if code == 0 else f'failed ({code})'} in {time.perf_counter() - started:.0f}s "
               f"(total {time.perf_counter() - t0:.0f}s)", flush=True)
-        write_report(Path(args.jsonl), Path(args.results))
+        write_report(Path(args.jsonl), Path(args.results), args.name)
         if code != 0:
             return code
     return 0
