@@ -204,22 +204,6 @@ class ContinuousOutputMixin(_Base):
         tokens = int((ids != ignore).sum()) if ignore is not None else ids.numel()
         return value, pred, logits, tokens
 
-    def _continuous_may_log(self) -> bool:
-        """Whether ``self.log`` can record now: inside a Trainer loop's hook, or under Fabric.
-
-        Outside one (after ``fit``, in a notebook) Lightning's ``log`` warns or raises ("result
-        collection is not registered"); the loss must still work there.
-        """
-        if self._fabric is not None:
-            return True
-        trainer = self._trainer
-        return (
-            trainer is not None
-            and not trainer.barebones
-            and trainer._results is not None
-            and self._current_fx_name is not None
-        )
-
     def continuous_loss(self, pred: Tensor | Any, ids: Tensor) -> Tensor:
         """The training loss of a batch, with gradients; return it from ``training_step``.
 
@@ -232,7 +216,7 @@ class ContinuousOutputMixin(_Base):
             ids: ``[...]`` target token ids.
         """
         value, _, _, tokens = self._continuous_loss_value(pred, ids)
-        if self._continuous_may_log():
+        if _loop_can_log(self):
             self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
         return value
 
@@ -253,7 +237,7 @@ class ContinuousOutputMixin(_Base):
         """
         value, emb, logits, tokens = self._continuous_loss_value(pred, ids)
         prefix = "test" if self._trainer is not None and self.trainer.testing else "val"
-        if self._continuous_may_log():
+        if _loop_can_log(self):
             self.log(f"{prefix}/loss", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=max(tokens, 1))
         out = {"loss": value.detach(), "pred": emb.detach(), "target": ids.detach()}
         if logits is not None:
@@ -322,6 +306,23 @@ class ContinuousOutputMixin(_Base):
     def continuous_predict_step(self, pred: Tensor, k: int = 1) -> Tensor:
         """``predict_step`` helper: token ids ``[..., k]`` of the model's predictions."""
         return self.continuous_decode(pred, k)
+
+
+def _loop_can_log(module: L.LightningModule) -> bool:
+    """Whether ``module.log`` can record now: inside a Trainer loop's hook, or under Fabric.
+
+    Outside one (after ``fit``, in a notebook) Lightning's ``log`` warns or raises ("result
+    collection is not registered"), as its ``LightningModule.log`` decides; a loss must still work there.
+    """
+    if module._fabric is not None:
+        return True
+    trainer = module._trainer
+    return (
+        trainer is not None
+        and not trainer.barebones
+        and trainer._results is not None
+        and module._current_fx_name is not None
+    )
 
 
 def _tensor_key(*tensors: Tensor) -> tuple[int, ...]:
