@@ -65,7 +65,7 @@ def accuracy(module: Any, batches: DataLoader[Any], causal: bool, continuous: bo
         else:
             out, target = module.model(input_ids=first, attention_mask=first != hf.PAD, labels=second), second
         logits = out if isinstance(out, Tensor) else out.logits
-        pred = module.decode(logits, k=1)[..., 0] if continuous else logits.argmax(-1)
+        pred = module.continuous_decode(logits, k=1)[..., 0] if continuous else logits.argmax(-1)
         keep = target != -100
         hits += int((pred == target)[keep].sum())
         total += int(keep.sum())

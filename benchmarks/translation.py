@@ -178,7 +178,7 @@ def _build(head: str, dm: Any, args: argparse.Namespace) -> Any:
         if module.hparams["targets"] == "glove":
             module.use_glove_targets(dm.tgt_vocab.words)
         # Exact search: the figures measure the model, not an approximate index.
-        module.decoder = make_decoder(module.continuous_targets, module.decode_space, "exact")
+        module.continuous_decoder = make_decoder(module.continuous_targets, module.continuous_decode_space, "exact")
     module.attach_vocabularies(dm.src_vocab, dm.tgt_vocab)
     return module
 

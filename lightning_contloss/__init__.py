@@ -11,7 +11,7 @@ functions. Families with many members stay in their own modules and are imported
 """
 
 from lightning_contloss import decoding, functional, losses, metrics
-from lightning_contloss.callbacks import DecodingCallback, HNSWDecodingCallback
+from lightning_contloss.callbacks import DecodingCallback
 from lightning_contloss.decoding import (
     DecoderFactory,
     ExactDecoder,
@@ -23,7 +23,7 @@ from lightning_contloss.decoding import (
     greedy_decode,
     make_decoder,
 )
-from lightning_contloss.heads import EmbeddingRegressionHead, replace_softmax_head
+from lightning_contloss.heads import EmbeddingRegressionHead, swap_softmax_head
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import Coverage, TargetEmbeddings
 
@@ -37,7 +37,6 @@ __all__ = [
     "EmbeddingRegressionHead",
     "ExactDecoder",
     "HNSWDecoder",
-    "HNSWDecodingCallback",
     "RerankedDecoder",
     "SearchRules",
     "StatefulStep",
@@ -50,5 +49,5 @@ __all__ = [
     "losses",
     "make_decoder",
     "metrics",
-    "replace_softmax_head",
+    "swap_softmax_head",
 ]

@@ -23,7 +23,7 @@ from lightning_contloss.losses import VMFLoss
 from lightning_contloss.metrics import BrierLM, DecodingRecall, NeighborAccuracy, PredictionSpread, VMFPerplexity
 from lightning_contloss.mixin import ContinuousOutputMixin, _tensor_key
 
-__all__ = ["DecodingCallback", "HNSWDecodingCallback"]
+__all__ = ["DecodingCallback"]
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,6 @@ AUTO_METRIC_TOKENS = 8192
 # likelihood metrics cost about 1/16 of a softmax validation's output layer. Exact search scores
 # every row anyway and shares that pass (ExactDecoder.query_with_log_partition): every sequence.
 AUTO_METRIC_STRIDE = 16
-# Arguments that moved to DecoderFactory / the re-ranking rules; still accepted, with a warning.
-_FACTORY_ARGS = ("ef", "M", "ef_construction", "num_threads", "cache_dir", "target_recall")
-_RERANK_ARGS = ("csls_k", "rerank_candidates", "prior_weight", "prior_counts")
 _SKIP_ID = -100
 
 
@@ -138,10 +135,6 @@ class DecodingCallback(Callback):
         brier_lm: also log BrierLM.
         buffer_tokens: predictions buffered before a decode.
         seed: seed of sampling for BrierLM and of the ``ef`` tuning sample.
-        **deprecated: ``ef``, ``M``, ``ef_construction``, ``num_threads``, ``cache_dir``,
-            ``target_recall`` (now :class:`DecoderFactory` arguments) and ``csls_k``,
-            ``rerank_candidates``, ``prior_weight``, ``prior_counts`` (now re-ranking rule
-            arguments) still work, with a ``FutureWarning``.
 
     Example:
         >>> trainer = L.Trainer(callbacks=[DecodingCallback(k=5)], logger=False, enable_checkpointing=False)
@@ -160,7 +153,6 @@ class DecodingCallback(Callback):
         brier_lm: bool = False,
         buffer_tokens: int = 16384,
         seed: int = 0,
-        **deprecated: Any,
     ) -> None:
         self.k = int_arg(k, "k", 1, rule=">= 1")
         self.recall_sample = int_arg(recall_sample, "recall_sample", 0)
@@ -176,15 +168,12 @@ class DecodingCallback(Callback):
             raise ValueError(f"seed must be an int, got {seed!r}")
         self.brier_lm = brier_lm
         self.seed = seed
-        unknown = sorted(set(deprecated) - set(_FACTORY_ARGS) - set(_RERANK_ARGS))
-        if unknown:
-            raise TypeError(f"DecodingCallback got unexpected arguments {unknown}")
-        self.factory = self._factory(decoder, {n: v for n, v in deprecated.items() if n in _FACTORY_ARGS})
-        self.reranking = self._reranking(hubness, {n: v for n, v in deprecated.items() if n in _RERANK_ARGS})
+        self.factory = self._factory(decoder)
+        self.reranking = self._reranking(hubness)
         if self.reranking is not None and self.reranking.candidates < self.k:
             raise ValueError(
-                f"the re-ranking's candidates (rerank_candidates) must be >= k={self.k}, got "
-                f"{self.reranking.candidates}"
+                f"the re-ranking's candidates must be >= k={self.k}, got {self.reranking.candidates}; "
+                f"build the rule with candidates >= {self.k}, e.g. CSLSReranking(candidates={max(self.k, 32)})"
             )
         self.decoder: Decoder | None = None
         self.build_count = 0
@@ -214,46 +203,20 @@ class DecodingCallback(Callback):
         self._world_size = 1
 
     # ------------------------------------------------------------------ configuration
-    def _factory(self, decoder: Any, moved: dict[str, Any]) -> DecoderFactory:
-        if moved:
-            warnings.warn(
-                f"DecodingCallback({', '.join(f'{n}=' for n in moved)}...) is deprecated: pass "
-                f"decoder=DecoderFactory({decoder!r}, {', '.join(f'{n}=...' for n in moved)}) instead",
-                FutureWarning,
-                stacklevel=3,
-            )
+    def _factory(self, decoder: Any) -> DecoderFactory:
         if isinstance(decoder, DecoderFactory):
-            if moved:
-                raise ValueError(f"pass {sorted(moved)} to the DecoderFactory, not to the callback")
             return decoder
-        factory_args = {n: moved.pop(n) for n in ("ef", "target_recall", "cache_dir") if n in moved}
-        if not isinstance(decoder, str) and moved:
-            raise ValueError(f"{sorted(moved)} only apply to decoder='auto', 'exact' or 'hnsw'")
-        if decoder == "exact":
-            moved = {}  # HNSW settings did not apply to exact search and were ignored; keep that.
-            factory_args.pop("ef", None)
-        return DecoderFactory(decoder, seed=self.seed, **factory_args, **moved)
+        return DecoderFactory(decoder, seed=self.seed)
 
-    def _reranking(self, hubness: Any, moved: dict[str, Any]) -> Reranking | None:
-        if moved:
-            warnings.warn(
-                f"DecodingCallback({', '.join(f'{n}=' for n in moved)}...) is deprecated: pass "
-                "hubness=CSLSReranking(k=..., candidates=...) or PriorReranking(counts=..., weight=..., "
-                "candidates=...) instead",
-                FutureWarning,
-                stacklevel=3,
-            )
-        candidates = moved.get("rerank_candidates", 32)
+    def _reranking(self, hubness: Any) -> Reranking | None:
         if isinstance(hubness, Reranking):
-            if moved:
-                raise ValueError(f"pass {sorted(moved)} to the re-ranking rule, not to the callback")
             return hubness
         if hubness == "none":
             return None
         if hubness == "csls":
-            return CSLSReranking(k=moved.get("csls_k", 10), candidates=candidates)
+            return CSLSReranking()
         if hubness == "prior":
-            return PriorReranking(moved.get("prior_counts"), moved.get("prior_weight"), candidates=candidates)
+            return PriorReranking()
         raise ValueError(
             f"hubness must be 'none', 'csls', 'prior' or a re-ranking rule (CSLSReranking, PriorReranking), "
             f"got {hubness!r}"
@@ -298,7 +261,7 @@ class DecodingCallback(Callback):
         digest = self._targets_hash if trusted else targets.content_hash()
         if self.decoder is not None and digest == self._targets_hash:
             self._targets_key = key
-            module.decoder = self._reranked if self._reranked is not None else self.decoder
+            module.continuous_decoder = self._reranked if self._reranked is not None else self.decoder
             return
         if {self._tuned_for, self._screened_for} - {None, digest}:
             # An ef tuned, or a screen decided, on another table says nothing about this one.
@@ -316,7 +279,7 @@ class DecodingCallback(Callback):
         self._reranked = None
         self._targets_hash = digest
         self._targets_key = key
-        module.decoder = decoder
+        module.continuous_decoder = decoder
 
     def _build_once(self, trainer: L.Trainer, module: ContinuousOutputMixin) -> Decoder:
         """The decoder, built once per cache folder: by global rank 0, then by each other node's local rank 0.
@@ -328,7 +291,7 @@ class DecodingCallback(Callback):
         The cache publishes an entry by an atomic rename, so nobody reads a half-written one.
         Every rank reaches both barriers: no collective runs inside a rank-dependent branch.
         """
-        targets, space = module.continuous_targets, module.decode_space
+        targets, space = module.continuous_targets, module.continuous_decode_space
         if trainer.world_size > 1 and self.factory.may_screen:
             # Rank 0's screen holds for every rank, before anyone builds: a rank screening on its
             # own could decide otherwise (a threaded build is not reproducible, a node-local
@@ -373,7 +336,7 @@ class DecodingCallback(Callback):
         if self._reranked is not None:
             # Re-fitted on this epoch's predictions; until then decode by plain similarity.
             self._reranked = None
-            module.decoder = self.decoder  # type: ignore[assignment]
+            module.continuous_decoder = self.decoder  # type: ignore[assignment]
 
     def _metric_collection(self, module: ContinuousOutputMixin) -> MetricCollection:
         ignore = module.continuous_ignore_index
@@ -488,9 +451,9 @@ class DecodingCallback(Callback):
 
     def _rebuild_exact(self, module: ContinuousOutputMixin) -> None:
         # The factory switched to exact search: this epoch already decodes with it.
-        self.decoder = self.factory(module.continuous_targets, module.decode_space)
+        self.decoder = self.factory(module.continuous_targets, module.continuous_decode_space)
         self._exact, self._reranked = None, None
-        module.decoder = self.decoder
+        module.continuous_decoder = self.decoder
 
     @torch.no_grad()
     def _share_epoch_state(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -563,7 +526,7 @@ class DecodingCallback(Callback):
                 flat_pred, kappa=lambda: self._epoch_kappa(module, flat_pred, flat_target), unigram_counts=counts
             )
             self._reranked = self.reranking.fit(self.decoder, stats)
-            module.decoder = self._reranked
+            module.continuous_decoder = self._reranked
         return self._reranked
 
     def _epoch_kappa(self, module: ContinuousOutputMixin, flat_pred: Tensor, flat_target: Tensor) -> float:
@@ -792,14 +755,3 @@ class DecodingCallback(Callback):
         self._tuned_for = state_dict.get("tuned_for")
         self._screened_for = state_dict.get("screened_for")
 
-
-class HNSWDecodingCallback(DecodingCallback):
-    """:class:`DecodingCallback` under its historical name, from when HNSW was the only decoder.
-
-    Both names stay; they behave the same (the default decoder is ``"auto"``: exact search for
-    small tables, HNSW for large ones).
-
-    Example:
-        >>> isinstance(HNSWDecodingCallback(k=5), DecodingCallback)
-        True
-    """

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, real_arg
 from lightning_contloss.integrations import ContinuousOwner, adapt_model, head_vocab_fits, vocab_hint
 
-__all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "replace_softmax_head", "split_head_output"]
+__all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "split_head_output", "swap_softmax_head"]
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
@@ -206,7 +206,7 @@ def _candidates(root: nn.Module, vocab_size: int | None) -> str:
     return f"Linear layers {which}: {shown or 'none'}"
 
 
-def replace_softmax_head(
+def swap_softmax_head(
     root: nn.Module,
     path: str,
     head: nn.Module,
@@ -232,7 +232,7 @@ def replace_softmax_head(
 
     Example:
         >>> lm = torch.nn.ModuleDict({"body": torch.nn.Linear(8, 16), "lm_head": torch.nn.Linear(16, 1000)})
-        >>> old = replace_softmax_head(lm, "lm_head", EmbeddingRegressionHead(16, 32))
+        >>> old = swap_softmax_head(lm, "lm_head", EmbeddingRegressionHead(16, 32))
         >>> old.out_features, type(lm.lm_head).__name__
         (1000, 'EmbeddingRegressionHead')
     """

@@ -12,7 +12,7 @@ from torchmetrics import Metric
 
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.decoding.factory import check_decoder
-from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, replace_softmax_head, split_head_output
+from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, split_head_output, swap_softmax_head
 from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
 from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
 from lightning_contloss.targets import TargetEmbeddings
@@ -24,8 +24,7 @@ if TYPE_CHECKING:
 else:
     _Base = object
 
-# JointHead lives in heads.py; importing it from here keeps working.
-__all__ = ["ContinuousOutputMixin", "JointHead"]
+__all__ = ["ContinuousOutputMixin"]
 
 
 class ContinuousOutputMixin(_Base):
@@ -34,7 +33,7 @@ class ContinuousOutputMixin(_Base):
     Call :meth:`replace_softmax_head` once in ``__init__``; then
     :meth:`continuous_loss` in ``training_step`` and :meth:`continuous_validation_step` in
     ``validation_step``/``test_step``. Pair it with
-    :class:`~lightning_contloss.HNSWDecodingCallback`, which builds the decoder and logs
+    :class:`~lightning_contloss.DecodingCallback`, which builds the decoder and logs
     accuracy, recall and collapse metrics.
 
     The targets, the loss and the head are registered as submodules (``continuous_targets``,
@@ -60,7 +59,7 @@ class ContinuousOutputMixin(_Base):
     continuous_loss_fn: Metric
     # Class-level defaults: the mixin has no __init__, so these read as "no head yet".
     _continuous_path: str | None = None
-    _continuous_decoder: Decoder | None = None
+    _continuous_decoder_built: Decoder | None = None
     # What the decoder was built from: a cheap key of the table tensors, and their content hash.
     _continuous_decoder_key: tuple[int, ...] | None = None
     _continuous_decoder_hash: str | None = None
@@ -118,7 +117,7 @@ class ContinuousOutputMixin(_Base):
             else:
                 loss = ReWELoss(lam=rewe_lambda, ignore_index=ignore)
         decode_space_of(loss)  # fails early, before anything is swapped, for a non-continuous loss
-        old = self._softmax_layer(path, len(targets))
+        old = self._continuous_softmax_layer(path, len(targets))
         new_head = head if head is not None else EmbeddingRegressionHead(
             old.in_features, targets.dim, hidden=head_hidden, activation=activation
         )
@@ -130,15 +129,15 @@ class ContinuousOutputMixin(_Base):
             )
         if keep_softmax:
             new_head = JointHead(old, new_head, pred_dim=targets.dim)
-        replace_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
+        swap_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
         self.continuous_ignore_index = _ignore_index(loss)
         self._continuous_path = path
-        self._continuous_decoder = None
+        self._continuous_decoder_built = None
         return old
 
-    def _softmax_layer(self, path: str, vocab_size: int) -> nn.Linear:
+    def _continuous_softmax_layer(self, path: str, vocab_size: int) -> nn.Linear:
         try:
             old = self.get_submodule(path)
         except AttributeError:
@@ -149,8 +148,8 @@ class ContinuousOutputMixin(_Base):
                 f"{vocab_hint(old.out_features)}"
             )
         if not isinstance(old, nn.Linear):
-            # replace_softmax_head raises with the list of candidate layers.
-            replace_softmax_head(self, path, nn.Identity(), vocab_size=vocab_size)
+            # swap_softmax_head raises with the list of candidate layers.
+            swap_softmax_head(self, path, nn.Identity(), vocab_size=vocab_size)
         assert isinstance(old, nn.Linear)
         return old
 
@@ -182,7 +181,7 @@ class ContinuousOutputMixin(_Base):
             )
         return self.get_submodule(self._continuous_path)
 
-    def split_output(self, out: Tensor | Any) -> tuple[Tensor | None, Tensor]:
+    def continuous_split_output(self, out: Tensor | Any) -> tuple[Tensor | None, Tensor]:
         """``(logits or None, pred [..., D])`` from the model's output (logits only in ReWE mode).
 
         ``out`` is the model's output tensor, or a Hugging Face ``ModelOutput`` (its ``.logits``).
@@ -197,8 +196,8 @@ class ContinuousOutputMixin(_Base):
             )
         return split_head_output(head, out)
 
-    def _loss_value(self, out: Tensor | Any, ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None, int]:
-        logits, pred = self.split_output(out)
+    def _continuous_loss_value(self, out: Tensor | Any, ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None, int]:
+        logits, pred = self.continuous_split_output(out)
         check_targets(self, self._continuous_path or "", ids)
         value = self.continuous_loss_fn(logits, pred, ids) if logits is not None else self.continuous_loss_fn(pred, ids)
         ignore = self.continuous_ignore_index
@@ -206,19 +205,25 @@ class ContinuousOutputMixin(_Base):
         return value, pred, logits, tokens
 
     def continuous_loss(self, pred: Tensor | Any, ids: Tensor) -> Tensor:
-        """The training loss of a batch; logs ``train/loss`` (per step and epoch). Return it from ``training_step``.
+        """The training loss of a batch, with gradients; return it from ``training_step``.
+
+        Inside a Trainer loop it also logs ``train/loss`` (per step and epoch); called anywhere
+        else (after ``fit``, in a notebook) it only returns the loss.
 
         Args:
             pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode), or a Hugging
                 Face ``ModelOutput`` whose ``.logits`` holds it.
             ids: ``[...]`` target token ids.
         """
-        value, _, _, tokens = self._loss_value(pred, ids)
-        self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
+        value, _, _, tokens = self._continuous_loss_value(pred, ids)
+        if _loop_can_log(self):
+            self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
         return value
 
     def continuous_validation_step(self, pred: Tensor | Any, ids: Tensor) -> dict[str, Tensor]:
         """Logs ``val/loss`` (``test/loss`` under ``trainer.test``) and returns what the callback decodes.
+
+        Outside a Trainer loop it logs nothing and only returns the dict.
 
         Args:
             pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode), or a Hugging
@@ -230,9 +235,10 @@ class ContinuousOutputMixin(_Base):
             ``validation_step``/``test_step`` so :class:`~lightning_contloss.DecodingCallback`
             can decode the predictions.
         """
-        value, emb, logits, tokens = self._loss_value(pred, ids)
+        value, emb, logits, tokens = self._continuous_loss_value(pred, ids)
         prefix = "test" if self._trainer is not None and self.trainer.testing else "val"
-        self.log(f"{prefix}/loss", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=max(tokens, 1))
+        if _loop_can_log(self):
+            self.log(f"{prefix}/loss", value, on_step=False, on_epoch=True, sync_dist=True, batch_size=max(tokens, 1))
         out = {"loss": value.detach(), "pred": emb.detach(), "target": ids.detach()}
         if logits is not None:
             out["logits"] = logits.detach()
@@ -242,64 +248,81 @@ class ContinuousOutputMixin(_Base):
 
     # ------------------------------------------------------------------ decoding
     @property
-    def decoder(self) -> Decoder:
+    def continuous_decoder(self) -> Decoder:
         """The decoder in use: the callback's, or an exact/HNSW one built on first use.
 
         It follows the targets: after ``load_state_dict`` (or anything else that changes the
         table's content) the next access builds a decoder of the new table.
         """
-        targets = self._targets_for_decoding()
+        targets = self._continuous_targets_for_decoding()
         key = _tensor_key(targets.weight, targets.special_mask)
-        if self._continuous_decoder is not None and key != self._continuous_decoder_key:
+        if self._continuous_decoder_built is not None and key != self._continuous_decoder_key:
             # The tensors changed (a load, a move): rebuild only if their content did.
             digest = targets.content_hash()
             if digest != self._continuous_decoder_hash:
-                self._continuous_decoder = None
+                self._continuous_decoder_built = None
             else:
                 self._continuous_decoder_key = key
-        if self._continuous_decoder is None:
-            self._continuous_decoder = make_decoder(targets, self.decode_space)
+        if self._continuous_decoder_built is None:
+            self._continuous_decoder_built = make_decoder(targets, self.continuous_decode_space)
             self._continuous_decoder_key = key
             self._continuous_decoder_hash = targets.content_hash()
-        return self._continuous_decoder
+        return self._continuous_decoder_built
 
-    @decoder.setter
-    def decoder(self, value: Decoder) -> None:
-        targets = self._targets_for_decoding()
-        check_decoder(value, targets, self.decode_space)
+    @continuous_decoder.setter
+    def continuous_decoder(self, value: Decoder) -> None:
+        targets = self._continuous_targets_for_decoding()
+        check_decoder(value, targets, self.continuous_decode_space)
         key = _tensor_key(targets.weight, targets.special_mask)
         if key != self._continuous_decoder_key or self._continuous_decoder_hash is None:
             # The same tensors at the same version have the hash already taken (0.4 s at 400k × 256).
             self._continuous_decoder_hash = targets.content_hash()
-        self._continuous_decoder = value
+        self._continuous_decoder_built = value
         self._continuous_decoder_key = key
 
-    def _targets_for_decoding(self) -> TargetEmbeddings:
+    def _continuous_targets_for_decoding(self) -> TargetEmbeddings:
         if self._continuous_path is None:
             raise RuntimeError("call self.replace_softmax_head(...) before decoding")
         return self.continuous_targets
 
     @property
-    def decode_space(self) -> str:
+    def continuous_decode_space(self) -> str:
         """The similarity the decoder ranks by, as declared by the loss."""
         return decode_space_of(self.continuous_loss_fn)
 
     @torch.no_grad()
-    def decode(self, pred: Tensor | Any, k: int = 1) -> Tensor:
+    def continuous_decode(self, pred: Tensor | Any, k: int = 1) -> Tensor:
         """Token ids of the k nearest targets: ``pred [..., D] -> ids [..., k]`` (best first).
 
         In ReWE mode pass the model's ``[..., V + D]`` output: as in ReWE, tokens come from the
         kept softmax (its top-k logits); the regression head only regularises training.
         """
-        logits, emb = self.split_output(pred)
+        logits, emb = self.continuous_split_output(pred)
         if logits is not None:
             return logits.topk(k, dim=-1).indices
-        ids, _ = self.decoder.query(emb.reshape(-1, emb.shape[-1]).float(), k)
+        ids, _ = self.continuous_decoder.query(emb.reshape(-1, emb.shape[-1]).float(), k)
         return ids.reshape(*emb.shape[:-1], k).to(emb.device)
 
     def continuous_predict_step(self, pred: Tensor, k: int = 1) -> Tensor:
         """``predict_step`` helper: token ids ``[..., k]`` of the model's predictions."""
-        return self.decode(pred, k)
+        return self.continuous_decode(pred, k)
+
+
+def _loop_can_log(module: L.LightningModule) -> bool:
+    """Whether ``module.log`` can record now: inside a Trainer loop's hook, or under Fabric.
+
+    Outside one (after ``fit``, in a notebook) Lightning's ``log`` warns or raises ("result
+    collection is not registered"), as its ``LightningModule.log`` decides; a loss must still work there.
+    """
+    if module._fabric is not None:
+        return True
+    trainer = module._trainer
+    return (
+        trainer is not None
+        and not trainer.barebones
+        and trainer._results is not None
+        and module._current_fx_name is not None
+    )
 
 
 def _tensor_key(*tensors: Tensor) -> tuple[int, ...]:

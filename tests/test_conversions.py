@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_contloss import (
     ContinuousOutputMixin,
+    DecoderFactory,
+    DecodingCallback,
     EmbeddingRegressionHead,
-    HNSWDecodingCallback,
     TargetEmbeddings,
     beam_search,
     greedy_decode,
@@ -258,8 +259,8 @@ def generate_continuous(lm: ReverserContinuous, src: Tensor, max_len: int, beam_
 
     start = torch.cat([src, src.new_full((src.shape[0], 1), BOS_EOS)], dim=1)
     if beam_size == 1:
-        return greedy_decode(step, start, max_len, BOS_EOS, lm.decoder).ids
-    return beam_search(step, start, beam_size, max_len, BOS_EOS, lm.decoder).ids
+        return greedy_decode(step, start, max_len, BOS_EOS, lm.continuous_decoder).ids
+    return beam_search(step, start, beam_size, max_len, BOS_EOS, lm.continuous_decoder).ids
 
 
 # --------------------------------------------------------------------------- helpers
@@ -317,8 +318,10 @@ def report(name: str, continuous: float, softmax: float, baseline: float, extra:
     print(f"\n[{name}] val acc@1 continuous={continuous:.4f} softmax={softmax:.4f} unigram={baseline:.4f} {extra}")
 
 
-def decoding_callback(tmp: Any) -> HNSWDecodingCallback:
-    return HNSWDecodingCallback(k=5, cache_dir=tmp, metric_tokens=2048, recall_sample=512, num_threads=1)
+def decoding_callback(tmp: Any) -> DecodingCallback:
+    return DecodingCallback(
+        k=5, decoder=DecoderFactory("auto", cache_dir=tmp, num_threads=1), metric_tokens=2048, recall_sample=512
+    )
 
 
 # --------------------------------------------------------------------------- data

@@ -339,19 +339,14 @@ def test_index_cache_store_is_atomic_and_clear_is_selective(tmp_path: Path) -> N
         cache.lookup("../etc")
 
 
-def test_cache_names_moved_to_the_cache_module_with_deprecated_aliases() -> None:
+def test_cache_names_live_in_the_cache_module_only() -> None:
     import lightning_contloss.decoding as decoding
     from lightning_contloss.decoding import cache
 
     internals = {"CACHE_ENV_VAR", "IndexCache", "default_cache_dir", "cache_key", "table_fingerprint"}
     assert not internals & set(decoding.__all__)
-    for name in ("CACHE_ENV_VAR", "IndexCache", "default_cache_dir"):
-        with pytest.warns(DeprecationWarning, match=f"decoding.{name} is deprecated.*decoding.cache"):
-            assert getattr(decoding, name) is getattr(cache, name)
-    with pytest.warns(DeprecationWarning):
-        from lightning_contloss.decoding import IndexCache as Old  # noqa: F401
-    with pytest.raises(AttributeError, match="no attribute 'bogus'"):
-        decoding.bogus  # noqa: B018
+    assert not internals & set(vars(decoding))  # one name per object: no alias left in decoding
+    assert {"CACHE_ENV_VAR", "IndexCache", "default_cache_dir"} <= set(vars(cache))
     from lightning_contloss._fingerprint import table_fingerprint
 
     assert cache.table_fingerprint is table_fingerprint

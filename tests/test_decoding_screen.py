@@ -167,7 +167,7 @@ def test_fit_under_a_screened_out_auto_decoder(monkeypatch: pytest.MonkeyPatch, 
     cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
     trainer = quiet_trainer(max_epochs=2, callbacks=[cb], log_every_n_steps=1)
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(128, seed=1)))
-    assert len(shares) == 1 and isinstance(cb.decoder, ExactDecoder) and isinstance(lm.decoder, ExactDecoder)
+    assert len(shares) == 1 and isinstance(cb.decoder, ExactDecoder) and isinstance(lm.continuous_decoder, ExactDecoder)
     assert cb.state_dict()["exact_fallback"] is True and cb.build_count == 0
     x, y = mapping_data(128, seed=1)[:]
     with torch.no_grad():
@@ -250,7 +250,7 @@ def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
     """Node-local caches, node 0's already holding the index: every rank still decodes alike."""
     shares = _count_screens(monkeypatch)
     table = TargetEmbeddings.random(4000, 256, seed=0)
-    module = SimpleNamespace(continuous_targets=table, decode_space="cosine")
+    module = SimpleNamespace(continuous_targets=table, continuous_decode_space="cosine")
     if case == "node0_cached":
         DecoderFactory("hnsw", cache_dir=tmp_path / "node0", num_threads=1, **WEAK)(table, "cosine")
     else:

@@ -172,7 +172,7 @@ def test_two_nodes_of_two_ranks_build_once_per_node(tmp_path: Path) -> None:
     from lightning_contloss import DecoderFactory, DecodingCallback, TargetEmbeddings
 
     targets = TargetEmbeddings.random(300, 8, seed=0)
-    module = SimpleNamespace(continuous_targets=targets, decode_space="cosine")
+    module = SimpleNamespace(continuous_targets=targets, continuous_decode_space="cosine")
     barrier = threading.Barrier(4, timeout=60)
     built: dict[int, bool] = {}
 

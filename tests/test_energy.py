@@ -223,7 +223,8 @@ def test_spec_builds_a_generative_continuous_lm() -> None:
     assert spec.label == "generative · energy · random (num_samples=4, beta=0.5)"
     lm = build_model(spec, 40, TINY)
     assert isinstance(lm, ContinuousLM) and isinstance(lm.model.lm_head, GenerativeHead)
-    assert lm.model.lm_head.num_samples == 4 and lm.continuous_loss_fn.beta == 0.5 and lm.decode_space == "l2"
+    assert lm.model.lm_head.num_samples == 4 and lm.continuous_loss_fn.beta == 0.5
+    assert lm.continuous_decode_space == "l2"
     with pytest.raises(ValueError, match="energy loss only"):
         parse_run("generative:cosine:random")
     with pytest.raises(ValueError, match="loss='energy'"):

@@ -571,7 +571,7 @@ def test_default_continuous_lm_is_infonce_and_trains() -> None:
     assert isinstance(loss, InfoNCELoss)
     assert (loss.temperature, loss.learn_temperature, loss.sampler) == (0.1, False, "uniform")
     assert loss.num_negatives == dm.vocab_size  # 1,024 capped at V
-    assert lm.decode_space == "cosine"
+    assert lm.continuous_decode_space == "cosine"
     x, y = next(iter(dm.train_dataloader()))
     with torch.no_grad():
         before = float(loss(lm(x), y))

@@ -1,4 +1,4 @@
-"""EmbeddingRegressionHead and replace_softmax_head."""
+"""EmbeddingRegressionHead and swap_softmax_head."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_contloss import EmbeddingRegressionHead, replace_softmax_head
+from lightning_contloss import EmbeddingRegressionHead, swap_softmax_head
 from lightning_contloss.heads import find_linear_layers
 
 
@@ -60,7 +60,7 @@ def test_head_bad_arguments() -> None:
 def test_replace_returns_old_and_forward_gives_embeddings() -> None:
     model = TinyGPT(tie=False)
     old_weight = model.lm_head.weight
-    old = replace_softmax_head(model, "lm_head", EmbeddingRegressionHead(16, 8), vocab_size=50)
+    old = swap_softmax_head(model, "lm_head", EmbeddingRegressionHead(16, 8), vocab_size=50)
     assert old.weight is old_weight and old.out_features == 50
     assert model(torch.randint(0, 50, (2, 3))).shape == (2, 3, 8)
 
@@ -70,7 +70,7 @@ def test_tied_head_is_untied_with_warning_and_embedding_keeps_weight() -> None:
     emb_weight = model.embed.weight
     before = emb_weight.detach().clone()
     with pytest.warns(UserWarning, match="shares its weight with the input embedding 'embed'"):
-        replace_softmax_head(model, "lm_head", EmbeddingRegressionHead(16, 8))
+        swap_softmax_head(model, "lm_head", EmbeddingRegressionHead(16, 8))
     assert model.embed.weight is emb_weight
     assert torch.equal(model.embed.weight, before)
     # Training the new head leaves the input embedding's gradient coming only from the input path.
@@ -80,10 +80,10 @@ def test_tied_head_is_untied_with_warning_and_embedding_keeps_weight() -> None:
 
 def test_nested_and_indexed_paths() -> None:
     model = nn.Sequential(nn.Linear(4, 8), nn.ModuleDict({"out": nn.Linear(8, 100)}))
-    replace_softmax_head(model, "1.out", EmbeddingRegressionHead(8, 3))
+    swap_softmax_head(model, "1.out", EmbeddingRegressionHead(8, 3))
     assert isinstance(model[1]["out"], EmbeddingRegressionHead)
     lst = nn.ModuleList([nn.Linear(4, 4), nn.Linear(4, 30)])
-    replace_softmax_head(lst, "1", EmbeddingRegressionHead(4, 2))
+    swap_softmax_head(lst, "1", EmbeddingRegressionHead(4, 2))
     assert isinstance(lst[1], EmbeddingRegressionHead)
 
 
@@ -91,23 +91,23 @@ def test_wrong_path_lists_candidates() -> None:
     model = TinyGPT(tie=False)
     expected = r"no submodule 'head'; Linear layers with out_features=50: 'lm_head' \(16->50\)"
     with pytest.raises(ValueError, match=expected):
-        replace_softmax_head(model, "head", EmbeddingRegressionHead(16, 8), vocab_size=50)
+        swap_softmax_head(model, "head", EmbeddingRegressionHead(16, 8), vocab_size=50)
     with pytest.raises(ValueError, match=r"no submodule 'blocks.7'.*largest output first\): 'lm_head'"):
-        replace_softmax_head(model, "blocks.7", EmbeddingRegressionHead(16, 8))
+        swap_softmax_head(model, "blocks.7", EmbeddingRegressionHead(16, 8))
 
 
 def test_non_linear_at_path() -> None:
     model = TinyGPT(tie=False)
     with pytest.raises(ValueError, match=r"'embed' is a Embedding, not an nn.Linear.*'lm_head'"):
-        replace_softmax_head(model, "embed", EmbeddingRegressionHead(16, 8), vocab_size=50)
+        swap_softmax_head(model, "embed", EmbeddingRegressionHead(16, 8), vocab_size=50)
 
 
 def test_vocab_and_hidden_mismatch_build_nothing() -> None:
     model = TinyGPT(tie=False)
     with pytest.raises(ValueError, match="out_features=50 but the targets have V=60"):
-        replace_softmax_head(model, "lm_head", EmbeddingRegressionHead(16, 8), vocab_size=60)
+        swap_softmax_head(model, "lm_head", EmbeddingRegressionHead(16, 8), vocab_size=60)
     with pytest.raises(ValueError, match="build the head with in_features=16"):
-        replace_softmax_head(model, "lm_head", EmbeddingRegressionHead(32, 8))
+        swap_softmax_head(model, "lm_head", EmbeddingRegressionHead(32, 8))
     assert isinstance(model.lm_head, nn.Linear)  # nothing was swapped
 
 

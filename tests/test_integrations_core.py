@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from lightning_contloss import ContinuousOutputMixin, EmbeddingRegressionHead, TargetEmbeddings, replace_softmax_head
+from lightning_contloss import ContinuousOutputMixin, EmbeddingRegressionHead, TargetEmbeddings, swap_softmax_head
 from lightning_contloss.integrations import (
     PAD_MULTIPLES,
     adapt_model,
@@ -81,8 +81,8 @@ def test_mixin_accepts_targets_for_the_real_vocabulary_of_a_padded_layer() -> No
     lm = PaddedLM(1000)  # 1000 real tokens, layer padded to 1024 (a multiple of 64)
     pred = lm.model(torch.randint(0, 1000, (8, 32)))
     assert pred.shape == (8, 32, 8)
-    assert int(lm.decode(pred, k=3).max()) < 1000  # no padding id can be decoded: it has no target row
-    assert len(lm.decoder) == 1000
+    assert int(lm.continuous_decode(pred, k=3).max()) < 1000  # no padding id can be decoded: it has no target row
+    assert len(lm.continuous_decoder) == 1000
 
 
 def test_targets_that_are_not_a_padding_say_what_to_do() -> None:
@@ -96,15 +96,15 @@ def test_any_padding_works_with_special_padding_rows() -> None:
     torch.manual_seed(0)
     lm = PaddedLM(1024)
     lm.continuous_targets.mark_special(*range(900, 1024))
-    assert int(lm.decode(lm.model(torch.randint(0, 900, (4, 16))), k=3).max()) < 900
+    assert int(lm.continuous_decode(lm.model(torch.randint(0, 900, (4, 16))), k=3).max()) < 900
 
 
 def test_plain_swap_accepts_a_padded_vocabulary_and_keeps_its_message_otherwise() -> None:
     body = nn.ModuleDict({"lm_head": nn.Linear(8, 10240)})
-    replace_softmax_head(body, "lm_head", EmbeddingRegressionHead(8, 4), vocab_size=10001)
+    swap_softmax_head(body, "lm_head", EmbeddingRegressionHead(8, 4), vocab_size=10001)
     body = nn.ModuleDict({"lm_head": nn.Linear(8, 10240)})
     with pytest.raises(ValueError, match=r"out_features=10240 but the targets have V=9000.*multiple of 64, 128"):
-        replace_softmax_head(body, "lm_head", EmbeddingRegressionHead(8, 4), vocab_size=9000)
+        swap_softmax_head(body, "lm_head", EmbeddingRegressionHead(8, 4), vocab_size=9000)
     assert isinstance(body.lm_head, nn.Linear)  # nothing was swapped
 
 

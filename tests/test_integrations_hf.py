@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_contloss import replace_softmax_head
+from lightning_contloss import swap_softmax_head
 from lightning_contloss.heads import EmbeddingRegressionHead
 from lightning_contloss.integrations import integration_state
 
@@ -496,7 +496,7 @@ def test_a_nonzero_final_logits_bias_is_dropped_with_a_warning() -> None:
     model = MarianMTModel(marian_config(V))
     model.final_logits_bias[0, 5] = -3.0
     with pytest.warns(UserWarning, match="final_logits_bias has non-zero entries"):
-        replace_softmax_head(model, "lm_head", EmbeddingRegressionHead(64, DIM), vocab_size=V)
+        swap_softmax_head(model, "lm_head", EmbeddingRegressionHead(64, DIM), vocab_size=V)
     assert model.final_logits_bias.shape == (1, DIM)
 
 
@@ -517,7 +517,9 @@ def test_continuous_loss_takes_a_model_output_and_explains_other_objects() -> No
     lm = build(GPT2Continuous)
     x = ids(2, 6)
     out = lm.model(x)
-    torch.testing.assert_close(lm._loss_value(out, x.roll(-1, 1))[0], lm._loss_value(out.logits, x.roll(-1, 1))[0])
+    shifted = x.roll(-1, 1)
+    from_output, from_logits = lm._continuous_loss_value(out, shifted), lm._continuous_loss_value(out.logits, shifted)
+    torch.testing.assert_close(from_output[0], from_logits[0])
     with pytest.raises(ValueError, match=r"return_dict=False.*out\[0\]"):
         lm.continuous_loss(lm.model(x, return_dict=False), x)
     with pytest.raises(ValueError, match=r"got a str; pass the model's output tensor"):
@@ -528,19 +530,19 @@ def test_unshifted_targets_warn_once() -> None:
     lm = build(GPT2Continuous)
     x = ids(2, 8)
     with pytest.warns(UserWarning, match=r"equal the model's input_ids position by position"):
-        lm._loss_value(lm.model(x), x)
+        lm._continuous_loss_value(lm.model(x), x)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        lm._loss_value(lm.model(x), x)  # once only
+        lm._continuous_loss_value(lm.model(x), x)  # once only
         fresh = build(GPT2Continuous)
-        fresh._loss_value(fresh.model(x[:, :-1]), x[:, 1:])  # shifted: no warning
+        fresh._continuous_loss_value(fresh.model(x[:, :-1]), x[:, 1:])  # shifted: no warning
 
 
 def test_unshifted_seq2seq_targets_warn() -> None:
     lm = build(T5Continuous)
     src, tgt = ids(2, 5), ids(2, 6, seed=3)
     with pytest.warns(UserWarning, match=r"equal the model's decoder_input_ids"):
-        lm._loss_value(lm.model(input_ids=src, decoder_input_ids=tgt), tgt)
+        lm._continuous_loss_value(lm.model(input_ids=src, decoder_input_ids=tgt), tgt)
 
 
 # --------------------------------------------------------------------------- generate() = greedy_decode / beam_search
@@ -551,15 +553,15 @@ def test_causal_generate_matches_greedy_decode_and_beam_search(name: str) -> Non
     lm = build(CAUSAL[name][1], seed=3).eval()
     model, prompt, new = lm.model, ids(3, 4, seed=4), 8
     with torch.no_grad():
-        free = greedy_decode(causal_step(model), prompt, new, None, lm.decoder).ids
+        free = greedy_decode(causal_step(model), prompt, new, None, lm.continuous_decoder).ids
         eos = mid_sequence_token(free)
         hf = model.generate(prompt, max_new_tokens=new, do_sample=False, eos_token_id=eos, pad_token_id=PAD)
-        ours = greedy_decode(causal_step(model), prompt, new, eos, lm.decoder, pad_id=PAD)
+        ours = greedy_decode(causal_step(model), prompt, new, eos, lm.continuous_decoder, pad_id=PAD)
         assert torch.equal(hf[:, :4], prompt)
         assert hf[:, 4:].tolist() == ours.ids.tolist()
         assert bool((ours.lengths < new).any())  # some row really ended on EOS
         hf_beam = model.generate(prompt, max_new_tokens=new, num_beams=3, eos_token_id=eos, pad_token_id=PAD)
-        our_beam = beam_search(causal_step(model), prompt, 3, new, eos, lm.decoder, pad_id=PAD)
+        our_beam = beam_search(causal_step(model), prompt, 3, new, eos, lm.continuous_decoder, pad_id=PAD)
         assert hf_beam[:, 4:].tolist() == our_beam.ids.tolist()
 
 
@@ -570,12 +572,12 @@ def test_seq2seq_generate_matches_greedy_decode_and_beam_search(name: str) -> No
     start = torch.cat([src, src.new_full((3, 1), model.config.decoder_start_token_id)], dim=1)
     step = seq2seq_step(model, src.shape[1])
     with torch.no_grad():
-        eos = mid_sequence_token(greedy_decode(step, start, new, None, lm.decoder).ids)
+        eos = mid_sequence_token(greedy_decode(step, start, new, None, lm.continuous_decoder).ids)
         hf = model.generate(input_ids=src, max_new_tokens=new, do_sample=False, eos_token_id=eos)
-        ours = greedy_decode(step, start, new, eos, lm.decoder, pad_id=PAD)
+        ours = greedy_decode(step, start, new, eos, lm.continuous_decoder, pad_id=PAD)
         assert hf[:, 1:].tolist() == ours.ids.tolist()
         hf_beam = model.generate(input_ids=src, max_new_tokens=new, num_beams=4, eos_token_id=eos)
-        our_beam = beam_search(step, start, 4, new, eos, lm.decoder, pad_id=PAD)
+        our_beam = beam_search(step, start, 4, new, eos, lm.continuous_decoder, pad_id=PAD)
         assert hf_beam[:, 1:].tolist() == our_beam.ids.tolist()
 
 
@@ -586,7 +588,7 @@ def test_generate_never_returns_ids_outside_the_targets_before_the_fix_it_did() 
     generated = out[:, 3:]
     # Before the fix generate() took the argmax over the D prediction coordinates: ids < D.
     assert int(generated.max()) >= DIM
-    assert bool(lm.decoder.returnable[generated].all())
+    assert bool(lm.continuous_decoder.returnable[generated].all())
 
 
 def test_generate_vmf_scores_match_beam_search_vmf() -> None:
@@ -594,7 +596,7 @@ def test_generate_vmf_scores_match_beam_search_vmf() -> None:
     prompt = ids(2, 3, seed=8)
     with torch.no_grad():
         hf = lm.model.generate(prompt, max_new_tokens=6, num_beams=3, token_score="vmf", eos_token_id=None)
-        ours = beam_search(causal_step(lm.model), prompt, 3, 6, None, lm.decoder, score="vmf")
+        ours = beam_search(causal_step(lm.model), prompt, 3, 6, None, lm.continuous_decoder, score="vmf")
     assert hf[:, 3:].tolist() == ours.ids.tolist()
 
 
@@ -615,7 +617,7 @@ def test_generate_with_sampling_draws_only_target_tokens() -> None:
     torch.manual_seed(0)
     with torch.no_grad():
         out = lm.model.generate(ids(4, 3), max_new_tokens=8, do_sample=True, num_candidates=5, eos_token_id=None)
-    assert bool(lm.decoder.returnable[out[:, 3:]].all())
+    assert bool(lm.continuous_decoder.returnable[out[:, 3:]].all())
 
 
 def test_padded_vocabulary_is_accepted_and_padding_ids_are_never_generated() -> None:
@@ -630,7 +632,7 @@ def test_padded_vocabulary_is_accepted_and_padding_ids_are_never_generated() -> 
     prompt = ids(3, 3)
     with torch.no_grad():
         out = lm.model.generate(prompt, max_new_tokens=8, num_beams=2, eos_token_id=None)
-        ours = beam_search(causal_step(lm.model), prompt, 2, 8, None, lm.decoder)
+        ours = beam_search(causal_step(lm.model), prompt, 2, 8, None, lm.continuous_decoder)
     assert out[:, 3:].tolist() == ours.ids.tolist() and int(out.max()) < 1000
 
 
@@ -641,7 +643,7 @@ def test_plain_swap_refuses_labels_and_generate_clearly() -> None:
     torch.manual_seed(0)
     model = GPT2LMHeadModel(gpt2_config(V))
     with pytest.warns(UserWarning, match="unties them on purpose"):
-        replace_softmax_head(model, "lm_head", EmbeddingRegressionHead(64, DIM), vocab_size=V)
+        swap_softmax_head(model, "lm_head", EmbeddingRegressionHead(64, DIM), vocab_size=V)
     x = ids(1, 4)
     assert model(x).logits.shape == (1, 4, DIM)
     with pytest.raises(ValueError, match=r"labels= needs the target table.*ContinuousOutputMixin.replace_softmax_head"):
@@ -752,7 +754,8 @@ def test_rewe_joint_head_keeps_the_softmax_bias_and_generates_from_its_logits() 
         assert out.logits.shape == (2, 4, V + DIM) and torch.isfinite(out.loss)
         generated = lm.model.generate(input_ids=src, max_new_tokens=4, do_sample=False)
         logits = lm.model(input_ids=src, decoder_input_ids=generated[:, :1]).logits[:, -1, :V]
-    assert torch.equal(generated[:, 1], logits.argmax(-1))  # the kept softmax decides, as ContinuousOutputMixin.decode
+    # The kept softmax decides, as in ContinuousOutputMixin.continuous_decode.
+    assert torch.equal(generated[:, 1], logits.argmax(-1))
 
 
 # --------------------------------------------------------------------------- the docs' end-to-end recipes
@@ -761,12 +764,12 @@ def test_rewe_joint_head_keeps_the_softmax_bias_and_generates_from_its_logits() 
 @pytest.mark.slow
 def test_docs_recipe_causal_lm(ptb: Any, tmp_path: Any) -> None:
     # --8<-- [start:gpt2-run]
-    from lightning_contloss import HNSWDecodingCallback
+    from lightning_contloss import DecodingCallback
 
     lm = GPT2Continuous(ptb.vocab_size)  # ptb = lightning_contloss.examples.data.PTBDataModule(...)
     trainer = L.Trainer(
         max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        callbacks=[HNSWDecodingCallback(k=5)],
+        callbacks=[DecodingCallback(k=5)],
     )
     trainer.fit(lm, ptb.train_dataloader())
     metrics = trainer.validate(lm, ptb.val_dataloader(), verbose=False)[0]  # val/acc@1, val/acc@5, ...
@@ -780,7 +783,7 @@ def test_docs_recipe_causal_lm(ptb: Any, tmp_path: Any) -> None:
         def step(prefix: Tensor) -> Tensor:  # the package's own search, over the same decoder
             return lm.model(prefix).logits[:, -1]
 
-        ours = beam_search(step, prompt, beam_size=4, max_len=10, eos_id=EOS, decoder=lm.decoder, pad_id=PAD)
+        ours = beam_search(step, prompt, beam_size=4, max_len=10, eos_id=EOS, decoder=lm.continuous_decoder, pad_id=PAD)
     print(" ".join(ptb.vocab.decode(beam[0, prompt.shape[1] :])))
     # --8<-- [end:gpt2-run]
     assert 0.0 <= metrics["val/acc@1"] <= 1.0

@@ -111,9 +111,9 @@ def test_padding_ids_are_never_decoded() -> None:
     lm = build().eval()
     with torch.no_grad():
         pred = lm.model(torch.randint(0, PTB_V, (16, 64)))
-        decoded = lm.decode(pred, k=5)
+        decoded = lm.continuous_decode(pred, k=5)
     assert int(decoded.max()) < PTB_V
-    assert len(lm.decoder) == PTB_V
+    assert len(lm.continuous_decoder) == PTB_V
 
 
 def test_targets_for_the_wrong_vocabulary_say_what_to_build() -> None:
@@ -143,7 +143,7 @@ def test_unshifted_targets_warn() -> None:
     lm = build()
     x = torch.randint(3, PTB_V, (2, 8))
     with pytest.warns(UserWarning, match=r"equal the model's idx position by position"):
-        lm._loss_value(lm.model(x), x)
+        lm._continuous_loss_value(lm.model(x), x)
 
 
 def test_greedy_and_beam_generation_recipe() -> None:
@@ -154,8 +154,8 @@ def test_greedy_and_beam_generation_recipe() -> None:
         return lm.model(prefix)[:, -1]
 
     with torch.no_grad():
-        greedy = greedy_decode(step, prompt, max_len=5, eos_id=2, decoder=lm.decoder)
-        beam = beam_search(step, prompt, beam_size=3, max_len=5, eos_id=2, decoder=lm.decoder)
+        greedy = greedy_decode(step, prompt, max_len=5, eos_id=2, decoder=lm.continuous_decoder)
+        beam = beam_search(step, prompt, beam_size=3, max_len=5, eos_id=2, decoder=lm.continuous_decoder)
     # --8<-- [end:litgpt-generate]
     for out in (greedy, beam):
         assert out.ids.shape[0] == 3 and int(out.ids.max()) < PTB_V

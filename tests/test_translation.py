@@ -400,4 +400,4 @@ def test_continuous_translator_defaults_to_infonce() -> None:
     model = ContinuousTranslator(20, 30, d_model=16, n_heads=2, n_encoder_layers=1, n_decoder_layers=1)
     assert isinstance(model.continuous_loss_fn, InfoNCELoss)
     assert model.continuous_loss_fn.ignore_index == model.hparams["tgt_pad_id"]
-    assert model.decode_space == "cosine"
+    assert model.continuous_decode_space == "cosine"

@@ -90,7 +90,7 @@ def _accuracy_on(batches: list[tuple[Tensor, Tensor]]) -> Any:
         if not isinstance(module, ContinuousLM):
             return module(x).argmax(dim=-1)
         if not exact:
-            exact.append(make_decoder(module.continuous_targets, module.decode_space, "exact"))
+            exact.append(make_decoder(module.continuous_targets, module.continuous_decode_space, "exact"))
         pred = module(x)
         ids, _ = exact[0].query(pred.reshape(-1, pred.shape[-1]), 1)
         return ids.reshape(x.shape)

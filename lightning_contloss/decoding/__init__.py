@@ -1,14 +1,9 @@
 """Decoding: turn predicted embeddings back into token ids (exact or HNSW k-NN, greedy and beam search).
 
 The index cache (``IndexCache``, ``default_cache_dir``, ``CACHE_ENV_VAR``) lives in
-:mod:`lightning_contloss.decoding.cache`; importing those names from here still works for one
-release, with a ``DeprecationWarning``.
+:mod:`lightning_contloss.decoding.cache`.
 """
 
-import warnings
-from typing import Any
-
-from lightning_contloss.decoding import cache as _cache
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.exact import ExactDecoder
@@ -49,18 +44,3 @@ __all__ = [
     "reorder_state",
     "tune_ef",
 ]
-
-# Names this package exported before they moved to decoding.cache; removed in the next release.
-_MOVED_TO_CACHE = ("CACHE_ENV_VAR", "IndexCache", "default_cache_dir")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED_TO_CACHE:
-        warnings.warn(
-            f"lightning_contloss.decoding.{name} is deprecated and goes in the next release; "
-            f"import it from lightning_contloss.decoding.cache",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return getattr(_cache, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

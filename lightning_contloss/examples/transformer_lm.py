@@ -17,7 +17,7 @@ class CausalTransformerLM(nn.Module):
     ``nn.TransformerEncoderLayer`` blocks under a causal mask, then a final LayerNorm and
     ``lm_head``. ``forward`` returns whatever ``lm_head`` returns: logits ``[B, T, V]`` with
     the default ``nn.Linear``, or ``[B, T, D]`` once the head is swapped for an
-    ``EmbeddingRegressionHead`` (``replace_softmax_head(model, "lm_head", ...)``).
+    ``EmbeddingRegressionHead`` (``swap_softmax_head(model, "lm_head", ...)``).
 
     Args:
         vocab_size: V, the number of token ids.

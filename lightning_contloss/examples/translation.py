@@ -181,7 +181,7 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
     :meth:`setup` from ``trainer.datamodule.tgt_vocab`` or by :meth:`use_glove_targets`;
     a checkpoint restores the table. ``<pad>``, ``<bos>`` and ``<unk>`` are marked special, so
     they are never decoded. Validation logs ``val/loss`` and returns what
-    :class:`~lightning_contloss.HNSWDecodingCallback` decodes.
+    :class:`~lightning_contloss.DecodingCallback` decodes.
 
     Args:
         src_vocab_size: source ids.
@@ -285,7 +285,7 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
                 "pass the words of the vocabulary the model was built for"
             )
         copy_targets(self.continuous_targets, glove_targets(words, seed=self.hparams["target_seed"]))
-        self._continuous_decoder = None
+        self._continuous_decoder_built = None
         self._targets_ready = True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -333,7 +333,12 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         hp = self.hparams
         score: TokenScore = "vmf" if hp["loss"] == "vmf" else "cosine"
         return calibrate_eos_bias(
-            torch.cat(preds), torch.cat(targets), hp["eos_id"], self.decoder, score=score, ignore_index=hp["tgt_pad_id"]
+            torch.cat(preds),
+            torch.cat(targets),
+            hp["eos_id"],
+            self.continuous_decoder,
+            score=score,
+            ignore_index=hp["tgt_pad_id"],
         )
 
     def search(
@@ -350,7 +355,14 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         score: TokenScore = "vmf" if hp["loss"] == "vmf" else "cosine"
         if method == "greedy":
             return greedy_decode(
-                step_fn, start, max_len, hp["eos_id"], self.decoder, score=score, pad_id=hp["tgt_pad_id"], rules=rules
+                step_fn,
+                start,
+                max_len,
+                hp["eos_id"],
+                self.continuous_decoder,
+                score=score,
+                pad_id=hp["tgt_pad_id"],
+                rules=rules,
             )
         return beam_search(
             step_fn,
@@ -358,7 +370,7 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
             beam_size,
             max_len,
             hp["eos_id"],
-            self.decoder,
+            self.continuous_decoder,
             score=score,
             length_penalty=length_penalty,
             pad_id=hp["tgt_pad_id"],

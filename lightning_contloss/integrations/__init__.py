@@ -1,6 +1,6 @@
 """Adapters for model libraries (Hugging Face ``transformers``, litgpt) whose softmax layer is swapped.
 
-:func:`~lightning_contloss.heads.replace_softmax_head` calls :func:`adapt_model` after a swap;
+:func:`~lightning_contloss.heads.swap_softmax_head` calls :func:`adapt_model` after a swap;
 when the layer belongs to a library model, its adapter makes that model's own paths
 (``labels=``, ``generate()``, weight tying, padded vocabularies) work with the continuous head
 or refuse clearly. A library is looked for only if it is already imported, so this package

@@ -219,7 +219,7 @@ def _labels_loss(owner: ContinuousOwner, pred: Tensor, labels: Tensor, shift: bo
                 "build the loss with ignore_index=-100, e.g. CosineLoss(ignore_index=-100)"
             )
         labels = labels.masked_fill(padded, ignore)
-    value, _, _, _ = owner._loss_value(pred, labels)
+    value, _, _, _ = owner._continuous_loss_value(pred, labels)
     return value
 
 

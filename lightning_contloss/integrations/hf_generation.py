@@ -67,7 +67,7 @@ class ContinuousLogitsView:
         """Fix ``k`` and the search kind from HF's resolved config; add this view's processors."""
         num_beams = int(getattr(generation_config, "num_beams", 1) or 1)
         self.beam = num_beams > 1
-        decoder = self.owner.decoder
+        decoder = self.owner.continuous_decoder
         if len(decoder) > self.vocab_width:
             raise ValueError(
                 f"the target table has {len(decoder)} rows but the model's vocabulary has {self.vocab_width} ids; "
@@ -87,12 +87,12 @@ class ContinuousLogitsView:
                 "this transformers version's generate() did not call _get_logits_processor, so lightning-contloss "
                 "could not set up continuous scores; decode with lightning_contloss.greedy_decode/beam_search"
             )
-        lg, pred = self.owner.split_output(logits[:, -1:])
-        if lg is not None:  # ReWE: tokens come from the kept softmax, as in ContinuousOutputMixin.decode
+        lg, pred = self.owner.continuous_split_output(logits[:, -1:])
+        if lg is not None:  # ReWE: tokens come from the kept softmax, as in ContinuousOutputMixin.continuous_decode
             self.log_norm = None
             return self._pad(lg.float())
         pred = pred[:, 0].float()
-        decoder = self.owner.decoder
+        decoder = self.owner.continuous_decoder
         ids, _ = decoder.query(pred, self.k)
         table = decoder.table
         cands = table[ids.to(table.device)].to(device=pred.device, dtype=pred.dtype)

@@ -29,11 +29,11 @@ class ContinuousOwner(Protocol):
     continuous_ignore_index: int | None
 
     @property
-    def decoder(self) -> Decoder: ...
+    def continuous_decoder(self) -> Decoder: ...
 
-    def split_output(self, out: Any) -> tuple[Tensor | None, Tensor]: ...
+    def continuous_split_output(self, out: Any) -> tuple[Tensor | None, Tensor]: ...
 
-    def _loss_value(self, out: Any, ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None, int]: ...
+    def _continuous_loss_value(self, out: Any, ids: Tensor) -> tuple[Tensor, Tensor, Tensor | None, int]: ...
 
 
 @dataclass
@@ -46,7 +46,7 @@ class IntegrationState:
         vocab_width: ``out_features`` of the replaced softmax layer (the padded width when
             the vocabulary is padded); vocabulary scores for ``generate()`` have this width.
         owner: the module that owns targets and loss, or ``None`` when the head was swapped
-            with the plain :func:`~lightning_contloss.heads.replace_softmax_head`.
+            with the plain :func:`~lightning_contloss.heads.swap_softmax_head`.
         shift: the missing-label-shift check fed by the model's forward.
     """
 
@@ -63,7 +63,7 @@ class IntegrationState:
         if self.owner is None:
             raise ValueError(
                 f"{what} needs the target table and loss, but this model's head was swapped with "
-                "lightning_contloss.replace_softmax_head, which does not know them; convert it inside a "
+                "lightning_contloss.swap_softmax_head, which does not know them; convert it inside a "
                 "LightningModule with ContinuousOutputMixin.replace_softmax_head(path, targets, loss), or use "
                 "continuous losses and greedy_decode/beam_search directly"
             )
