@@ -124,3 +124,47 @@ class RankDecidingFactory(DecoderFactory):
     def __call__(self, targets: TargetEmbeddings, space: str) -> Decoder:
         # Like "auto" after a fall-back (an "auto" table this small would never pick HNSW).
         return ExactDecoder(targets, space) if self.exact_fallback else super().__call__(targets, space)
+
+
+def compare_row(run: str, acc: float | None, tps: float, rss: float, distinct: float, **extra: Any) -> dict[str, Any]:
+    """A result row of ``compare`` as a worker writes it, for report tests.
+
+    The accuracy curve rises linearly from 0 to ``acc`` over three evaluations in 10 s of
+    training; the unigram baseline is 0.05 on 8192 validation tokens. ``extra`` overrides any key.
+    """
+    from lightning_contloss.compare.spec import parse_run
+
+    spec = parse_run(run)
+    final = acc or 0.0
+    curve = [
+        {"seconds": 10 * i / 3, "tokens": int(tps * 10 * i / 3), "epochs": tps * 10 * i / 3e5, "acc1": final * i / 3}
+        for i in range(4)
+    ]
+    row: dict[str, Any] = {
+        "spec": spec.to_dict(),
+        "label": spec.label,
+        "vocab_size": 1000,
+        "output_params": 1234,
+        "budget_s": 10.0,
+        "train_seconds": 10.0,
+        "tokens": int(tps * 10),
+        "tokens_per_s": tps,
+        "peak_rss_mb": rss,
+        "acc1": acc,
+        "acc5": None if acc is None else acc + 0.1,
+        "ppl": 300.0,
+        "ppl_kind": "vMF" if spec.continuous else "softmax",
+        "brier_lm": 1.5,
+        "brier_orders": [0.2, 0.05, 0.01, 0.002],
+        "decode_recall": 0.99 if spec.continuous else None,
+        "decode_qps": 5e4,
+        "distinct_pred": distinct,
+        "unigram_acc1": 0.05,
+        "unigram_word": "the",
+        "valid_tokens": 8192,
+        "curve": curve,
+    }
+    if spec.continuous:
+        row.update(acc1_csls=final - 0.01, distinct_pred_csls=2 * distinct, acc1_prior=final, distinct_pred_prior=1)
+    row.update(extra)
+    return row

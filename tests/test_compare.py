@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,51 +14,17 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from helpers import compare_row
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_contloss.cli import main
 from lightning_contloss.compare import runner as runner_mod
 from lightning_contloss.compare.budget import WallClockBudget
-from lightning_contloss.compare.report import COLUMNS, _acc_at, format_table, summary, write_report
+from lightning_contloss.compare.report import MAIN_COLUMNS
 from lightning_contloss.compare.spec import parse_run
 from lightning_contloss.examples import SoftmaxLM
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fake_row(head: str, acc: float, tps: float, rss: float, distinct: float) -> dict[str, Any]:
-    spec = parse_run("softmax" if head == "softmax" else f"{head}:cosine:random")
-    curve = [
-        {"seconds": 0.0, "tokens": 0, "epochs": 0.0, "acc1": 0.0},
-        {"seconds": 10.0, "tokens": int(tps * 10), "epochs": tps * 10 / 1e5, "acc1": acc},
-    ]
-    return {
-        "spec": spec.to_dict(),
-        "label": spec.label,
-        "vocab_size": 1000,
-        "output_params": 1234,
-        "tokens_per_s": tps,
-        "peak_rss_mb": rss,
-        "acc1": acc,
-        "acc5": acc + 0.1,
-        "ppl": 300.0,
-        "ppl_kind": "softmax" if head == "softmax" else "vMF",
-        "brier_lm": 1.5,
-        "decode_recall": None if head == "softmax" else 0.99,
-        "decode_qps": 5e4,
-        "distinct_pred": distinct,
-        **(
-            {}
-            if head == "softmax"
-            else {
-                "acc1_csls": acc - 0.01,
-                "distinct_pred_csls": 2 * distinct,
-                "acc1_prior": acc,
-                "distinct_pred_prior": 1,
-            }
-        ),
-        "curve": curve,
-    }
 
 
 # ---------------------------------------------------------------------- specs
@@ -150,31 +117,6 @@ def test_wall_clock_budget_rejects_non_positive() -> None:
         WallClockBudget(0.0, 1.0, lambda m: 0.0)
 
 
-# ---------------------------------------------------------------------- report
-def test_report_has_every_column_and_plot(tmp_path: Path) -> None:
-    rows = [fake_row("softmax", 0.20, 5000, 2048, 800), fake_row("linear", 0.21, 15000, 1024, 600)]
-    text = write_report(rows, tmp_path, "header line", ["a note"], "title")
-    header = text.splitlines()[text.splitlines().index(format_table(rows).splitlines()[0])]
-    for column in COLUMNS:
-        assert f" {column} |" in header
-    assert "| linear · cosine · random | 1.05 |" in text  # 0.21 / 0.20 at equal wall-clock
-    assert "3.0×" in text and "0.50" in text and "0.75" in text
-    assert "| 0.200, 1200 | 0.210, 1 |" in text  # CSLS and prior: acc@1, distinct
-    assert "| 1.00, 1.50 | 1.05, 0.00 |" in text  # the same against softmax
-    assert (tmp_path / "report.png").stat().st_size > 10_000
-    assert "- a note" in (tmp_path / "report.md").read_text()
-
-
-def test_summary_compares_at_softmax_epochs() -> None:
-    soft = fake_row("softmax", 0.2, 1000, 1, 10)
-    cont = fake_row("linear", 0.3, 3000, 1, 10)
-    # softmax ends at epoch 0.1; the continuous curve is linear, so acc there is 0.3 / 3 = 0.1.
-    assert _acc_at(cont["curve"], "epochs", 0.1) == pytest.approx(0.1)
-    assert _acc_at(soft["curve"], "epochs", 0.2) is None
-    assert "| 1.50 | 0.50 |" in summary([soft, cont])
-    assert summary([cont]) == ""
-
-
 # ---------------------------------------------------------------------- bad input: exit 2, one line
 def _run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     code = main(["compare", *args])
@@ -234,7 +176,7 @@ def test_bad_input_through_python_m(tmp_path: Path) -> None:
 def test_ctrl_c_writes_report_of_finished_runs(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    done = fake_row("softmax", 0.2, 1000, 1024, 10)
+    done = compare_row("softmax", 0.2, 1000, 1024, 10)
     calls: list[str] = []
 
     def fake_run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
@@ -304,10 +246,11 @@ def test_tiny_compare_end_to_end(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (out / "report.md").read_text()
-    header = next(line for line in report.splitlines() if line.startswith("| run | head"))
-    assert all(f" {c} |" in header for c in COLUMNS)
-    rows = [line for line in report.splitlines() if line.count("|") == len(COLUMNS) + 1]
-    assert [r.split(" | ")[0] for r in rows[2:]] == ["| softmax · CE", "| linear · cosine · random"]
+    main_table = "| " + " | ".join(MAIN_COLUMNS) + " |"
+    assert main_table in report
+    lines = report.splitlines()
+    start = lines.index(main_table)
+    assert [r.split(" | ")[0] for r in lines[start + 2 : start + 4]] == ["| softmax · CE", "| linear · cosine · random"]
     assert (out / "report.png").stat().st_size > 10_000
     assert "| softmax · CE |" in proc.stdout, "the table is printed at the end"
 
@@ -413,7 +356,7 @@ def test_a_failed_run_is_in_the_report_and_the_exit_code(
     def fake_run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
         if job["spec"]["targets"] == "ppmi":
             raise runner_mod.RunFailed("ValueError: dim must be in 1..vocab_size-1, got dim=256, vocab_size=43")
-        return fake_row("softmax", 0.2, 1000, 1024, 10)
+        return compare_row("softmax", 0.2, 1000, 1024, 10)
 
     monkeypatch.setattr(runner_mod, "_run_one", fake_run_one)
     code = main(["compare", "--budget", "2", "--out", str(tmp_path), "--runs", "softmax", "linear:cosine:ppmi"])
@@ -506,7 +449,7 @@ def test_long_windows_get_a_long_enough_position_table(monkeypatch: pytest.Monke
 
     def fake_run_one(job: dict[str, Any], job_path: Path) -> dict[str, Any]:
         jobs.append(job)
-        return fake_row("softmax", 0.2, 1000, 1024, 10)
+        return compare_row("softmax", 0.2, 1000, 1024, 10)
 
     monkeypatch.setattr(runner_mod, "_run_one", fake_run_one)
     corpus = tiny_corpus(tmp_path / "corpus.txt", lines=2000)
@@ -515,3 +458,39 @@ def test_long_windows_get_a_long_enough_position_table(monkeypatch: pytest.Monke
     assert main([*common, "--out", str(tmp_path / "b"), "--seq-len", "64", "--n-heads", "8"]) == 0
     assert jobs[0]["model"] == {"d_model": 32, "n_layers": 2, "n_heads": 4, "max_len": 600}
     assert jobs[1]["model"] == {"d_model": 32, "n_layers": 2, "n_heads": 8}
+
+
+# ---------------------------------------------------------------------- a run too short to tell (issue 26)
+def iid_corpus(path: Path, lines: int = 2000, words: int = 20) -> Path:
+    """Words drawn independently from a Zipf law: nothing beyond the unigram distribution can be learned."""
+    g = torch.Generator().manual_seed(0)
+    probs = 1.0 / torch.arange(1, words + 1, dtype=torch.float64)
+    ids = torch.multinomial(probs / probs.sum(), lines * 8, replacement=True, generator=g).view(lines, 8)
+    path.write_text("\n".join(" ".join(f"w{int(i)}" for i in row) for row in ids) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_run_too_short_to_learn_warns_and_marks_the_ratios(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real comparison, 1 s per head, on i.i.d. words: no head can get past the unigram baseline.
+
+    The runs train in this process (the worker's own ``run_job``), not in worker processes, to keep it fast.
+    """
+    from lightning_contloss.compare import worker
+
+    monkeypatch.setattr(runner_mod, "_run_one", lambda job, job_path: worker.run_job(job))
+    out = tmp_path / "cmp"
+    args = ["compare", "--budget", "2", "--data", str(iid_corpus(tmp_path / "iid.txt")), "--out", str(out)]
+    args += ["--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--batch-size", "8", "--seq-len", "16"]
+    args += ["--evals", "1", "--decoder", "exact", "--no-progress", "--runs", "softmax", "linear:cosine:random"]
+    assert main(args) == 0
+    console = capsys.readouterr().out.splitlines()
+    warning = "warning: Too short to tell: every head is within noise of the unigram baseline"
+    assert sum(line.startswith(warning) for line in console) == 1, console
+    report = (out / "report.md").read_text()
+    assert "- **Warning:** Too short to tell: every head is within noise of the unigram baseline" in report
+    assert "**Too short to tell.**" in report and "use **" not in report
+    marked = r"\| linear · cosine · random \| \d+\.\d\d× \(not meaningful: every head is at the unigram baseline\) \|"
+    assert re.search(marked, report), report
+    assert re.search(marked, "\n".join(console)), "the console's table is marked too"

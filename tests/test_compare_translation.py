@@ -49,8 +49,17 @@ def test_compare_translation_runs_end_to_end(tmp_path: Path) -> None:
     assert [r["run"] for r in rows] == ["softmax", "cosine-random"]
     assert all(r["tokens"] > 0 and 0 <= r["greedy_bleu"] <= 100 for r in rows)
     assert "eos_bias" in rows[1] and "greedy_eos_bleu" in rows[1]
+    assert all(len(r["beam_hyps"]) == 6 and r["budget_s"] == 2 for r in rows)
     report = (out / "report.md").read_text()
     assert "| softmax |" in report and "| cosine-random |" in report
+    # the LM report's shape: opening sentences, the main table, against softmax, details, samples
+    section = report[report.index("## Translation") :]
+    opening = section.splitlines()[2]
+    assert opening.startswith(("For ", "**Too short to tell.**")), opening
+    assert "| run | BLEU, beam | chrF, beam | train tokens/s | tokens trained | distinct output words |" in report
+    assert "Against softmax" in report and "More measurements:" in report
+    assert "Sample translations (beam search, the first 3 test lines):" in report
+    assert f"    - cosine-random: {rows[1]['beam_hyps'][0]}" in report
 
 
 @pytest.mark.parametrize(

@@ -1,10 +1,11 @@
 """``compare``: the same LM body trained with softmax and continuous heads for equal wall-clock budgets.
 
 Each run trains in a fresh process (:mod:`~lightning_contloss.compare.worker`), so its peak
-memory is its own; the runner collects the rows and writes ``report.md`` and ``report.png``.
+memory is its own; the runner collects the rows and writes ``report.md`` (sections that open with
+which head to use and why, and warn when a run is too short to tell) and ``report.png``.
 """
 
-from lightning_contloss.compare.report import format_table, write_report
+from lightning_contloss.compare.report import Section, lm_section, translation_section, write_report
 from lightning_contloss.compare.runner import CompareError, build_parser, compare_main, run_compare
 from lightning_contloss.compare.spec import DEFAULT_RUNS, DataOptions, RunSpec, parse_run
 
@@ -15,10 +16,12 @@ __all__ = [
     "CompareError",
     "DataOptions",
     "RunSpec",
+    "Section",
     "build_parser",
     "compare_main",
-    "format_table",
+    "lm_section",
     "parse_run",
     "run_compare",
+    "translation_section",
     "write_report",
 ]

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_contloss.compare.corpus import check_corpus
-from lightning_contloss.compare.report import format_table, summary, write_report
+from lightning_contloss.compare.report import Section, lm_section, write_report
 from lightning_contloss.compare.spec import (
     CONTINUOUS_HEADS,
     DEFAULT_RUNS,
@@ -230,6 +230,13 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     )
     name = corpus if options.path is None else Path(options.path).name
     title = f"{name}, {vocab}: {per_run:.0f} s of training per run"
+
+    def report(rows: list[dict[str, Any]]) -> list[Section]:
+        if not rows:
+            return []
+        return [lm_section(rows, title=f"{name}, {vocab}", corpus=name, budget=f"{per_run:.0f} s of training per "
+                           "head", plot_title=title)]
+
     rows: list[dict[str, Any]] = []
     failures: list[tuple[str, str]] = []
     notes: list[str] = []
@@ -259,11 +266,12 @@ def run_compare(args: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
     except KeyboardInterrupt:
         done = len(rows) + len(failures)
         notes.append(f"interrupted (Ctrl-C) after {done} of {len(runs)} runs; the others are missing")
-        write_report(rows, out, header, notes, title, failures=failures)
+        write_report(report(rows), out, header, notes, failures=failures, finished=len(rows))
         print(f"\ninterrupted; wrote the report of {len(rows)} finished run(s) to {out / 'report.md'}", file=sys.stderr)
         raise
     notes.append(f"total wall-clock {time.perf_counter() - start:.0f} s (training, data loading and evaluation)")
-    write_report(rows, out, header, notes, title, failures=failures)
+    args.sections = report(rows)
+    write_report(args.sections, out, header, notes, failures=failures, finished=len(rows))
     args.failures = failures
     return rows, out
 
@@ -302,10 +310,8 @@ def compare_main(argv: Sequence[str]) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    print("\n" + format_table(rows))
-    s = summary(rows)
-    if s:
-        print("\nAgainst softmax:\n\n" + s)
+    for section in args.sections:
+        print("\n" + section.console())
     failures = getattr(args, "failures", [])
     for label, reason in failures:
         print(f"\nrun {label} FAILED: {reason}", file=sys.stderr)

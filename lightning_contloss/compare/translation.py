@@ -7,8 +7,8 @@ runs also search with an EOS bias fitted on the validation part. Without ``--dat
 ``--data-tgt`` it uses the Spanish–English Bible verses that ship with the package.
 
 The split is a seeded permutation of the aligned lines: ``--valid`` lines for validation,
-``--test`` for test, the rest for training. Writes ``report.md`` (the table) and ``results.json``
-under ``--out``.
+``--test`` for test, the rest for training. Writes ``report.md`` (the LM report's shape: which run
+to use and why, warnings, the tables, sample translations) and ``results.json`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
+
+from lightning_contloss.compare.report import translation_section, write_report
 
 __all__ = ["TRANSLATION_RUNS", "build_translation_parser", "split_parallel", "translation_main"]
 
@@ -111,7 +113,7 @@ def _build(run: str, dm: Any, args: argparse.Namespace) -> Any:
     return module
 
 
-def _score(module: Any, pairs: Any, n: int, method: str, beam: int, rules: Any = None) -> dict[str, float]:
+def _score(module: Any, pairs: Any, n: int, method: str, beam: int, rules: Any = None) -> dict[str, Any]:
     from lightning_contloss.examples.translation_metrics import corpus_scores
 
     src = list(pairs.sources[:n])
@@ -120,7 +122,12 @@ def _score(module: Any, pairs: Any, n: int, method: str, beam: int, rules: Any =
     hyps = module.translate(src, method=method, beam_size=beam, rules=rules)
     seconds = time.perf_counter() - start
     scores = corpus_scores(hyps, refs)
-    return {"bleu": scores["bleu"], "chrf": scores["chrf"], "sentences_per_s": len(src) / max(seconds, 1e-9)}
+    return {
+        "bleu": scores["bleu"],
+        "chrf": scores["chrf"],
+        "sentences_per_s": len(src) / max(seconds, 1e-9),
+        "hyps": list(hyps),
+    }
 
 
 def _one_run(run: str, dm: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -146,43 +153,24 @@ def _one_run(run: str, dm: Any, args: argparse.Namespace) -> dict[str, Any]:
     trainer.fit(module, datamodule=dm)
     row: dict[str, Any] = {
         "run": run,
+        "budget_s": args.budget,
         "train_seconds": budget.train_seconds,
         "tokens": int(module.tokens_seen),
         "train_tokens_per_s": module.tokens_seen / max(budget.train_seconds, 1e-9),
     }
     test = dm.test_pairs
     for method in ("greedy", "beam"):
-        row.update(
-            {f"{method}_{k}": v for k, v in _score(module, test, args.test_sentences, method, args.beam).items()}
-        )
+        # Only the beam translations are kept: the report's noise and samples are of beam search.
+        scores = _score(module, test, args.test_sentences, method, args.beam)
+        row.update({f"{method}_{k}": v for k, v in scores.items() if k != "hyps" or method == "beam"})
     if run != "softmax":
         fit = module.fit_eos_bias(dm.val_dataloader())
         rules = SearchRules(eos_bias=fit.bias)
         row["eos_bias"] = fit.bias
         for method in ("greedy", "beam"):
             res = _score(module, test, args.test_sentences, method, args.beam, rules)
-            row.update({f"{method}_eos_{k}": v for k, v in res.items()})
+            row.update({f"{method}_eos_{k}": v for k, v in res.items() if k != "hyps"})
     return row
-
-
-def _f(value: Any) -> str:
-    return "—" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.2f}"
-
-
-def format_translation_table(rows: Sequence[dict[str, Any]]) -> str:
-    """The markdown table of a translation comparison."""
-    lines = [
-        "| run | train s | tokens | train tok/s | BLEU greedy | BLEU beam | chrF greedy | chrF beam "
-        "| BLEU greedy +EOS | BLEU beam +EOS | sent/s greedy |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['run']} | {r['train_seconds']:.0f} | {r['tokens']:,} | {r['train_tokens_per_s']:,.0f} | "
-            f"{_f(r['greedy_bleu'])} | {_f(r['beam_bleu'])} | {_f(r['greedy_chrf'])} | {_f(r['beam_chrf'])} | "
-            f"{_f(r.get('greedy_eos_bleu'))} | {_f(r.get('beam_eos_bleu'))} | {r['greedy_sentences_per_s']:.1f} |"
-        )
-    return "\n".join(lines)
 
 
 def translation_main(argv: Sequence[str]) -> int:
@@ -221,12 +209,24 @@ def translation_main(argv: Sequence[str]) -> int:
         print(f"[{run}] training {args.budget:.0f} s", flush=True)
         rows.append(_one_run(run, dm, args))
         (out / "results.json").write_text(json.dumps(rows, indent=1))
-    table = format_translation_table(rows)
     data = f"{args.data_src} → {args.data_tgt}" if args.data_src else "the packaged Bible verses, es → en"
-    (out / "report.md").write_text(
-        f"# Translation: softmax vs continuous heads\n\nData: {data}; {len(dm.train_pairs):,} training pairs; "
-        f"test BLEU/chrF on {args.test_sentences} held-out lines (sacrebleu, tokenized lower-cased text). "
-        f"+EOS: EOS bias fitted on the validation lines.\n\n{table}\n"
+    test = dm.test_pairs  # compare's corpora always have a test split; the None is the datamodule's general case
+    sources = [] if test is None else list(test.sources[: args.test_sentences])
+    references = [] if test is None else list(test.references[: len(sources)])
+    n = len(sources)
+    section = translation_section(
+        rows,
+        title=f"Translation, {data}",
+        corpus=data,
+        budget=f"{args.budget:.0f} s of training per run",
+        sources=sources,
+        references=references,
     )
-    print("\n" + table + f"\n\nreport: {out / 'report.md'}")
+    header = (
+        f"Data: {data}; {len(dm.train_pairs):,} training pairs; test BLEU/chrF on {n} held-out lines.\n\n"
+        f"Command: `lightning-contloss compare --task translation {' '.join(argv)}` — "
+        f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPU cores."
+    )
+    write_report([section], out, header, title="lightning-contloss compare --task translation")
+    print("\n" + section.console() + f"\n\nreport: {out / 'report.md'}")
     return 0

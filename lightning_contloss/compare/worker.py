@@ -16,7 +16,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -109,7 +109,7 @@ def _accuracy_on(batches: list[tuple[Tensor, Tensor]]) -> Any:
 
 
 @torch.no_grad()
-def _softmax_extras(module: SoftmaxLM, batches: list[tuple[Tensor, Tensor]], seed: int) -> dict[str, float]:
+def _softmax_extras(module: SoftmaxLM, batches: list[tuple[Tensor, Tensor]], seed: int) -> dict[str, Any]:
     """BrierLM from softmax samples and the output layer + argmax rate, on the first METRIC_TOKENS tokens."""
     module.eval()
     brier = BrierLM()
@@ -132,7 +132,26 @@ def _softmax_extras(module: SoftmaxLM, batches: list[tuple[Tensor, Tensor]], see
             brier.update(s1, s2, target)
         decoded += y.numel()
         seen += y.numel()
-    return {"brier_lm": float(brier.compute()), "decode_qps": decoded / max(decode_s, 1e-9)}
+    return {
+        "brier_lm": float(brier.compute()),
+        "brier_orders": brier.per_order().tolist(),
+        "decode_qps": decoded / max(decode_s, 1e-9),
+    }
+
+
+def _unigram_baseline(dm: LMDataModule, batches: list[tuple[Tensor, Tensor]]) -> dict[str, Any]:
+    """acc@1 of always predicting the most frequent training word, on the validation tokens every run is scored on."""
+    top = int(dm.unigram_counts.argmax())
+    hits = sum(int((y == top).sum()) for _, y in batches)
+    total = sum(y.numel() for _, y in batches)
+    return {"unigram_acc1": hits / max(total, 1), "unigram_word": dm.vocab.words[top], "valid_tokens": total}
+
+
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (at any depth of a list) replaced by ``None``, for JSON."""
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def _metric(metrics: Mapping[str, float], name: str) -> float | None:
@@ -193,6 +212,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "vocab_size": dm.vocab_size,
         "input_vocab_size": dm.input_vocab_size,
         "output_params": _output_params(module),
+        "budget_s": job["budget_s"],
         "train_seconds": budget.train_seconds,
         "tokens": tokens,
         "tokens_per_s": tokens / max(budget.train_seconds, 1e-9),
@@ -201,13 +221,15 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         "acc5": _metric(metrics, "val/acc@5"),
         "distinct_pred": _metric(metrics, "val/distinct_pred"),
         "top_pred_share": _metric(metrics, "val/top_pred_share"),
-        "valid_tokens": dm.valid_ids.numel() - 1,
+        **_unigram_baseline(dm, val_batches),
         "curve": [
             {"seconds": s, "tokens": t, "epochs": t / max(dm.train_ids.numel() - 1, 1), "acc1": a}
             for s, t, a in budget.points
         ],
     }
     if spec.continuous:
+        # Read before the re-ranked passes below reset the callback's metrics.
+        row["brier_orders"] = cast(BrierLM, evaluator.metrics["brier_lm"]).per_order().tolist()
         # The same model decoded with hubness-aware re-ranking (CSLS, a frequency prior), same index.
         evaluator.metric_tokens, evaluator.brier_lm = 0, False
         rules: dict[str, Reranking] = {"csls": CSLSReranking(), "prior": PriorReranking(counts=dm.unigram_counts)}
@@ -230,10 +252,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
         row.update(_softmax_extras(module, val_batches, job.get("seed", 0)))
     # ru_maxrss is in KiB on Linux: the whole run's peak, data and evaluation included.
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    for key, value in list(row.items()):
-        if isinstance(value, float) and not math.isfinite(value):
-            row[key] = None
-    return row
+    return {key: _finite_or_none(value) for key, value in row.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
