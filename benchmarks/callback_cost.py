@@ -2,7 +2,7 @@
 
 Times ``trainer.validate`` of one small continuous model (an embedding, a ReLU layer and the
 regression head: V=10,000 targets of D=256, so decoding and the metrics dominate) with
-``HNSWDecodingCallback(decoder=...)`` and its default metrics, in fresh processes, one per
+``DecodingCallback(decoder=...)`` and its default metrics, in fresh processes, one per
 run, alternating between the checkouts so load changes hit both alike. Reported: the median
 of ``--runs`` runs per checkout, and the ratio.
 
@@ -29,7 +29,7 @@ import json, sys, time
 import lightning as L
 import torch
 from torch import nn
-from lightning_contloss import ContinuousOutputMixin, HNSWDecodingCallback, TargetEmbeddings
+from lightning_contloss import ContinuousOutputMixin, DecodingCallback, TargetEmbeddings
 from lightning_contloss.losses import CosineLoss
 
 V, D, H, decoder, batches, batch, seq = json.loads(sys.argv[1])
@@ -53,7 +53,7 @@ x, y = (torch.randint(0, V, (batches * batch, seq), generator=g) for _ in range(
 data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
 lm = LM()
 trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                    enable_model_summary=False, callbacks=[HNSWDecodingCallback(decoder=decoder)])
+                    enable_model_summary=False, callbacks=[DecodingCallback(decoder=decoder)])
 trainer.validate(lm, data, verbose=False)  # warm-up: builds the decoder, fills caches
 start = time.perf_counter()
 metrics = trainer.validate(lm, data, verbose=False)[0]

@@ -5,7 +5,7 @@ its own 10k vocabulary, batches of 32 windows of 64 tokens, AdamW with warm-up t
 rate), trained for ``--epochs`` epochs, one run after the other in this process. Every quarter
 epoch (and once before training) it validates on a fixed subset of the validation split (never
 the test split) and records: acc@1, acc@5, perplexity (exp CE for softmax; for continuous heads
-the vMF-induced perplexity of ``HNSWDecodingCallback``, κ = ‖ê‖ for vMF and κ̂ fitted for the
+the vMF-induced perplexity of ``DecodingCallback``, κ = ‖ê‖ for vMF and κ̂ fitted for the
 others), BrierLM, distinct predictions and the top prediction's share, training tokens/s,
 training wall-clock (evaluation excluded), wall-clock and process CPU seconds (evaluation
 included), and the 1-minute load average.

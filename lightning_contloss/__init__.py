@@ -11,7 +11,7 @@ functions. Families with many members stay in their own modules and are imported
 """
 
 from lightning_contloss import decoding, functional, losses, metrics
-from lightning_contloss.callbacks import DecodingCallback, HNSWDecodingCallback
+from lightning_contloss.callbacks import DecodingCallback
 from lightning_contloss.decoding import (
     DecoderFactory,
     ExactDecoder,
@@ -37,7 +37,6 @@ __all__ = [
     "EmbeddingRegressionHead",
     "ExactDecoder",
     "HNSWDecoder",
-    "HNSWDecodingCallback",
     "RerankedDecoder",
     "SearchRules",
     "StatefulStep",

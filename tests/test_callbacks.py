@@ -1,4 +1,4 @@
-"""HNSWDecodingCallback end to end: metrics, cache, rebuilds, test/predict, resume, bf16, compile, DDP."""
+"""DecodingCallback end to end: metrics, cache, rebuilds, test/predict, resume, bf16, compile, DDP."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from helpers import DIM, VOCAB, TinyContinuousLM, loader, mapping_data, quiet_trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from lightning_contloss import DecodingCallback, ExactDecoder, HNSWDecoder, HNSWDecodingCallback, TargetEmbeddings
+from lightning_contloss import DecoderFactory, DecodingCallback, ExactDecoder, HNSWDecoder, TargetEmbeddings
+from lightning_contloss.decoding import CSLSReranking, PriorReranking
 from lightning_contloss.losses import CosineLoss, VMFLoss
 
 HERE = Path(__file__).parent
@@ -28,7 +29,7 @@ def metrics(trainer: L.Trainer, prefix: str = "val") -> dict[str, float]:
 def test_fit_validate_test_predict(tmp_path: Path) -> None:
     torch.manual_seed(0)
     lm = TinyContinuousLM()
-    cb = HNSWDecodingCallback(k=5, decoder="hnsw", num_threads=1, cache_dir=tmp_path, brier_lm=True)
+    cb = DecodingCallback(k=5, decoder=DecoderFactory("hnsw", num_threads=1, cache_dir=tmp_path), brier_lm=True)
     train, val = loader(mapping_data(512), shuffle=True), loader(mapping_data(128, seed=1))
     trainer = quiet_trainer(max_epochs=3, callbacks=[cb])
     trainer.fit(lm, train, val)
@@ -70,9 +71,9 @@ def test_fit_validate_test_predict(tmp_path: Path) -> None:
 
 def test_second_fit_loads_index_from_cache(tmp_path: Path) -> None:
     data = loader(mapping_data(64))
-    first = HNSWDecodingCallback(decoder="hnsw", ef=32, num_threads=1, cache_dir=tmp_path)
+    first = DecodingCallback(decoder=DecoderFactory("hnsw", ef=32, num_threads=1, cache_dir=tmp_path))
     quiet_trainer(max_epochs=1, callbacks=[first]).validate(TinyContinuousLM(), data, verbose=False)
-    second = HNSWDecodingCallback(decoder="hnsw", ef=32, num_threads=1, cache_dir=tmp_path)
+    second = DecodingCallback(decoder=DecoderFactory("hnsw", ef=32, num_threads=1, cache_dir=tmp_path))
     quiet_trainer(max_epochs=1, callbacks=[second]).validate(TinyContinuousLM(), data, verbose=False)
     assert first.build_count == 1 and second.build_count == 0
     assert isinstance(second.decoder, HNSWDecoder) and second.decoder.from_cache
@@ -80,7 +81,7 @@ def test_second_fit_loads_index_from_cache(tmp_path: Path) -> None:
 
 def test_rebuilds_when_targets_change(tmp_path: Path) -> None:
     lm = TinyContinuousLM()
-    cb = HNSWDecodingCallback(decoder="hnsw", ef=32, num_threads=1, cache_dir=False)
+    cb = DecodingCallback(decoder=DecoderFactory("hnsw", ef=32, num_threads=1, cache_dir=False))
     trainer = quiet_trainer(callbacks=[cb])
     data = loader(mapping_data(64))
     trainer.validate(lm, data, verbose=False)
@@ -116,7 +117,7 @@ def test_special_ids_are_never_predicted() -> None:
     targets = TargetEmbeddings.random(VOCAB, DIM, seed=0)
     targets.mark_special(*range(0, VOCAB, 2))  # every even id
     lm = TinyContinuousLM(targets=targets)
-    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer = quiet_trainer(callbacks=[DecodingCallback(decoder="exact")])
     trainer.validate(lm, loader(mapping_data(64)), verbose=False)
     x, _ = mapping_data(64)[:]
     with torch.no_grad():
@@ -128,7 +129,7 @@ def test_special_ids_are_never_predicted() -> None:
 def test_rewe_mode_acc_comes_from_softmax() -> None:
     torch.manual_seed(0)
     lm = TinyContinuousLM(keep_softmax=True)
-    trainer = quiet_trainer(max_epochs=3, callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer = quiet_trainer(max_epochs=3, callbacks=[DecodingCallback(decoder="exact")])
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(64, seed=1)))
     x, y = mapping_data(64, seed=1)[:]
     with torch.no_grad():
@@ -138,9 +139,9 @@ def test_rewe_mode_acc_comes_from_softmax() -> None:
 
 
 def test_state_dict_round_trip() -> None:
-    cb = HNSWDecodingCallback()
+    cb = DecodingCallback()
     cb.tuned_ef = 48
-    fresh = HNSWDecodingCallback()
+    fresh = DecodingCallback()
     fresh.load_state_dict(cb.state_dict())
     assert fresh.tuned_ef == 48
 
@@ -156,7 +157,7 @@ class Plain(L.LightningModule):
 
 
 def test_callback_on_module_without_mixin() -> None:
-    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback()])
+    trainer = quiet_trainer(callbacks=[DecodingCallback()])
     expected = r"needs a LightningModule with ContinuousOutputMixin.*class Plain\(ContinuousOutputMixin"
     with pytest.raises(ValueError, match=expected):
         trainer.validate(Plain(), loader(mapping_data(8)), verbose=False)
@@ -168,16 +169,16 @@ class ReturnsLoss(TinyContinuousLM):
 
 
 def test_validation_step_must_return_predictions() -> None:
-    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer = quiet_trainer(callbacks=[DecodingCallback(decoder="exact")])
     with pytest.raises(ValueError, match=r"return self.continuous_validation_step\(pred, ids\)"):
         trainer.validate(ReturnsLoss(), loader(mapping_data(8)), verbose=False)
 
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="k must be >= 1"):
-        HNSWDecodingCallback(k=0)
+        DecodingCallback(k=0)
     with pytest.raises(ValueError, match="decoder must be"):
-        HNSWDecodingCallback(decoder="faiss")  # type: ignore[arg-type]
+        DecodingCallback(decoder="faiss")  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- lifecycle
@@ -198,7 +199,7 @@ def test_resume_gives_same_next_step_loss(tmp_path: Path) -> None:
     def run(max_steps: int, ckpt: str | None = None, save: bool = False) -> Recorder:
         L.seed_everything(0, verbose=False)
         rec = Recorder()
-        callbacks: list[L.Callback] = [rec, HNSWDecodingCallback(decoder="exact")]
+        callbacks: list[L.Callback] = [rec, DecodingCallback(decoder="exact")]
         if save:
             callbacks.append(ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=16, save_top_k=-1))
         trainer = quiet_trainer(max_steps=max_steps, callbacks=callbacks, enable_checkpointing=save)
@@ -218,7 +219,7 @@ def test_resume_gives_same_next_step_loss(tmp_path: Path) -> None:
 def test_bf16_mixed_vmf_fit_stays_finite() -> None:
     torch.manual_seed(0)
     lm = TinyContinuousLM(loss=VMFLoss())
-    trainer = quiet_trainer(max_epochs=2, precision="bf16-mixed", callbacks=[HNSWDecodingCallback(decoder="exact")])
+    trainer = quiet_trainer(max_epochs=2, precision="bf16-mixed", callbacks=[DecodingCallback(decoder="exact")])
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(64, seed=1)))
     m = metrics(trainer)
     assert all(math.isfinite(v) for v in m.values()), m
@@ -231,7 +232,7 @@ def test_torch_compile_body_with_head_and_loss() -> None:
     torch.manual_seed(0)
     lm = TinyContinuousLM()
     lm.model = torch.compile(lm.model)  # type: ignore[assignment]
-    trainer = quiet_trainer(max_steps=6, callbacks=[HNSWDecodingCallback(decoder="exact")], limit_val_batches=1)
+    trainer = quiet_trainer(max_steps=6, callbacks=[DecodingCallback(decoder="exact")], limit_val_batches=1)
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(64, seed=1)))
     assert math.isfinite(float(trainer.callback_metrics["train/loss"]))
     assert "val/acc@1" in trainer.callback_metrics
@@ -278,7 +279,7 @@ def test_special_ids_with_padding_and_small_vocab() -> None:
     y[:, -2:] = -100
     y[:, 0] = 0  # a special target
     data = loader(torch.utils.data.TensorDataset(x, y))
-    trainer = quiet_trainer(callbacks=[HNSWDecodingCallback(decoder="exact", brier_lm=True)])
+    trainer = quiet_trainer(callbacks=[DecodingCallback(decoder="exact", brier_lm=True)])
     trainer.validate(Small(), data, verbose=False)
     assert math.isfinite(float(trainer.callback_metrics["val/vmf_ppl"]))
 
@@ -291,20 +292,21 @@ def test_csls_hubness_spreads_predictions_and_keeps_recall(tmp_path: Path) -> No
     for hubness in ("none", "csls"):
         torch.manual_seed(0)
         lm = TinyContinuousLM()
-        cb = HNSWDecodingCallback(k=5, decoder="hnsw", num_threads=1, cache_dir=tmp_path, hubness=hubness)
+        factory = DecoderFactory("hnsw", num_threads=1, cache_dir=tmp_path)
+        cb = DecodingCallback(k=5, decoder=factory, hubness=hubness)
         trainer = quiet_trainer(max_epochs=1, callbacks=[cb])
         trainer.fit(lm, train, val)
         results[hubness] = (metrics(trainer), cb)
     plain, csls = results["none"][0], results["csls"][0]
     cb = results["csls"][1]
-    assert cb._reranked is not None and lm.decoder is cb._reranked
+    assert cb.session.reranked is not None and lm.decoder is cb.session.reranked
     # The re-ranked HNSW agrees with re-ranked exact search, as the plain one does with exact search.
     assert csls["val/decode_recall"] >= 0.95
     assert csls["val/distinct_pred"] >= plain["val/distinct_pred"]
     with pytest.raises(ValueError, match="hubness"):
-        HNSWDecodingCallback(hubness="mnn")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="rerank_candidates"):
-        HNSWDecodingCallback(k=5, hubness="csls", rerank_candidates=4)
+        DecodingCallback(hubness="mnn")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="candidates"):
+        DecodingCallback(k=5, hubness=CSLSReranking(candidates=4))
 
 
 @pytest.mark.slow
@@ -320,18 +322,18 @@ def test_prior_reranking_matches_brute_force_biased_decoding(tmp_path: Path) -> 
         pred = lm.model(x)
     cos = torch.nn.functional.normalize(pred, dim=-1) @ lm.continuous_targets.weight.T
     for weight in (0.0, 0.02):
-        cb = HNSWDecodingCallback(decoder="exact", hubness="prior", prior_weight=weight, prior_counts=counts)
+        cb = DecodingCallback(decoder="exact", hubness=PriorReranking(counts=counts, weight=weight))
         trainer = quiet_trainer(callbacks=[cb])
         trainer.validate(lm, val, verbose=False)
         brute = (cos + weight * log_prior).argmax(-1)
         assert metrics(trainer)["val/acc@1"] == pytest.approx(float((brute == y).float().mean()), abs=1e-6)
     # Without counts or a datamodule that has them, it says what to pass.
-    with pytest.raises(ValueError, match="prior_counts"):
-        quiet_trainer(callbacks=[HNSWDecodingCallback(hubness="prior")]).validate(lm, val, verbose=False)
-    # prior_weight=None fits κ̂ and uses 1/κ̂.
-    cb = HNSWDecodingCallback(decoder="exact", hubness="prior", prior_counts=counts)
+    with pytest.raises(ValueError, match=r"PriorReranking\(counts="):
+        quiet_trainer(callbacks=[DecodingCallback(hubness="prior")]).validate(lm, val, verbose=False)
+    # weight=None fits κ̂ and uses 1/κ̂.
+    cb = DecodingCallback(decoder="exact", hubness=PriorReranking(counts=counts))
     quiet_trainer(callbacks=[cb]).validate(lm, val, verbose=False)
-    assert cb._reranked is not None and float(cb._reranked.bias.abs().max()) > 0
+    assert cb.session.reranked is not None and float(cb.session.reranked.bias.abs().max()) > 0
 
 
 def test_auto_decoder_falls_back_to_exact_within_the_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -345,7 +347,7 @@ def test_auto_decoder_falls_back_to_exact_within_the_epoch(monkeypatch: pytest.M
     monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)  # "auto" builds HNSW for the tiny table
     monkeypatch.setattr(factory_module, "tune_ef", failing_tune)
     lm = TinyContinuousLM()
-    cb = DecodingCallback(k=5, decoder="auto", num_threads=1, cache_dir=tmp_path)
+    cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
     trainer = quiet_trainer(max_epochs=2, callbacks=[cb])
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(128, seed=1)))
     m = metrics(trainer)

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_contloss import (
     ContinuousOutputMixin,
+    DecoderFactory,
+    DecodingCallback,
     EmbeddingRegressionHead,
-    HNSWDecodingCallback,
     TargetEmbeddings,
     beam_search,
     greedy_decode,
@@ -317,8 +318,9 @@ def report(name: str, continuous: float, softmax: float, baseline: float, extra:
     print(f"\n[{name}] val acc@1 continuous={continuous:.4f} softmax={softmax:.4f} unigram={baseline:.4f} {extra}")
 
 
-def decoding_callback(tmp: Any) -> HNSWDecodingCallback:
-    return HNSWDecodingCallback(k=5, cache_dir=tmp, metric_tokens=2048, recall_sample=512, num_threads=1)
+def decoding_callback(tmp: Any) -> DecodingCallback:
+    factory = DecoderFactory("auto", cache_dir=tmp, num_threads=1)
+    return DecodingCallback(k=5, decoder=factory, metric_tokens=2048, recall_sample=512)
 
 
 # --------------------------------------------------------------------------- data

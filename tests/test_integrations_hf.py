@@ -761,12 +761,12 @@ def test_rewe_joint_head_keeps_the_softmax_bias_and_generates_from_its_logits() 
 @pytest.mark.slow
 def test_docs_recipe_causal_lm(ptb: Any, tmp_path: Any) -> None:
     # --8<-- [start:gpt2-run]
-    from lightning_contloss import HNSWDecodingCallback
+    from lightning_contloss import DecodingCallback
 
     lm = GPT2Continuous(ptb.vocab_size)  # ptb = lightning_contloss.examples.data.PTBDataModule(...)
     trainer = L.Trainer(
         max_steps=5, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        callbacks=[HNSWDecodingCallback(k=5)],
+        callbacks=[DecodingCallback(k=5)],
     )
     trainer.fit(lm, ptb.train_dataloader())
     metrics = trainer.validate(lm, ptb.val_dataloader(), verbose=False)[0]  # val/acc@1, val/acc@5, ...

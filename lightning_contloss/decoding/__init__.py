@@ -9,7 +9,7 @@ import warnings
 from typing import Any
 
 from lightning_contloss.decoding import cache as _cache
-from lightning_contloss.decoding.base import Decoder
+from lightning_contloss.decoding.base import Decoder, LogPartitionDecoder, is_exhaustive, log_partition_decoder
 from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.factory import DecoderFactory, check_decoder, make_decoder
@@ -31,6 +31,7 @@ __all__ = [
     "EpochStatistics",
     "ExactDecoder",
     "HNSWDecoder",
+    "LogPartitionDecoder",
     "PriorReranking",
     "RerankedDecoder",
     "Reranking",
@@ -44,7 +45,9 @@ __all__ = [
     "check_decoder",
     "greedy_decode",
     "hnsw_unreachable_share",
+    "is_exhaustive",
     "knn_recall",
+    "log_partition_decoder",
     "make_decoder",
     "reorder_state",
     "tune_ef",

@@ -125,7 +125,7 @@ class PriorReranking:
         counts = self.counts if self.counts is not None else stats.unigram_counts
         if counts is None:
             raise ValueError(
-                "hubness='prior' needs word counts: pass PriorReranking(counts=...) (formerly prior_counts=) "
+                "hubness='prior' needs word counts: pass PriorReranking(counts=...) "
                 "or use a datamodule with a unigram_counts property (as the example datamodules have)"
             )
         weight = self.weight

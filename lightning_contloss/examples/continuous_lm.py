@@ -202,7 +202,7 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
 
     Body, optimiser and schedule are those of
     :class:`~lightning_contloss.examples.SoftmaxLM`; only the head and the loss differ, so the two
-    compare like for like. Pair it with :class:`~lightning_contloss.HNSWDecodingCallback`, which
+    compare like for like. Pair it with :class:`~lightning_contloss.DecodingCallback`, which
     logs ``val/acc@1``, ``val/acc@5``, ``val/vmf_ppl``, ``val/distinct_pred`` and friends.
 
     Targets: ``"random"`` is built in ``__init__`` (it needs only V). ``"ppmi"``, ``"glove"`` and

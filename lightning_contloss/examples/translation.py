@@ -181,7 +181,7 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
     :meth:`setup` from ``trainer.datamodule.tgt_vocab`` or by :meth:`use_glove_targets`;
     a checkpoint restores the table. ``<pad>``, ``<bos>`` and ``<unk>`` are marked special, so
     they are never decoded. Validation logs ``val/loss`` and returns what
-    :class:`~lightning_contloss.HNSWDecodingCallback` decodes.
+    :class:`~lightning_contloss.DecodingCallback` decodes.
 
     Args:
         src_vocab_size: source ids.
