@@ -180,7 +180,7 @@ def measure(args: argparse.Namespace) -> str:
         + ", ".join(f"{k}={v:.4g}" for k, v in sorted(soft.metrics.items())),
         "",
         f"Decoder after the warm-up: `{cont_cb.decoder!r}` (tuned ef {cont_cb.tuned_ef}); vmf_ppl on "
-        f"{cont_cb._metric_seen:,} tokens, κ̂ = {cont_cb._kappa}.",
+        f"{cont_cb.likelihood.scored:,} tokens, κ̂ = {cont_cb.likelihood.kappa}.",
     ]
     return "\n".join(lines) + "\n"
 

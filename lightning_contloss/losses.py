@@ -132,6 +132,18 @@ class _TableBoundLoss(Metric):
         targets: Targets | None = self.__dict__["_targets"]
         return targets
 
+    def concentration(self, pred: Tensor) -> Tensor | None:
+        """``κ·ê/‖ê‖`` of ``pred [..., D]`` for the κ this loss trains; ``None`` when the loss leaves the norm free.
+
+        A likelihood metric (``vmf_ppl``, BrierLM) reads κ from the norm of what this returns, and
+        fits one κ̂ itself on ``None``. Only the vMF loss fixes κ (:meth:`VMFLoss.concentration`).
+
+        Example:
+            >>> CosineLoss().concentration(torch.ones(1, 4)) is None
+            True
+        """
+        return None
+
     def _table(self, like: Tensor) -> Tensor:
         targets = self.targets
         if targets is None:

@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.decoding.factory import check_decoder
+from lightning_contloss.decoding.table_watch import TableWatch
 from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, split_head_output, swap_softmax_head
 from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
 from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
@@ -60,9 +61,9 @@ class ContinuousOutputMixin(_Base):
     # Class-level defaults: the mixin has no __init__, so these read as "no head yet".
     _continuous_path: str | None = None
     _continuous_decoder_built: Decoder | None = None
-    # What the decoder was built from: a cheap key of the table tensors, and their content hash.
-    _continuous_decoder_key: tuple[int, ...] | None = None
-    _continuous_decoder_hash: str | None = None
+    # The content hash of the table the decoder was built from, and what notices the table change.
+    _continuous_decoder_for: str | None = None
+    _continuous_table_watch: TableWatch | None = None
     # The loss's padding id, read once here rather than by walking the loss on every step.
     continuous_ignore_index: int | None = None
 
@@ -255,30 +256,24 @@ class ContinuousOutputMixin(_Base):
         table's content) the next access builds a decoder of the new table.
         """
         targets = self._continuous_targets_for_decoding()
-        key = _tensor_key(targets.weight, targets.special_mask)
-        if self._continuous_decoder_built is not None and key != self._continuous_decoder_key:
-            # The tensors changed (a load, a move): rebuild only if their content did.
-            digest = targets.content_hash()
-            if digest != self._continuous_decoder_hash:
-                self._continuous_decoder_built = None
-            else:
-                self._continuous_decoder_key = key
-        if self._continuous_decoder_built is None:
+        # Hashed only when the table's tensors moved (a load, a move, a write).
+        digest = self._continuous_watch().digest(targets)
+        if self._continuous_decoder_built is None or digest != self._continuous_decoder_for:
             self._continuous_decoder_built = make_decoder(targets, self.continuous_decode_space)
-            self._continuous_decoder_key = key
-            self._continuous_decoder_hash = targets.content_hash()
+            self._continuous_decoder_for = digest
         return self._continuous_decoder_built
 
     @continuous_decoder.setter
     def continuous_decoder(self, value: Decoder) -> None:
         targets = self._continuous_targets_for_decoding()
         check_decoder(value, targets, self.continuous_decode_space)
-        key = _tensor_key(targets.weight, targets.special_mask)
-        if key != self._continuous_decoder_key or self._continuous_decoder_hash is None:
-            # The same tensors at the same version have the hash already taken (0.4 s at 400k × 256).
-            self._continuous_decoder_hash = targets.content_hash()
         self._continuous_decoder_built = value
-        self._continuous_decoder_key = key
+        self._continuous_decoder_for = self._continuous_watch().digest(targets)
+
+    def _continuous_watch(self) -> TableWatch:
+        if self._continuous_table_watch is None:
+            self._continuous_table_watch = TableWatch()
+        return self._continuous_table_watch
 
     def _continuous_targets_for_decoding(self) -> TargetEmbeddings:
         if self._continuous_path is None:
@@ -323,11 +318,6 @@ def _loop_can_log(module: L.LightningModule) -> bool:
         and trainer._results is not None
         and module._current_fx_name is not None
     )
-
-
-def _tensor_key(*tensors: Tensor) -> tuple[int, ...]:
-    """A cheap identity of tensors' storage and in-place version: changes on load_state_dict, .to(), writes."""
-    return tuple(v for t in tensors for v in (t.data_ptr(), t._version, hash(t.device)))
 
 
 def _ignore_index(loss: Metric) -> int | None:

@@ -38,7 +38,8 @@ def main() -> None:
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
     lm = TinyContinuousLM()
-    cb = DecodingCallback(k=5, decoder=DecoderFactory("hnsw", ef=64, num_threads=1, cache_dir=cache), recall_sample=0)
+    factory = DecoderFactory("hnsw", ef=64, num_threads=1, cache_dir=cache)
+    cb = DecodingCallback(k=5, decoder=factory, recall_sample=0)
     strategy = "ddp" if devices > 1 else "auto"
     trainer = quiet_trainer(
         max_epochs=2, devices=devices, strategy=strategy, callbacks=[cb], use_distributed_sampler=False

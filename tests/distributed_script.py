@@ -92,7 +92,7 @@ def fit_and_record(name: str, devices: int, nodes: int, loss: str, out: Path, ca
     )
     trainer.fit(lm, datamodule=Data())
     # compute() returns the values cached at the epoch's end (synced across ranks): no new collective.
-    values = {f"val/{k}": float(v) for k, v in cb._epoch_values().items() if k != "decode_qps"}
+    values = {f"val/{k}": float(v) for k, v in cb.epoch_values().items() if k != "decode_qps"}
     values["val/loss"] = float(trainer.callback_metrics["val/loss"])
     weight = lm.continuous_targets.weight
     record = {
@@ -104,7 +104,7 @@ def fit_and_record(name: str, devices: int, nodes: int, loss: str, out: Path, ca
         "ef": getattr(cb.decoder, "ef", None),
         "factory_state": cb.factory.state_dict(),
         "own_decisions": getattr(cb.factory, "decided", None),
-        "kappa": cb._fitted_kappa,
+        "kappa": cb.kappa.fitted,
         "table_type": type(weight).__name__,
         "table_shape": list(weight.shape),
         "table_equal": bool(torch.equal(weight.cpu(), TargetEmbeddings.random(200, 16, seed=0).weight)),

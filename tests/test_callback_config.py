@@ -117,7 +117,7 @@ def test_prior_rule_object_reads_counts_and_fits_each_epoch() -> None:
     counts = torch.arange(VOCAB, dtype=torch.float64)
     cb = DecodingCallback(decoder="exact", hubness=PriorReranking(counts=counts, weight=0.05))
     quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(64, seed=1)), verbose=False)
-    assert cb._reranked is not None and lm.continuous_decoder is cb._reranked
+    assert cb.session.reranked is not None and lm.continuous_decoder is cb.session.reranked
     with pytest.raises(ValueError, match="counts"):
         PriorReranking(counts=torch.tensor([1.0, -1.0]))
     with pytest.raises(ValueError, match="weight"):
@@ -135,7 +135,7 @@ def test_fit_without_validation_builds_no_decoder() -> None:
 
 
 def test_kappa_fit_is_warm_started_from_the_last_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
-    import lightning_contloss.callbacks as callbacks
+    import lightning_contloss.callbacks.kappa as callbacks
 
     starts: list[float] = []
     real = callbacks.fit_kappa
@@ -152,7 +152,7 @@ def test_kappa_fit_is_warm_started_from_the_last_epoch(monkeypatch: pytest.Monke
     trainer = quiet_trainer(callbacks=[cb])
     val = loader(mapping_data(64, seed=1))
     first = trainer.validate(lm, val, verbose=False)[0]["val/vmf_ppl"]
-    fitted = cb._fitted_kappa
+    fitted = cb.kappa.fitted
     second = trainer.validate(lm, val, verbose=False)[0]["val/vmf_ppl"]
     assert fitted is not None and fitted > 0 and starts == [1.0, fitted]
     assert second == pytest.approx(first, rel=1e-5)  # the same κ̂ up to the fit's tolerance

@@ -136,11 +136,11 @@ def test_exact_search_shares_its_scores_with_vmf_ppl(monkeypatch: pytest.MonkeyP
         ref = VMFPerplexity(ignore_index=-100)
         ref.update(VMFLoss().concentration(pred), y, targets.weight, exclude_mask=targets.special_mask)
     else:
-        assert cb._kappa is not None and cb._kappa > 0
-        ref = VMFPerplexity(ignore_index=-100, kappa=cb._kappa)
+        assert cb.likelihood.kappa is not None and cb.likelihood.kappa > 0
+        ref = VMFPerplexity(ignore_index=-100, kappa=cb.likelihood.kappa)
         ref.update(pred, y, targets.weight, exclude_mask=targets.special_mask)
     assert got == pytest.approx(float(ref.compute()), rel=1e-4)
-    assert cb._metric_seen == 64 * 8
+    assert cb.likelihood.scored == 64 * 8
 
 
 def test_auto_with_hnsw_takes_one_sequence_in_16(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -152,9 +152,9 @@ def test_auto_with_hnsw_takes_one_sequence_in_16(monkeypatch: pytest.MonkeyPatch
     quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(96, seed=1), batch_size=20), verbose=False)
     assert passes.calls >= 1
     picked = list(range(0, 96, AUTO_METRIC_STRIDE))
-    assert cb._metric_seen == len(picked) * 8
+    assert cb.likelihood.scored == len(picked) * 8
     pred, y = _predictions(lm, n=96)
-    ref = VMFPerplexity(kappa=cb._kappa)
+    ref = VMFPerplexity(kappa=cb.likelihood.kappa)
     ref.update(pred[picked], y[picked], lm.continuous_targets.weight)
     assert float(cb.metrics["vmf_ppl"].compute()) == pytest.approx(float(ref.compute()), rel=1e-4)
 
@@ -163,9 +163,9 @@ def test_an_int_metric_tokens_takes_the_first_whole_sequences(tmp_path: Path) ->
     lm = _trained()
     cb = DecodingCallback(decoder=DecoderFactory("hnsw", M=8, num_threads=1, cache_dir=tmp_path), metric_tokens=20)
     quiet_trainer(callbacks=[cb]).validate(lm, loader(mapping_data(64, seed=1), batch_size=16), verbose=False)
-    assert cb._metric_seen == 24  # 20 tokens, rounded up to 3 whole sequences of 8
+    assert cb.likelihood.scored == 24  # 20 tokens, rounded up to 3 whole sequences of 8
     pred, y = _predictions(lm)
-    ref = VMFPerplexity(kappa=cb._kappa)
+    ref = VMFPerplexity(kappa=cb.likelihood.kappa)
     ref.update(pred[:3], y[:3], lm.continuous_targets.weight)
     assert float(cb.metrics["vmf_ppl"].compute()) == pytest.approx(float(ref.compute()), rel=1e-4)
 
@@ -191,7 +191,7 @@ def test_brier_lm_on_sequences_of_different_lengths() -> None:
     batches = [mapping_data(16, length=8, seed=1)[:], mapping_data(16, length=5, seed=2)[:]]
     cb.buffer_tokens = 10_000  # both batches in one buffer
     trainer.validate(lm, _Batches(batches), verbose=False)
-    assert cb._metric_seen == 16 * 8 + 16 * 5
+    assert cb.likelihood.scored == 16 * 8 + 16 * 5
     assert math.isfinite(float(cb.metrics["brier_lm"].compute()))
 
 

@@ -292,19 +292,20 @@ def test_csls_hubness_spreads_predictions_and_keeps_recall(tmp_path: Path) -> No
     for hubness in ("none", "csls"):
         torch.manual_seed(0)
         lm = TinyContinuousLM()
-        cb = DecodingCallback(k=5, decoder=DecoderFactory("hnsw", num_threads=1, cache_dir=tmp_path), hubness=hubness)
+        factory = DecoderFactory("hnsw", num_threads=1, cache_dir=tmp_path)
+        cb = DecodingCallback(k=5, decoder=factory, hubness=hubness)
         trainer = quiet_trainer(max_epochs=1, callbacks=[cb])
         trainer.fit(lm, train, val)
         results[hubness] = (metrics(trainer), cb)
     plain, csls = results["none"][0], results["csls"][0]
     cb = results["csls"][1]
-    assert cb._reranked is not None and lm.continuous_decoder is cb._reranked
+    assert cb.session.reranked is not None and lm.continuous_decoder is cb.session.reranked
     # The re-ranked HNSW agrees with re-ranked exact search, as the plain one does with exact search.
     assert csls["val/decode_recall"] >= 0.95
     assert csls["val/distinct_pred"] >= plain["val/distinct_pred"]
     with pytest.raises(ValueError, match="hubness"):
         DecodingCallback(hubness="mnn")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="candidates must be >= k=5"):
+    with pytest.raises(ValueError, match="candidates"):
         DecodingCallback(k=5, hubness=CSLSReranking(candidates=4))
 
 
@@ -327,12 +328,12 @@ def test_prior_reranking_matches_brute_force_biased_decoding(tmp_path: Path) -> 
         brute = (cos + weight * log_prior).argmax(-1)
         assert metrics(trainer)["val/acc@1"] == pytest.approx(float((brute == y).float().mean()), abs=1e-6)
     # Without counts or a datamodule that has them, it says what to pass.
-    with pytest.raises(ValueError, match=r"PriorReranking\(counts=\.\.\.\)"):
+    with pytest.raises(ValueError, match=r"PriorReranking\(counts="):
         quiet_trainer(callbacks=[DecodingCallback(hubness="prior")]).validate(lm, val, verbose=False)
     # weight=None fits κ̂ and uses 1/κ̂.
     cb = DecodingCallback(decoder="exact", hubness=PriorReranking(counts=counts))
     quiet_trainer(callbacks=[cb]).validate(lm, val, verbose=False)
-    assert cb._reranked is not None and float(cb._reranked.bias.abs().max()) > 0
+    assert cb.session.reranked is not None and float(cb.session.reranked.bias.abs().max()) > 0
 
 
 def test_auto_decoder_falls_back_to_exact_within_the_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -319,9 +319,8 @@ def report(name: str, continuous: float, softmax: float, baseline: float, extra:
 
 
 def decoding_callback(tmp: Any) -> DecodingCallback:
-    return DecodingCallback(
-        k=5, decoder=DecoderFactory("auto", cache_dir=tmp, num_threads=1), metric_tokens=2048, recall_sample=512
-    )
+    factory = DecoderFactory("auto", cache_dir=tmp, num_threads=1)
+    return DecodingCallback(k=5, decoder=factory, metric_tokens=2048, recall_sample=512)
 
 
 # --------------------------------------------------------------------------- data

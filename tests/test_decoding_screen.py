@@ -148,12 +148,12 @@ def test_ddp_ranks_take_rank_zeros_screen(monkeypatch: pytest.MonkeyPatch, tmp_p
     trainer = SimpleNamespace(world_size=2, is_global_zero=False, local_rank=1, strategy=strategy)
     cb = DecodingCallback(decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
     assert cb.factory.may_screen
-    decoder = cb._build_once(trainer, lm)  # type: ignore[arg-type]
+    decoder = cb.session.build_once(trainer, lm.continuous_targets, "cosine")  # type: ignore[arg-type]
     assert isinstance(decoder, ExactDecoder) and cb.factory.exact_fallback and not cb.factory.may_screen
     assert calls == ["broadcast", "barrier", "barrier"]
     # Once decided (or restored from a checkpoint), a build needs no broadcast.
     calls.clear()
-    cb._build_once(trainer, lm)  # type: ignore[arg-type]
+    cb.session.build_once(trainer, lm.continuous_targets, "cosine")  # type: ignore[arg-type]
     assert calls == ["barrier", "barrier"]
 
 
@@ -250,7 +250,6 @@ def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
     """Node-local caches, node 0's already holding the index: every rank still decodes alike."""
     shares = _count_screens(monkeypatch)
     table = TargetEmbeddings.random(4000, 256, seed=0)
-    module = SimpleNamespace(continuous_targets=table, continuous_decode_space="cosine")
     if case == "node0_cached":
         DecoderFactory("hnsw", cache_dir=tmp_path / "node0", num_threads=1, **WEAK)(table, "cosine")
     else:
@@ -258,7 +257,7 @@ def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
 
     def build(global_rank: int, trainer: Any) -> Any:
         factory = DecoderFactory("auto", cache_dir=tmp_path / f"node{global_rank // 2}", num_threads=1, **WEAK)
-        return DecodingCallback(decoder=factory)._build_once(trainer, module)  # type: ignore[arg-type]
+        return DecodingCallback(decoder=factory).session.build_once(trainer, table, "cosine")  # type: ignore[arg-type]
 
     decoders = _threaded_ranks(build)
     kinds = {type(d).__name__ for d in decoders.values()}

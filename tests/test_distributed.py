@@ -172,7 +172,6 @@ def test_two_nodes_of_two_ranks_build_once_per_node(tmp_path: Path) -> None:
     from lightning_contloss import DecoderFactory, DecodingCallback, TargetEmbeddings
 
     targets = TargetEmbeddings.random(300, 8, seed=0)
-    module = SimpleNamespace(continuous_targets=targets, continuous_decode_space="cosine")
     barrier = threading.Barrier(4, timeout=60)
     built: dict[int, bool] = {}
 
@@ -185,7 +184,7 @@ def test_two_nodes_of_two_ranks_build_once_per_node(tmp_path: Path) -> None:
             local_rank=local,
             strategy=SimpleNamespace(barrier=lambda name=None: barrier.wait()),
         )
-        decoder = DecodingCallback(decoder=factory)._build_once(trainer, module)  # type: ignore[arg-type]
+        decoder = DecodingCallback(decoder=factory).session.build_once(trainer, targets, "cosine")  # type: ignore[arg-type]
         built[global_rank] = not decoder.from_cache  # type: ignore[attr-defined]
 
     threads = [threading.Thread(target=rank, args=(r,)) for r in range(4)]
@@ -310,7 +309,7 @@ def test_ranks_take_rank_zeros_ef_decision_and_one_kappa(decisions: dict[int, in
         assert all(isinstance(cb.decoder, HNSWDecoder) and cb.decoder.ef == 24 for cb in callbacks)
         expected = {"tuned_ef": 24, "exact_fallback": False, "screened": False}
         assert [cb.factory.state_dict() for cb in callbacks] == [expected] * 2
-    kappas = [cb._fitted_kappa for cb in callbacks]
+    kappas = [cb.kappa.fitted for cb in callbacks]
     assert kappas[0] == kappas[1] and kappas[0] is not None and kappas[0] > 0
     assert [cb.metrics["vmf_ppl"].kappa for cb in callbacks] == kappas
     x, y = first_tokens(512)
@@ -380,7 +379,7 @@ def test_a_rank_without_batches_joins_the_exchange_at_the_epoch_end() -> None:
     assert group.calls[0] == group.calls[1] == ["all_gather[256, 16]", "all_gather[256]", "broadcast"]
     assert all(isinstance(cb.decoder, HNSWDecoder) and cb.decoder.ef == 24 for cb in callbacks)
     # Rank 1 gave only padding: κ̂ is rank 0's 256 tokens' fit, the same on both.
-    assert callbacks[0]._fitted_kappa == callbacks[1]._fitted_kappa and callbacks[0]._fitted_kappa
+    assert callbacks[0].kappa.fitted == callbacks[1].kappa.fitted and callbacks[0].kappa.fitted
 
 
 def test_a_restored_decision_needs_no_collective() -> None:

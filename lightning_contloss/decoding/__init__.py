@@ -4,7 +4,7 @@ The index cache (``IndexCache``, ``default_cache_dir``, ``CACHE_ENV_VAR``) lives
 :mod:`lightning_contloss.decoding.cache`.
 """
 
-from lightning_contloss.decoding.base import Decoder
+from lightning_contloss.decoding.base import Decoder, LogPartitionDecoder, is_exhaustive, log_partition_decoder
 from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.factory import DecoderFactory, check_decoder, make_decoder
@@ -26,6 +26,7 @@ __all__ = [
     "EpochStatistics",
     "ExactDecoder",
     "HNSWDecoder",
+    "LogPartitionDecoder",
     "PriorReranking",
     "RerankedDecoder",
     "Reranking",
@@ -39,7 +40,9 @@ __all__ = [
     "check_decoder",
     "greedy_decode",
     "hnsw_unreachable_share",
+    "is_exhaustive",
     "knn_recall",
+    "log_partition_decoder",
     "make_decoder",
     "reorder_state",
     "tune_ef",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,11 +17,14 @@ from lightning_contloss.targets import TargetEmbeddings
 
 __all__ = [
     "Decoder",
+    "LogPartitionDecoder",
     "ResolvedTable",
     "TableLike",
     "check_k",
     "check_query",
     "check_space",
+    "is_exhaustive",
+    "log_partition_decoder",
     "resolve_table",
     "unit_rows",
 ]
@@ -41,6 +44,12 @@ class Decoder(Protocol):
     (``"ip"``) or negative squared Euclidean distance (``"l2"``). Ids that are not
     ``returnable`` (special ids of a ``TargetEmbeddings``, ``exclude=`` ids, and all-zero
     rows in cosine space) are never returned.
+
+    Two optional capabilities, read with ``getattr`` (a decoder without them has neither; this
+    package's decoders declare both): ``exhaustive``, True when ``query`` scores every returnable
+    row so its top-k is exact (:func:`is_exhaustive`), and ``supports_log_partition``, True when
+    the decoder offers :class:`LogPartitionDecoder`'s ``query_with_log_partition``
+    (:func:`log_partition_decoder`).
 
     Example:
         >>> from lightning_contloss.decoding import ExactDecoder
@@ -63,6 +72,47 @@ class Decoder(Protocol):
     def __len__(self) -> int: ...
 
     def query(self, x: Tensor, k: int = 1) -> tuple[Tensor, Tensor]: ...
+
+
+class LogPartitionDecoder(Decoder, Protocol):
+    """A decoder that also returns each query's vMF log-partition, from the scores it computes anyway.
+
+    ``query_with_log_partition(x, k, kappa)`` returns ``(ids [..., k], scores [..., k],
+    log_partition [...])`` with ``log_partition = log Σ_w exp(κ·cos(x, w))`` over the returnable
+    ids; ``kappa`` is one float or one value per query. A decoder declares it with
+    ``supports_log_partition = True`` (exact search in cosine space does).
+    """
+
+    def query_with_log_partition(
+        self, x: Tensor, k: int, kappa: float | Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]: ...
+
+
+def is_exhaustive(decoder: Decoder) -> bool:
+    """Whether ``decoder`` declares that it scores every returnable row (its top-k is exact search's).
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder, RerankedDecoder
+        >>> exact = ExactDecoder(torch.eye(3))
+        >>> is_exhaustive(exact), is_exhaustive(RerankedDecoder(exact, torch.zeros(3)))
+        (True, False)
+    """
+    return getattr(decoder, "exhaustive", False) is True
+
+
+def log_partition_decoder(decoder: Decoder) -> LogPartitionDecoder | None:
+    """``decoder`` as a :class:`LogPartitionDecoder` when it declares ``supports_log_partition``, else ``None``.
+
+    Example:
+        >>> from lightning_contloss.decoding import ExactDecoder
+        >>> log_partition_decoder(ExactDecoder(torch.eye(3))) is not None
+        True
+        >>> log_partition_decoder(ExactDecoder(torch.eye(3), space="l2")) is None  # cosine space only
+        True
+    """
+    if getattr(decoder, "supports_log_partition", False) is True:
+        return cast(LogPartitionDecoder, decoder)
+    return None
 
 
 @dataclass(frozen=True)
@@ -224,6 +274,10 @@ class _TableDecoder:
         (3, 3, [False, True, True])
     """
 
+    # The optional capabilities of the Decoder protocol. Declared here, on the class, so that a
+    # wrapper's attribute delegation (RerankedDecoder's __getattr__) never lends it its base's.
+    exhaustive: bool = False
+
     def __init__(self, resolved: ResolvedTable, space: Space) -> None:
         self._space: Space = space
         self._table = resolved.weight
@@ -249,6 +303,11 @@ class _TableDecoder:
     def returnable(self) -> Tensor:
         """``[V]`` bool: True for ids this decoder may return."""
         return self._returnable
+
+    @property
+    def supports_log_partition(self) -> bool:
+        """Whether this decoder offers ``query_with_log_partition`` (see :class:`LogPartitionDecoder`)."""
+        return False
 
     @property
     def device(self) -> torch.device:

@@ -54,6 +54,9 @@ class ExactDecoder(_TableDecoder):
         ([[2, 0]], [0.195, 0.098])
     """
 
+    # It scores every returnable row: its top-k is exact by construction.
+    exhaustive = True
+
     def __init__(
         self,
         table: TableLike,
@@ -114,6 +117,11 @@ class ExactDecoder(_TableDecoder):
             scores, order = exact.sort(dim=-1, descending=True, stable=True)
             ids = ids.gather(-1, order)
         return ids.reshape(*lead, k).to(out_device), scores.reshape(*lead, k).to(out_device)
+
+    @property
+    def supports_log_partition(self) -> bool:
+        """True in cosine space: :meth:`query_with_log_partition` serves the vMF distribution, over cosines."""
+        return self._space == "cosine"
 
     @torch.no_grad()
     def query_with_log_partition(
