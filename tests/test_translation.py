@@ -453,6 +453,9 @@ def test_bpe_vocabulary_against_a_word_level_model_or_glove_targets_is_refused(
     glove = ContinuousTranslator(bible_bpe.src_vocab_size, bible_bpe.tgt_vocab_size, **SMALL, targets="glove")
     with pytest.raises(ValueError, match=r"targets='glove' are word vectors.*targets='random'"):
         _fit(glove, bible_bpe, tmp_path)
+    with pytest.raises(ValueError, match=r"targets='glove' are word vectors"):
+        glove.attach_vocabularies(bible_bpe.src_vocab, bible_bpe.tgt_vocab)
+    assert glove.tgt_vocab is None  # refused before anything was attached
 
 
 def test_translator_errors_say_what_to_do(bible: BibleDataModule) -> None:

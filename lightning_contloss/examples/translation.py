@@ -27,6 +27,7 @@ from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.examples.continuous_lm import GLOVE_DIM, LOSSES, build_loss, copy_targets, glove_targets
+from lightning_contloss.examples.data import Vocabulary
 from lightning_contloss.examples.optim import Schedule
 from lightning_contloss.examples.softmax_search import softmax_beam_search, softmax_greedy_decode
 from lightning_contloss.examples.subword import SubwordVocabulary
@@ -262,13 +263,16 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         self.replace_softmax_head("model.lm_head", table, build_loss(loss, ignore_index=tgt_pad_id), head_hidden)
         self._targets_ready = targets == "random"
 
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        if self.hparams["targets"] == "glove" and isinstance(self.tgt_vocab, SubwordVocabulary):
+    def attach_vocabularies(self, src_vocab: Vocabulary, tgt_vocab: Vocabulary) -> None:
+        if self.hparams["targets"] == "glove" and isinstance(tgt_vocab, SubwordVocabulary):
             raise ValueError(
                 "targets='glove' are word vectors, but the target vocabulary is BPE pieces; use targets='random' "
                 "with a subword vocabulary"
             )
+        super().attach_vocabularies(src_vocab, tgt_vocab)
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
         if self._targets_ready:
             return
         if self.tgt_vocab is None:
