@@ -62,6 +62,22 @@ def test_compare_translation_runs_end_to_end(tmp_path: Path) -> None:
     assert f"    - cosine-random: {rows[1]['beam_hyps'][0]}" in report
 
 
+def test_compare_translation_with_bpe_runs_end_to_end_and_caches_the_tokenizers(tmp_path: Path) -> None:
+    src, tgt = _write(tmp_path, 200)
+    out, tok = tmp_path / "out", tmp_path / "tok"
+    args = ["--task", "translation", "--data-src", str(src), "--data-tgt", str(tgt), "--budget", "2"]
+    args += ["--valid", "20", "--test", "20", "--test-sentences", "6", "--d-model", "32", "--layers", "1"]
+    args += ["--beam", "2", "--runs", "softmax", "infonce-random", "--vocab", "bpe-40", "--tokenizer-dir", str(tok)]
+    assert compare_main([*args, "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in rows] == ["softmax", "infonce-random"]
+    assert all(r["vocab"] == "bpe-40" and 4 < r["tgt_vocab"] <= 40 for r in rows)
+    assert all(r["tokens"] > 0 and 0 <= r["greedy_bleu"] <= 100 for r in rows)
+    assert "vocabulary bpe-40" in (out / "report.md").read_text()
+    files = sorted(p.name for p in tok.iterdir())
+    assert len(files) == 2 and all(f.startswith("bpe-40-lower-") for f in files)
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -69,6 +85,9 @@ def test_compare_translation_runs_end_to_end(tmp_path: Path) -> None:
         (["--data-src", "{src}", "--data-tgt", "{short}"], "aligned files"),
         (["--data-src", "{src}", "--data-tgt", "{missing}"], "no such file"),
         (["--budget", "0"], "must be > 0"),
+        (["--vocab", "bpe"], "'word' or 'bpe-<size>'"),
+        (["--vocab", "bpe-50", "--runs", "softmax", "cosine-glove"], "cosine-glove needs word targets"),
+        (["--vocab", "bpe-50", "--tokenizer-dir", "{src}"], "is not a folder"),
     ],
 )
 def test_compare_translation_bad_input_exits_2(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import unicodedata
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from lightning_contloss.examples.continuous_lm import glove_targets
 from lightning_contloss.examples.data import BOS, EOS, PAD, UNK, Vocabulary
 from lightning_contloss.examples.seq2seq_transformer import Seq2SeqTransformer
 from lightning_contloss.examples.softmax_search import softmax_beam_search, softmax_greedy_decode
+from lightning_contloss.examples.subword import SubwordVocabulary
 from lightning_contloss.examples.translation import ContinuousTranslator, SoftmaxTranslator
 from lightning_contloss.examples.translation_data import (
     BIBLE_DIR,
@@ -30,6 +32,9 @@ from lightning_contloss.examples.translation_data import (
     TranslationDataModule,
     bible_corpus,
     collate_pairs,
+    decode_ids,
+    detokenize,
+    encode_text,
     read_lines,
     tokenize,
 )
@@ -62,6 +67,24 @@ def test_tokenize_is_idempotent_on_its_own_output(text: str) -> None:
     tokens = tokenize(text)
     assert tokenize(" ".join(tokens)) == tokens
     assert all(t and not any(c.isspace() for c in t) for t in tokens)
+
+
+def test_detokenize_gives_back_every_packaged_verse_lower_cased() -> None:
+    # The documented normalisation: NFC, lower case, single spaces. Both languages, every line.
+    corpus = bible_corpus()
+    for part in corpus.values():
+        for line in part.src + part.tgt:
+            assert detokenize(tokenize(line)) == " ".join(unicodedata.normalize("NFC", line).lower().split()), line
+
+
+def test_detokenised_word_output_scores_100_bleu_where_space_joined_tokens_do_not() -> None:
+    # 13a keeps "wife’s", "beth-el" and "¿quién" whole, so spaces the tokenizer put in would cost n-grams.
+    refs = bible_corpus()["valid"].tgt[:200]
+    assert corpus_scores([detokenize(tokenize(r)) for r in refs], refs)["bleu"] == pytest.approx(100.0)
+    assert corpus_scores([" ".join(tokenize(r)) for r in refs], refs)["bleu"] < 99.0
+    assert corpus_scores([r.lower() for r in refs], refs, lowercase=False)["bleu"] < 99.0
+    v = Vocabulary.build(w for r in refs for w in tokenize(r))
+    assert decode_ids(v, encode_text(v, refs[0])) == refs[0].lower()
 
 
 def test_split_is_the_stored_seeded_sample_and_disjoint() -> None:
@@ -114,7 +137,9 @@ def test_batches_are_padded_with_bos_first_and_eos_last(bible: BibleDataModule) 
 
 def test_valid_and_test_keep_every_pair_and_the_references(bible: BibleDataModule) -> None:
     assert len(bible.valid_pairs) == 1000 and bible.test_pairs is not None and len(bible.test_pairs) == 1000
-    assert bible.valid_pairs.references[0] == " ".join(tokenize(bible_corpus()["valid"].tgt[0]))
+    # References are the sentences as written: BLEU scores detokenised output against them.
+    assert bible.valid_pairs.references[0] == bible_corpus()["valid"].tgt[0]
+    assert bible.valid_pairs.sources[0] == bible_corpus()["valid"].src[0]
     seen = sorted(i for b in LengthBucketSampler(bible.valid_pairs.lengths, 16, shuffle=False) for i in b)
     assert seen == list(range(1000))
 
@@ -376,6 +401,61 @@ def test_checkpoint_keeps_vocabularies_and_translations(bible: BibleDataModule, 
     src = bible.test_pairs.sources[:2]  # type: ignore[union-attr]
     assert loaded.translate(src, max_len=5) == module.translate(src, max_len=5)
     assert loaded.tokens_seen == module.tokens_seen
+
+
+@pytest.fixture(scope="module")
+def bible_bpe(tmp_path_factory: pytest.TempPathFactory) -> BibleDataModule:
+    folder = tmp_path_factory.mktemp("tokenizers")
+    return BibleDataModule(batch_size=16, max_train_pairs=400, max_train_len=40, vocab="bpe-1k", tokenizer_dir=folder)
+
+
+def test_bpe_translators_fit_translate_and_keep_the_tokenizer_in_checkpoints(
+    bible_bpe: BibleDataModule, tmp_path: Path
+) -> None:
+    dm = bible_bpe
+    assert isinstance(dm.tgt_vocab, SubwordVocabulary) and isinstance(dm.src_vocab, SubwordVocabulary)
+    assert dm.tgt_vocab.words[:4] == [PAD, UNK, EOS, BOS] and dm.tgt_vocab_size <= 1000
+    assert len(list(dm.tgt_vocab.words)) == dm.tgt_vocab_size
+    sources = dm.test_pairs.sources[:3]  # type: ignore[union-attr]
+    sizes = (dm.src_vocab_size, dm.tgt_vocab_size)
+    torch.manual_seed(0)
+    softmax = SoftmaxTranslator(*sizes, **SMALL, warmup_steps=1)
+    continuous = ContinuousTranslator(*sizes, **SMALL, warmup_steps=1, target_dim=16)
+    for module in (softmax, continuous):
+        trainer = _fit(module, dm, tmp_path)
+        assert trainer.global_step == 3 and module.tokens_seen > 0
+        assert module.tgt_vocab is dm.tgt_vocab
+        for method in ("greedy", "beam"):
+            out = module.translate(sources, method=method, beam_size=3, max_len=8)
+            assert len(out) == 3 and all(isinstance(s, str) for s in out)
+            # Detokenised: no word-start marks, no specials but <unk>, at most 8 pieces' worth of words.
+            assert not any("\u2581" in s or PAD in s or BOS in s or EOS in s for s in out)
+            assert all(len(s.split()) <= 8 for s in out)
+    # Random targets over the subword table, <pad> <unk> <bos> never decoded (as word-level).
+    assert continuous.continuous_targets.weight.shape == (dm.tgt_vocab_size, 16)
+    assert continuous.continuous_targets.special_ids.tolist() == [0, 1, 3]
+    path = tmp_path / "bpe.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = ContinuousTranslator.load_from_checkpoint(path)
+    assert isinstance(loaded.tgt_vocab, SubwordVocabulary) and loaded.tgt_vocab.words == dm.tgt_vocab.words
+    assert loaded.src_vocab is not None and loaded.src_vocab.fingerprint == dm.src_vocab.fingerprint  # type: ignore[attr-defined]
+    assert loaded.translate(sources, max_len=6) == continuous.translate(sources, max_len=6)
+
+
+def test_bpe_vocabulary_against_a_word_level_model_or_glove_targets_is_refused(
+    bible: BibleDataModule, bible_bpe: BibleDataModule, tmp_path: Path
+) -> None:
+    word_sized = ContinuousTranslator(bible.src_vocab_size, bible.tgt_vocab_size, **SMALL)
+    with pytest.raises(ValueError, match="model was built for src_vocab_size"):
+        word_sized.attach_vocabularies(bible_bpe.src_vocab, bible_bpe.tgt_vocab)
+    with pytest.raises(ValueError, match="model was built for src_vocab_size"):
+        _fit(word_sized, bible_bpe, tmp_path)
+    glove = ContinuousTranslator(bible_bpe.src_vocab_size, bible_bpe.tgt_vocab_size, **SMALL, targets="glove")
+    with pytest.raises(ValueError, match=r"targets='glove' are word vectors.*targets='random'"):
+        _fit(glove, bible_bpe, tmp_path)
+    with pytest.raises(ValueError, match=r"targets='glove' are word vectors"):
+        glove.attach_vocabularies(bible_bpe.src_vocab, bible_bpe.tgt_vocab)
+    assert glove.tgt_vocab is None  # refused before anything was attached
 
 
 def test_translator_errors_say_what_to_do(bible: BibleDataModule) -> None:

@@ -7,8 +7,12 @@ runs also search with an EOS bias fitted on the validation part. Without ``--dat
 ``--data-tgt`` it uses the Spanish–English Bible verses that ship with the package.
 
 The split is a seeded permutation of the aligned lines: ``--valid`` lines for validation,
-``--test`` for test, the rest for training. Writes ``report.md`` (the LM report's shape: which run
-to use and why, warnings, the tables, sample translations) and ``results.json`` under ``--out``.
+``--test`` for test, the rest for training. ``--vocab`` picks word-level vocabularies (the
+default) or BPE ones (``bpe-8k``, ``bpe-32k``, any ``bpe-N``) trained on the training part and
+cached under ``--tokenizer-dir``. Scores are detokenised, case-insensitive sacrebleu (``13a``)
+against the original references, so word-level and BPE runs compare. Writes ``report.md`` (the
+LM report's shape: which run to use and why, warnings, the tables, sample translations) and
+``results.json`` under ``--out``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,11 @@ def build_translation_parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--layers", type=int, default=2, help="encoder and decoder blocks (each)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vocab", default="word",
+                   help="word (default) or bpe-<size>, e.g. bpe-8k or bpe-32k: a BPE per side, trained on the "
+                        "training part")
+    p.add_argument("--tokenizer-dir", default="runs/tokenizers",
+                   help="where trained BPE tokenizers are cached and reused (default runs/tokenizers)")
     p.add_argument("--out", default=None, help="output folder (default runs/compare-translation-<timestamp>)")
     return p
 
@@ -154,6 +163,9 @@ def _one_run(run: str, dm: Any, args: argparse.Namespace) -> dict[str, Any]:
     row: dict[str, Any] = {
         "run": run,
         "budget_s": args.budget,
+        "vocab": args.vocab,
+        "src_vocab": dm.src_vocab_size,
+        "tgt_vocab": dm.tgt_vocab_size,
         "train_seconds": budget.train_seconds,
         "tokens": int(module.tokens_seen),
         "train_tokens_per_s": module.tokens_seen / max(budget.train_seconds, 1e-9),
@@ -193,12 +205,17 @@ def translation_main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
+    from lightning_contloss.examples.subword import parse_vocab
     from lightning_contloss.examples.translation_data import TranslationDataModule
 
     try:
         corpus = _corpus(args)
-        dm = TranslationDataModule(corpus, batch_size=args.batch_size, seed=args.seed)
-    except (ValueError, OSError, UnicodeDecodeError) as err:
+        if parse_vocab(args.vocab) is not None and "cosine-glove" in args.runs:
+            raise ValueError("cosine-glove needs word targets; with --vocab bpe-* run infonce-random or cosine-random")
+        dm = TranslationDataModule(
+            corpus, batch_size=args.batch_size, seed=args.seed, vocab=args.vocab, tokenizer_dir=args.tokenizer_dir
+        )
+    except (ValueError, OSError, UnicodeDecodeError, ImportError) as err:
         print(f"lightning-contloss compare: error: {err}", file=sys.stderr)
         return 2
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -223,7 +240,9 @@ def translation_main(argv: Sequence[str]) -> int:
         references=references,
     )
     header = (
-        f"Data: {data}; {len(dm.train_pairs):,} training pairs; test BLEU/chrF on {n} held-out lines.\n\n"
+        f"Data: {data}; {len(dm.train_pairs):,} training pairs; vocabulary {args.vocab} "
+        f"({dm.src_vocab_size:,} source / {dm.tgt_vocab_size:,} target entries); test BLEU/chrF on {n} held-out "
+        "lines (sacrebleu 13a on the detokenised output against the original references, case-insensitive).\n\n"
         f"Command: `lightning-contloss compare --task translation {' '.join(argv)}` — "
         f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {os.cpu_count()} CPU cores."
     )

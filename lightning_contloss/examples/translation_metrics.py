@@ -1,10 +1,13 @@
 """Translation quality figures: corpus BLEU and chrF (sacrebleu), EOS rate and distinct output words.
 
-BLEU and chrF are computed on *tokenized* text: hypotheses and references are both the
-lower-cased :func:`~lightning_contloss.examples.translation_data.tokenize` tokens joined by
-single spaces, and sacrebleu is told not to tokenize again (``tokenize="none"``). The figures
-are therefore comparable between models on this data, not with detokenized, cased BLEU
-reported elsewhere. ``sacrebleu`` is an optional extra: ``pip install 'lightning-contloss[mt]'``.
+BLEU and chrF are detokenised scores: the hypotheses are the translators' detokenised outputs
+(word tokens put together by
+:func:`~lightning_contloss.examples.translation_data.detokenize`, or BPE pieces joined), the
+references the original sentences, and sacrebleu tokenises both with its default ``13a``
+tokenizer, as MT papers report. They are case-insensitive (``lowercase=True``): the example
+models translate lower-cased text, word-level and BPE alike, so a cased reference would only
+measure case. Word-level and BPE models are therefore scored the same way and compare with
+each other. ``sacrebleu`` is an optional extra: ``pip install 'lightning-contloss[mt]'``.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
+
+from lightning_contloss.examples.translation_data import tokenize
 
 __all__ = ["corpus_scores", "distinct_words", "eos_rate"]
 
@@ -27,18 +32,19 @@ def _sacrebleu() -> Any:
     return sacrebleu
 
 
-def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """Corpus BLEU and chrF (0-100) of tokenized hypotheses against one tokenized reference each.
+def corpus_scores(hypotheses: Sequence[str], references: Sequence[str], lowercase: bool = True) -> dict[str, float]:
+    """Corpus BLEU and chrF (0-100) of detokenised hypotheses against one original reference each.
 
     Args:
-        hypotheses: the system outputs, tokens joined by spaces.
-        references: the reference translations, same form, aligned with ``hypotheses``.
+        hypotheses: the system outputs, detokenised text.
+        references: the reference translations as written, aligned with ``hypotheses``.
+        lowercase: compare case-insensitively (the example models output lower-cased text).
 
     Returns:
-        ``{"bleu", "chrf"}``.
+        ``{"bleu", "chrf"}``: sacrebleu's BLEU with its ``13a`` tokenisation and its chrF.
 
     Example:
-        >>> s = corpus_scores(["the cat sat on the mat ."], ["the cat sat on the mat ."])
+        >>> s = corpus_scores(["the lord’s house, (saith he)."], ["The LORD’s house, (saith he)."])
         >>> round(s["bleu"], 1), round(s["chrf"], 1)
         (100.0, 100.0)
     """
@@ -51,8 +57,8 @@ def corpus_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[
     sb = _sacrebleu()
     hyps, refs = list(hypotheses), [list(references)]
     return {
-        "bleu": float(sb.corpus_bleu(hyps, refs, tokenize="none").score),
-        "chrf": float(sb.corpus_chrf(hyps, refs).score),
+        "bleu": float(sb.BLEU(lowercase=lowercase).corpus_score(hyps, refs).score),
+        "chrf": float(sb.CHRF(lowercase=lowercase).corpus_score(hyps, refs).score),
     }
 
 
@@ -80,8 +86,11 @@ def eos_rate(ids: Tensor, lengths: Tensor, eos_id: int) -> float:
 def distinct_words(hypotheses: Sequence[str]) -> int:
     """How many different words the hypotheses use (a collapsed model repeats a few).
 
+    Words are those of :func:`~lightning_contloss.examples.translation_data.tokenize`, so
+    punctuation and case do not make new words and word-level and BPE outputs count alike.
+
     Example:
-        >>> distinct_words(["the the cat", "a cat"])
-        3
+        >>> distinct_words(["the the cat.", "a Cat"])
+        4
     """
-    return len({w for h in hypotheses for w in h.split()})
+    return len({w for h in hypotheses for w in tokenize(h)})

@@ -24,7 +24,8 @@ from lightning_contloss.decoding.search_state import StatefulStep
 from lightning_contloss.examples.data import BOS, Vocabulary
 from lightning_contloss.examples.optim import configure_warmup_adamw
 from lightning_contloss.examples.seq2seq_transformer import Seq2SeqTransformer
-from lightning_contloss.examples.translation_data import TranslationBatch, tokenize
+from lightning_contloss.examples.subword import SubwordVocabulary
+from lightning_contloss.examples.translation_data import TranslationBatch, decode_ids, encode_text
 from lightning_contloss.integrations.torch_transformer import TransformerDecoderStep
 
 __all__ = ["Method", "StepFn", "Translator", "build_body"]
@@ -90,16 +91,13 @@ class Translator(L.LightningModule, ABC):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["tokens_seen"] = self.tokens_seen
         if self.src_vocab is not None and self.tgt_vocab is not None:
-            checkpoint["vocabularies"] = {
-                "src": (self.src_vocab.words, self.src_vocab.counts.tolist(), self.src_vocab.specials),
-                "tgt": (self.tgt_vocab.words, self.tgt_vocab.counts.tolist(), self.tgt_vocab.specials),
-            }
+            checkpoint["vocabularies"] = {"src": _vocab_state(self.src_vocab), "tgt": _vocab_state(self.tgt_vocab)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.tokens_seen = int(checkpoint.get("tokens_seen", 0))
         vocabs = checkpoint.get("vocabularies")
         if vocabs is not None:
-            self.attach_vocabularies(Vocabulary(*vocabs["src"]), Vocabulary(*vocabs["tgt"]))
+            self.attach_vocabularies(_vocab_from_state(vocabs["src"]), _vocab_from_state(vocabs["tgt"]))
 
     # ------------------------------------------------------------------ training
     @abstractmethod
@@ -136,13 +134,14 @@ class Translator(L.LightningModule, ABC):
         """What the search scores, from the decoder's hidden state ``[B', d_model]`` of the last position."""
 
     def encode_sources(self, sources: Sequence[str]) -> Tensor:
-        """Tokenize and encode source sentences into a padded ``[B, S]`` id tensor (each row ends in ``<eos>``)."""
+        """Encode source sentences (words or BPE pieces) into padded ``[B, S]`` ids, each row ending in ``<eos>``."""
         if self.src_vocab is None:
             raise ValueError(
                 "this model has no vocabularies yet; fit it with a TranslationDataModule, load a checkpoint, "
                 "or call attach_vocabularies(src_vocab, tgt_vocab), or pass source ids instead of text"
             )
-        rows = [torch.cat([self.src_vocab.encode(tokenize(s)), torch.tensor([self.src_vocab.eos_id])]) for s in sources]
+        eos = self.src_vocab.eos_id
+        rows = [torch.tensor([*encode_text(self.src_vocab, s), eos], dtype=torch.int64) for s in sources]
         out = torch.full((len(rows), max(len(r) for r in rows)), self.src_vocab.pad_id, dtype=torch.int64)
         for i, r in enumerate(rows):
             out[i, : len(r)] = r
@@ -212,7 +211,7 @@ class Translator(L.LightningModule, ABC):
             self.train(was_training)
 
     def ids_to_text(self, ids: Tensor) -> list[str]:
-        """Generated ids ``[B, L]`` to tokenized text: words up to the first ``<eos>``, joined by spaces."""
+        """Generated ids ``[B, L]`` to detokenised text: the tokens up to the first ``<eos>`` (see ``decode_ids``)."""
         if self.tgt_vocab is None:
             raise ValueError("this model has no target vocabulary; call attach_vocabularies(src_vocab, tgt_vocab)")
         eos, pad = self.tgt_vocab.eos_id, self.tgt_vocab.pad_id
@@ -224,7 +223,7 @@ class Translator(L.LightningModule, ABC):
                     break
                 if i != pad:
                     words.append(i)
-            out.append(" ".join(self.tgt_vocab.decode(words)))
+            out.append(decode_ids(self.tgt_vocab, words))
         return out
 
     def translate(
@@ -239,11 +238,13 @@ class Translator(L.LightningModule, ABC):
         rules: SearchRules | None = None,
         stateful: bool = True,
     ) -> list[str]:
-        """Translate sentences (text or padded ids ``[B, S]``) into tokenized target text, one string each.
+        """Translate sentences (text or padded ids ``[B, S]``) into detokenised target text, one string each.
 
         Sentences are sorted by length and searched ``batch_size`` at a time (less padding),
-        then returned in the input order. Output words are lower-cased tokens joined by
-        spaces (the form BLEU is computed on here); ``<unk>`` appears as is.
+        then returned in the input order. Outputs are lower-cased text with the spacing put
+        back (:func:`~lightning_contloss.examples.translation_data.decode_ids`: word tokens
+        joined by the detokenisation rules, or BPE pieces joined), the form BLEU scores against
+        the original references; ``<unk>`` appears as is.
 
         Args:
             sources: source sentences, or padded source ids.
@@ -271,6 +272,17 @@ class Translator(L.LightningModule, ABC):
             for r, text in zip(rows, self.ids_to_text(result.ids)):
                 out[r] = text
         return out
+
+
+def _vocab_state(vocab: Vocabulary) -> Any:
+    if isinstance(vocab, SubwordVocabulary):
+        return vocab.state()
+    return (vocab.words, vocab.counts.tolist(), vocab.specials)
+
+
+def _vocab_from_state(state: Any) -> Vocabulary:
+    # A word vocabulary is stored as (words, counts, specials), a subword one as its state dictionary.
+    return SubwordVocabulary.from_state(state) if isinstance(state, dict) else Vocabulary(*state)
 
 
 def build_body(hp: Any, lm_head: torch.nn.Module | None = None) -> Seq2SeqTransformer:
