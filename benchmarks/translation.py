@@ -19,7 +19,8 @@ Runs (``--runs``; default all five, in this order):
 During training each run decodes a fixed subset of the validation split greedily every
 ``--eval-every`` training seconds and records its BLEU (the curve in the PNG). After training, on
 the test split (the first ``--test-sentences``): BLEU and chrF of greedy and beam-4 search
-(sacrebleu on the tokenized, lower-cased text), translation sentences/s of each, the share of
+(sacrebleu's 13a tokenisation of the detokenised output against the original references,
+case-insensitive, so word-level and BPE runs compare), translation sentences/s of each, the share of
 outputs that emitted ``<eos>`` before the length limit (``2 × source + 10``), distinct output words;
 and training tokens/s and the run's peak RSS. Nothing is tuned on test; the validation split is for
 choosing anything.
@@ -241,8 +242,10 @@ def train_run(run: str, args: argparse.Namespace) -> None:
     L.seed_everything(args.seed, verbose=False)
     dm = BibleDataModule(
         batch_size=args.batch_size, max_train_len=args.max_train_len, max_train_pairs=args.max_train_pairs,
-        seed=args.seed,
+        seed=args.seed, vocab=args.vocab, tokenizer_dir=str(Path(args.out) / "tokenizers"),
     )
+    if head == "cosine-glove" and args.vocab != "word":
+        raise SystemExit(f"translation: GloVe targets need word-level vocabularies, not --vocab {args.vocab}")
     module = _build(head, dm, args)
     # What configure_optimizers returns for the constant schedule, without a Trainer.
     optim = warmup_adamw(module.model, lr=args.lr, weight_decay=0.01, warmup_steps=args.warmup)
@@ -252,6 +255,7 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         "run": run,
         "label": LABELS[head],
         "budget_kind": budget_kind,
+        "vocab": args.vocab,
         "src_vocab": dm.src_vocab_size,
         "tgt_vocab": dm.tgt_vocab_size,
         "train_pairs": len(dm.train_pairs),
@@ -260,6 +264,8 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         "cpus": sorted(os.sched_getaffinity(0)),
         "commit": _git_commit(),
         "command": args.command_line,
+        "curve_sentences": args.curve_sentences,
+        "test_sentences": args.test_sentences,
     }
     state: dict[str, Any] = {
         "epoch": 0, "batch": 0, "train_seconds": 0.0, "point": 0, "loss_sum": 0.0, "steps": 0,
@@ -385,7 +391,6 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         "best_point": state["best_point"],
         "best_train_seconds": state["best_seconds"],
         "best_tokens": state["best_tokens"],
-        "vocab": args.vocab,
     }
     from lightning_contloss import SearchRules
 
@@ -477,8 +482,13 @@ def converged_section(rows: Sequence[dict[str, Any]]) -> list[str]:
     finals = {r["run"]: r for r in rows if r["kind"] == "final"}
     soft_curve = curves.get("softmax@converge", [])
     soft_best = max(soft_curve, key=lambda r: r["valid_bleu_greedy"]) if soft_curve else None
+    first = curves[live[0]][0]
     lines = [
-        "## Trained to convergence (early stopping on validation BLEU)",
+        f"## Trained to convergence (early stopping on validation BLEU), {first.get('vocab', 'word')} vocabularies",
+        "",
+        f"Vocabularies {first['src_vocab']:,} (es) / {first['tgt_vocab']:,} (en) entries; {first['train_pairs']:,} "
+        f"training pairs; validation: the first {first.get('curve_sentences', '?')} validation verses; test: the "
+        f"first {first.get('test_sentences', '?')} test verses; {first['threads']} thread(s) on CPUs {first['cpus']}.",
         "",
         "Each run trains until its greedy BLEU on the fixed validation subset has not improved for `--patience` "
         "curve points (or `--max-budget` seconds); the test columns score the checkpoint of its best validation "
@@ -617,8 +627,8 @@ def write_report(jsonl: Path, results: Path, name: str = "translation") -> str:
         "",
         f"![greedy validation BLEU against training wall-clock]({name}.png)",
         "",
-        "BLEU and chrF: sacrebleu corpus scores on tokenized, lower-cased text (the example tokenizer; "
-        "`tokenize='none'`), so they compare these models with each other, not with cased, detokenized BLEU elsewhere. "
+        "BLEU and chrF: sacrebleu corpus scores (13a tokenisation, case-insensitive) of the detokenised output "
+        "against the original reference verses, so word-level and BPE rows compare with each other. "
         "Search: the key/value-cached decoder step (`TransformerDecoderStep`; the encoder runs once per batch), "
         "length limit 2 × source + 10, beam length normalisation `sum / len`; the main table's continuous columns "
         "are plain k-NN search (no rules). Continuous heads are "
@@ -659,7 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--vocab", default="word", help="target/source vocabulary: word")
+    p.add_argument("--vocab", default="word",
+                   help="vocabularies: word, or BPE trained on the training split (bpe-8k, bpe-32k, any bpe-N)")
     p.add_argument("--patience", type=int, default=4,
                    help="@converge: stop after this many curve points without a better validation BLEU")
     p.add_argument("--max-budget", type=float, default=4 * 3600.0, help="@converge: training seconds at most")
