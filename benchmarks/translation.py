@@ -37,10 +37,9 @@ keep the best validation checkpoint (``best.pt``) and evaluate that one on test;
 with their table, including the wall-clock and tokens each continuous run needed to reach
 softmax's best validation BLEU. The converged comparison (hours; rerun the same command to resume)::
 
-    nohup taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/translation.py --name translation_converged \
-        --runs softmax@converge infonce-random@converge --eval-every 300 --curve-sentences 500 \
-        --test-sentences 1000 --patience 4 --max-budget 21600 --out ~/contloss-runs/word \
-        --jsonl ~/contloss-runs/translation_converged.jsonl > ~/contloss-runs/word.log 2>&1 &
+    nohup bash benchmarks/translation_converged.sh > ~/contloss-runs/converged.log 2>&1 &
+
+(word-level, BPE 8k and BPE 32k in turn, softmax then InfoNCE; that script holds the options).
 
 Run (one core, one thread)::
 
