@@ -9,12 +9,14 @@ import warnings
 from typing import Any
 
 from lightning_contloss.decoding import cache as _cache
+from lightning_contloss.decoding.auto_policy import AutoPolicy
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.factory import DecoderFactory, check_decoder, make_decoder
 from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, auto_ef_construction, tune_ef
 from lightning_contloss.decoding.recall import knn_recall
+from lightning_contloss.decoding.registry import decoder_kinds, register_decoder
 from lightning_contloss.decoding.rerank import RerankedDecoder
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
 from lightning_contloss.decoding.screen import hnsw_unreachable_share
@@ -24,6 +26,7 @@ from lightning_contloss.decoding.search_state import StatefulStep, StepRunner, r
 
 __all__ = [
     "DEFAULT_EF_CANDIDATES",
+    "AutoPolicy",
     "CSLSReranking",
     "Decoder",
     "DecoderFactory",
@@ -42,10 +45,12 @@ __all__ = [
     "beam_search",
     "calibrate_eos_bias",
     "check_decoder",
+    "decoder_kinds",
     "greedy_decode",
     "hnsw_unreachable_share",
     "knn_recall",
     "make_decoder",
+    "register_decoder",
     "reorder_state",
     "tune_ef",
 ]
