@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from lightning_contloss.decoding import ExactDecoder, HNSWDecoder, knn_recall
-from lightning_contloss.decoding.factory import EXACT_MAX_ELEMENTS
+from lightning_contloss.decoding.auto_policy import EXACT_MAX_ELEMENTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -4,7 +4,7 @@ CALM's energy-based head (Shao et al. 2025), at small scale: uniform noise ``z ~
 is embedded to a width W and refined by residual SwiGLU blocks, each conditioned on the model's
 hidden state by concatenation; a last Linear maps to the target dim D. The head is an implicit
 distribution: it has no density, only samples, which is what the energy score
-(:class:`~lightning_contloss.energy_loss.EnergyLoss`) trains.
+(:class:`~lightning_contloss.losses.EnergyLoss`) trains.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from torch import Tensor
 from lightning_contloss._arguments import int_arg
 from lightning_contloss.functional._checks import Batch
 from lightning_contloss.functional.scoring import Space
-from lightning_contloss.losses import ContinuousLoss, Targets
+from lightning_contloss.losses.base import ContinuousLoss, Targets
 
 __all__ = ["WarmStartLoss"]
 

@@ -338,16 +338,17 @@ def test_prior_reranking_matches_brute_force_biased_decoding(tmp_path: Path) -> 
 
 def test_auto_decoder_falls_back_to_exact_within_the_epoch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import lightning_contloss.decoding.factory as factory_module
+    from lightning_contloss.decoding import AutoPolicy, DecoderFactory
 
     def failing_tune(decoder: HNSWDecoder, queries: torch.Tensor, target_recall: float, seed: int) -> int:
         decoder.tuning = {512: 0.9}
         decoder.ef = 512
         return 512
 
-    monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)  # "auto" builds HNSW for the tiny table
     monkeypatch.setattr(factory_module, "tune_ef", failing_tune)
     lm = TinyContinuousLM()
-    cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
+    hnsw_first = AutoPolicy(exact_max_elements=0)  # "auto" builds HNSW for the tiny table
+    cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path, policy=hnsw_first))
     trainer = quiet_trainer(max_epochs=2, callbacks=[cb])
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(128, seed=1)))
     m = metrics(trainer)

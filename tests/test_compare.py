@@ -75,6 +75,8 @@ def test_parse_run_options_set_continuous_lm_arguments() -> None:
     ("text", "word"),
     [
         ("linear:cosine:random:bogus=1", "unknown option 'bogus'"),
+        ("linear:cosine:random:temperature=0.05", "the loss 'cosine' takes no option temperature; .* takes none"),
+        ("linear:vmf:random:lr=1,margin=0.2", "'vmf' takes no option margin; .* it takes vmf_lambda1, vmf_lambda2"),
         ("linear:cosine:random:lr", "must read key=value"),
         ("linear:cosine:random:lr=1,lr=2", "given twice"),
         ("linear:cosine:random:lr=[1]", "must be a number"),

@@ -54,7 +54,10 @@ def test_callable_and_ready_decoders_are_checked_against_the_targets() -> None:
         ({"cache_dir": 3}, "cache_dir"),
         ({"seed": 1.5}, "seed"),
         ({"efs": 3}, "unknown arguments"),
-        ({"kind": "exact", "M": 8}, "does not take"),
+        ({"kind": "exact", "M": 8}, r"ExactDecoder does not take \['M'\]; it takes \['chunk_size', 'exclude', "),
+        ({"kind": "exact", "ef": 16}, "ExactDecoder has no ef"),
+        ({"kind": "hnsw", "policy": "auto"}, "only decoder='auto' takes one"),
+        ({"kind": lambda t, s: None, "M": 8}, "only apply to a decoder kind given by name"),
     ],
 )
 def test_bad_arguments_fail_at_construction(kwargs: dict[str, object], match: str) -> None:

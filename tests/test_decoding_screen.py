@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 import torch
 
-import lightning_contloss.decoding.factory as factory_module
+import lightning_contloss.decoding.auto_policy as policy_module
 from lightning_contloss import DecodingCallback, TargetEmbeddings
-from lightning_contloss.decoding import DecoderFactory, ExactDecoder, HNSWDecoder
+from lightning_contloss.decoding import AutoPolicy, DecoderFactory, ExactDecoder, HNSWDecoder
 from lightning_contloss.decoding.screen import hnsw_unreachable_share
 from tests.helpers import TinyContinuousLM, loader, mapping_data, quiet_trainer
 
@@ -52,32 +52,32 @@ def test_bad_arguments_are_named(kwargs: dict[str, Any], match: str) -> None:
         hnsw_unreachable_share(torch.randn(50, 8), **kwargs)
 
 
-@pytest.fixture
-def small_screen(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Screen tables from 2,000 rows on, with 1,000-row samples (the defaults are 131,072 and 32,768)."""
-    monkeypatch.setattr(factory_module, "SCREEN_ROWS", 1000)
-    monkeypatch.setattr(factory_module, "SCREEN_MIN_ROWS", 2000)
+# Screen tables from 2,000 rows on, with 1,000-row samples (the defaults are 131,072 and 32,768).
+SMALL = AutoPolicy(screen_rows=1000, screen_min_rows=2000)
+# ... and refuse HNSW whatever the sample shows.
+REFUSING = AutoPolicy(screen_rows=1000, screen_min_rows=2000, max_unreachable=-1.0)
+# The V·D rule sends even the tiny test LM's table to HNSW, and its 100+ rows are screened.
+TINY = AutoPolicy(exact_max_elements=0, screen_rows=1000, screen_min_rows=100)
 
 
 def _count_screens(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     shares: list[float] = []
-    real = factory_module.hnsw_unreachable_share
+    real = policy_module.hnsw_unreachable_share
 
     def counting(*args: Any, **kwargs: Any) -> float:
         shares.append(real(*args, **kwargs))
         return shares[-1]
 
-    monkeypatch.setattr(factory_module, "hnsw_unreachable_share", counting)
+    monkeypatch.setattr(policy_module, "hnsw_unreachable_share", counting)
     return shares
 
 
-@pytest.mark.usefixtures("small_screen")
 def test_auto_decodes_exactly_when_the_sample_graph_fails(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     shares = _count_screens(monkeypatch)
     table = TargetEmbeddings.random(4000, 256, seed=0)  # V·D = 1M: the V·D rule alone picks HNSW
-    factory = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, **WEAK)
+    factory = DecoderFactory("auto", policy=SMALL, cache_dir=tmp_path, num_threads=1, **WEAK)
     with caplog.at_level(logging.WARNING, logger="lightning_contloss.decoding.factory"):
         decoder = factory(table, "cosine")
     assert isinstance(decoder, ExactDecoder) and len(shares) == 1 and shares[0] > 0.02
@@ -86,18 +86,17 @@ def test_auto_decodes_exactly_when_the_sample_graph_fails(
     assert not any(tmp_path.iterdir())  # no index was built or cached
     # Later builds go straight to exact search, and a checkpointed factory keeps the decision.
     assert isinstance(factory(table, "cosine"), ExactDecoder) and len(shares) == 1
-    restored = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, **WEAK)
+    restored = DecoderFactory("auto", policy=SMALL, cache_dir=tmp_path, num_threads=1, **WEAK)
     restored.load_state_dict(factory.state_dict())
     assert isinstance(restored(table, "cosine"), ExactDecoder) and len(shares) == 1
 
 
-@pytest.mark.usefixtures("small_screen")
 def test_auto_builds_hnsw_when_the_sample_graph_passes_and_screens_once(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     shares = _count_screens(monkeypatch)
     table = TargetEmbeddings.random(40_000, 16, seed=0)  # V·D = 640k
-    factory = DecoderFactory("auto", cache_dir=False, num_threads=1, M=8, ef_construction=16)
+    factory = DecoderFactory("auto", policy=SMALL, cache_dir=False, num_threads=1, M=8, ef_construction=16)
     decoder = factory(table, "cosine")
     assert isinstance(decoder, HNSWDecoder) and shares == [pytest.approx(0.0, abs=0.01)]
     assert factory.screened and factory.state_dict()["screened"] is True
@@ -107,7 +106,6 @@ def test_auto_builds_hnsw_when_the_sample_graph_passes_and_screens_once(
         factory.load_state_dict({"tuned_ef": None, "exact_fallback": False, "screened": "yes"})
 
 
-@pytest.mark.usefixtures("small_screen")
 def test_no_screen_for_a_cached_index_a_given_ef_hnsw_or_a_small_table(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -119,14 +117,15 @@ def test_no_screen_for_a_cached_index_a_given_ef_hnsw_or_a_small_table(
     assert HNSWDecoder.in_cache(table, cache_dir=tmp_path, **WEAK)
     assert not HNSWDecoder.in_cache(table, cache_dir=tmp_path, M=6, ef_construction=8)
     # ... which "auto" then loads without screening: a load is cheap, and a run before decided.
-    loaded = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, **WEAK)(table, "cosine")
+    loaded = DecoderFactory("auto", policy=SMALL, cache_dir=tmp_path, num_threads=1, **WEAK)(table, "cosine")
     assert isinstance(loaded, HNSWDecoder) and loaded.from_cache
     # A given ef says "I know my HNSW settings", as it does for adapt().
-    given_ef = DecoderFactory("auto", ef=32, cache_dir=False, num_threads=1, **WEAK)
+    given_ef = DecoderFactory("auto", policy=SMALL, ef=32, cache_dir=False, num_threads=1, **WEAK)
     assert isinstance(given_ef(table, "cosine"), HNSWDecoder)
     # Below SCREEN_MIN_ROWS the full build costs about what the screen would.
     small = TargetEmbeddings.random(1999, 256, seed=0)
-    assert isinstance(DecoderFactory("auto", cache_dir=False, num_threads=1, **WEAK)(small, "cosine"), HNSWDecoder)
+    below = DecoderFactory("auto", policy=SMALL, cache_dir=False, num_threads=1, **WEAK)(small, "cosine")
+    assert isinstance(below, HNSWDecoder)
     assert shares == []
 
 
@@ -136,7 +135,7 @@ def test_ddp_ranks_take_rank_zeros_screen(monkeypatch: pytest.MonkeyPatch, tmp_p
     def no_screen(*args: Any, **kwargs: Any) -> float:
         raise AssertionError("only global rank 0 screens")
 
-    monkeypatch.setattr(factory_module, "hnsw_unreachable_share", no_screen)
+    monkeypatch.setattr(policy_module, "hnsw_unreachable_share", no_screen)
     lm = TinyContinuousLM()
     calls: list[str] = []
 
@@ -159,12 +158,11 @@ def test_ddp_ranks_take_rank_zeros_screen(monkeypatch: pytest.MonkeyPatch, tmp_p
 
 def test_fit_under_a_screened_out_auto_decoder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """End to end: "auto" screens at the first validation, decodes exactly, and acc@1 is exact search's."""
-    monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)  # the V·D rule sends the tiny table to HNSW
-    monkeypatch.setattr(factory_module, "SCREEN_MIN_ROWS", 100)
-    monkeypatch.setattr(factory_module, "SCREEN_MAX_UNREACHABLE", -1.0)  # any sample fails
+    # The V·D rule sends the tiny table to HNSW, whose screen then fails on any sample.
+    refusing = AutoPolicy(exact_max_elements=0, screen_min_rows=100, max_unreachable=-1.0)
     shares = _count_screens(monkeypatch)
     lm = TinyContinuousLM()
-    cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", num_threads=1, cache_dir=tmp_path))
+    cb = DecodingCallback(k=5, decoder=DecoderFactory("auto", policy=refusing, num_threads=1, cache_dir=tmp_path))
     trainer = quiet_trainer(max_epochs=2, callbacks=[cb], log_every_n_steps=1)
     trainer.fit(lm, loader(mapping_data(256), shuffle=True), loader(mapping_data(128, seed=1)))
     assert len(shares) == 1 and isinstance(cb.decoder, ExactDecoder) and isinstance(lm.continuous_decoder, ExactDecoder)
@@ -177,27 +175,28 @@ def test_fit_under_a_screened_out_auto_decoder(monkeypatch: pytest.MonkeyPatch, 
     assert abs(float((exact == y).float().mean()) - acc) < 1e-6
 
 
-@pytest.mark.usefixtures("small_screen")
 def test_the_exact_fallback_keeps_exclude_and_the_screen_skips_excluded_rows(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     seen: dict[str, Any] = {}
-    real = factory_module.hnsw_unreachable_share
+    real = policy_module.hnsw_unreachable_share
 
     def recording(*args: Any, **kwargs: Any) -> float:
         seen.update(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(factory_module, "hnsw_unreachable_share", recording)
+    monkeypatch.setattr(policy_module, "hnsw_unreachable_share", recording)
     table = TargetEmbeddings.random(4000, 256, seed=0)
-    factory = DecoderFactory("auto", cache_dir=tmp_path, num_threads=1, exclude=[5, 6], chunk_size=1000, **WEAK)
+    factory = DecoderFactory(
+        "auto", policy=SMALL, cache_dir=tmp_path, num_threads=1, exclude=[5, 6], chunk_size=1000, **WEAK
+    )
     decoder = factory(table, "cosine")
     assert isinstance(decoder, ExactDecoder) and decoder.chunk_size == 1000
     assert seen["exclude"] == [5, 6] and seen["num_threads"] == 1
     ids, _ = decoder.query(table.weight[[5, 6, 7]], 1)
     assert 5 not in ids.flatten().tolist() and 6 not in ids.flatten().tolist() and ids[2, 0] == 7
     # A deterministic build screens on one thread too, so reruns decide alike.
-    DecoderFactory("auto", cache_dir=False, num_threads=2, deterministic=True, **WEAK)(table, "cosine")
+    DecoderFactory("auto", policy=SMALL, cache_dir=False, num_threads=2, deterministic=True, **WEAK)(table, "cosine")
     assert seen["num_threads"] == 1
 
 
@@ -242,7 +241,6 @@ def _threaded_ranks(build: Any, world: int = 4) -> dict[int, Any]:
     return out
 
 
-@pytest.mark.usefixtures("small_screen")
 @pytest.mark.parametrize("case", ["node0_cached", "screen_fails"])
 def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
     case: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
@@ -252,11 +250,11 @@ def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
     table = TargetEmbeddings.random(4000, 256, seed=0)
     if case == "node0_cached":
         DecoderFactory("hnsw", cache_dir=tmp_path / "node0", num_threads=1, **WEAK)(table, "cosine")
-    else:
-        monkeypatch.setattr(factory_module, "SCREEN_MAX_UNREACHABLE", -1.0)
+    policy = SMALL if case == "node0_cached" else REFUSING
 
     def build(global_rank: int, trainer: Any) -> Any:
-        factory = DecoderFactory("auto", cache_dir=tmp_path / f"node{global_rank // 2}", num_threads=1, **WEAK)
+        folder = tmp_path / f"node{global_rank // 2}"
+        factory = DecoderFactory("auto", policy=policy, cache_dir=folder, num_threads=1, **WEAK)
         return DecodingCallback(decoder=factory).session.build_once(trainer, table, "cosine")  # type: ignore[arg-type]
 
     decoders = _threaded_ranks(build)
@@ -270,13 +268,11 @@ def test_four_ranks_on_two_nodes_follow_rank_zeros_screen(
         assert not any((tmp_path / f"node{n}").exists() and any((tmp_path / f"node{n}").iterdir()) for n in (0, 1))
 
 
-@pytest.mark.usefixtures("small_screen")
 def test_a_new_table_is_screened_again(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(factory_module, "EXACT_MAX_ELEMENTS", 0)
-    monkeypatch.setattr(factory_module, "SCREEN_MIN_ROWS", 100)
     shares = _count_screens(monkeypatch)
     lm = TinyContinuousLM()
-    cb = DecodingCallback(decoder=DecoderFactory("auto", num_threads=1, cache_dir=False, M=8, ef_construction=16))
+    settings = {"policy": TINY, "num_threads": 1, "cache_dir": False, "M": 8, "ef_construction": 16}
+    cb = DecodingCallback(decoder=DecoderFactory("auto", **settings))
     trainer = SimpleNamespace(world_size=1)
     cb._ensure_decoder(trainer, lm)  # type: ignore[arg-type]
     assert len(shares) == 1 and cb.factory.screened
@@ -287,7 +283,7 @@ def test_a_new_table_is_screened_again(monkeypatch: pytest.MonkeyPatch, tmp_path
     cb._ensure_decoder(trainer, lm)  # type: ignore[arg-type]
     assert len(shares) == 2
     # A checkpoint's decision for the current table is reused without a screen.
-    fresh = DecodingCallback(decoder=DecoderFactory("auto", num_threads=1, cache_dir=False, M=8, ef_construction=16))
+    fresh = DecodingCallback(decoder=DecoderFactory("auto", **settings))
     fresh.load_state_dict(cb.state_dict())
     fresh._ensure_decoder(trainer, lm)  # type: ignore[arg-type]
     assert len(shares) == 2

@@ -155,7 +155,7 @@ def test_the_true_distribution_scores_lower_than_a_shifted_or_squeezed_one(dim: 
 # ---------------------------------------------------------------------------- the loss class
 def test_energy_loss_class_matches_functional_and_accumulates() -> None:
     targets = TargetEmbeddings.random(20, 6, seed=1)
-    loss = make_loss("energy", beta=0.8, ignore_index=-100, temperature=0.1)  # temperature is not its
+    loss = make_loss("energy", beta=0.8, ignore_index=-100)
     assert isinstance(loss, EnergyLoss) and loss.beta == 0.8 and decode_space_of(loss) == "l2"
     loss.bind(targets)
     g = torch.Generator().manual_seed(0)

@@ -424,7 +424,7 @@ def test_forward_sets_torchmetrics_bookkeeping() -> None:
 
 # ---------------------------------------------------------------------- the registry of loss names
 def test_registry_names_every_command_line_loss_and_builds_it() -> None:
-    from lightning_contloss.losses import loss_names, make_loss
+    from lightning_contloss.losses import loss_names, loss_options, make_loss
 
     expected = {
         "cosine": CosineLoss,
@@ -436,16 +436,53 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
         "energy": EnergyLoss,
     }
     assert set(loss_names()) == set(expected)
-    options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "unknown_option": 1}
+    options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "beta": 0.5}
     for name, cls in expected.items():
-        loss = make_loss(name, ignore_index=IGNORE, **options)
+        own = {key: value for key, value in options.items() if key in loss_options(name)}
+        loss = make_loss(name, ignore_index=IGNORE, **own)
         assert type(loss) is cls and loss.ignore_index == IGNORE
-    assert make_loss("maxmargin", negatives="sampled").negatives == "in_batch"  # the name fixes it
+        assert all(getattr(loss, key) == value for key, value in own.items())
+    assert make_loss("maxmargin").negatives == "in_batch"  # the name fixes it
     assert make_loss("vmf", lambda1=0.05).lambda1 == 0.05
     with pytest.raises(ValueError, match="unknown loss 'hinge'; choose one of cosine"):
         make_loss("hinge")
     with pytest.raises(ValueError, match="temperature must be > 0"):
         make_loss("infonce", temperature=-1.0)  # options still go through the class's checks
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "match"),
+    [
+        ("cosine", {"temperature": 0.1}, r"'cosine' \(CosineLoss\) takes no option 'temperature'; it takes none"),
+        (
+            "vmf",
+            {"margin": 0.1, "lambda1": 0.05, "beta": 1.0},
+            r"the loss 'vmf' \(VMFLoss\) takes no options 'margin', 'beta'; it takes lambda1, lambda2, approx, ",
+        ),
+        ("infonce", {"ignore_index_typo": 0}, r"takes no option 'ignore_index_typo'; it takes temperature, "),
+        ("maxmargin", {"negatives": "sampled"}, r"the loss name 'maxmargin' fixes negatives='in_batch'; build Max"),
+        ("energy", {"dist_sync_on_step": True}, r"takes no option 'dist_sync_on_step'; it takes beta$"),
+    ],
+)
+def test_make_loss_refuses_options_the_loss_does_not_take(name: str, options: dict[str, object], match: str) -> None:
+    from lightning_contloss.losses import make_loss
+
+    with pytest.raises(ValueError, match=match):
+        make_loss(name, **options)
+
+
+def test_loss_options_are_the_constructor_keywords_the_name_leaves_open() -> None:
+    from lightning_contloss.losses import loss_options
+
+    assert loss_options("cosine") == loss_options("l2") == ()
+    assert loss_options("energy") == ("beta",)
+    assert loss_options("synmargin") == ("margin", "synthetic")
+    assert "negatives" not in loss_options("maxmargin") and "margin" in loss_options("maxmargin")
+    assert set(loss_options("infonce")) == {
+        "temperature", "learn_temperature", "num_negatives", "sampler", "counts", "power", "generator"
+    }  # fmt: skip
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        loss_options("hinge")
 
 
 def test_register_loss_rejects_bad_names_and_clashes() -> None:
@@ -459,6 +496,8 @@ def test_register_loss_rejects_bad_names_and_clashes() -> None:
         register_loss("cosine")(L2Loss)
     with pytest.raises(TypeError, match="ContinuousLoss subclass"):
         register_loss("rewe")(ReWELoss)  # type: ignore[type-var]
+    with pytest.raises(ValueError, match=r"fixes \['negatives'\], which CosineLoss does not take"):
+        register_loss("cosine2", negatives="in_batch")(CosineLoss)
     assert register_loss("l2")(L2Loss) is L2Loss
     assert loss_names() == before
 

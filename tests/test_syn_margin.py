@@ -122,7 +122,7 @@ def test_bad_arguments_are_refused(kwargs: dict[str, object], name: str) -> None
 
 def test_class_is_registered_and_matches_the_function() -> None:
     assert "synmargin" in loss_names()
-    loss = make_loss("synmargin", margin=0.3, temperature=0.1, ignore_index=-1)
+    loss = make_loss("synmargin", margin=0.3, ignore_index=-1)
     assert isinstance(loss, SynMarginLoss) and loss.margin == 0.3 and loss.ignore_index == -1
     assert decode_space_of(loss) == "cosine"
     targets = TargetEmbeddings.random(20, 8)

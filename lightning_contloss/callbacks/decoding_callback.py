@@ -95,7 +95,7 @@ class DecodingCallback(Callback):
     def __init__(
         self,
         k: int = 5,
-        decoder: Literal["auto", "exact", "hnsw"] | DecoderFactory | Decoder | Any = "auto",
+        decoder: str | DecoderFactory | Decoder | Any = "auto",
         hubness: Literal["none", "csls", "prior"] | Reranking = "none",
         *,
         recall_sample: int = 1024,

@@ -27,6 +27,7 @@ from lightning_contloss.compare.spec import (
     RunSpec,
     parse_run,
 )
+from lightning_contloss.decoding.registry import decoder_kinds
 from lightning_contloss.losses import loss_names
 
 __all__ = ["DEFAULT_BUDGET", "CompareError", "RunFailed", "build_parser", "compare_main", "run_compare"]
@@ -71,9 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
                    # ", " separators: argparse wraps help at spaces and would split a long "a|b|c" word.
                    help=f"runs as HEAD[:ce] (HEAD {', '.join(SOFTMAX_HEADS)}) or HEAD:LOSS:TARGETS (HEAD "
                         f"{', '.join(CONTINUOUS_HEADS)}; LOSS {', '.join(loss_names())}; TARGETS random, ppmi, glove)")
-    p.add_argument("--decoder", choices=("hnsw", "exact"), default="hnsw",
+    p.add_argument("--decoder", choices=decoder_kinds(), default="hnsw",
                    help="how the final validation decodes continuous heads: hnsw (as deployed; builds or loads "
-                        "the index) or exact (k-NN by brute force, like the softmax family's full argmax)")
+                        "the index), exact (k-NN by brute force, like the softmax family's full argmax), auto "
+                        "(the factory's choice) or another registered decoder kind")
     p.add_argument("--evals", type=int, default=6, help="accuracy evaluations per run (points of the plot)")
     p.add_argument("--max-train-tokens", type=int, default=None, help="use only this many training tokens")
     p.add_argument("--max-valid-tokens", type=int, default=None,

@@ -12,6 +12,7 @@ import ast
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lightning_contloss._loss_options import check_command_line_options
 from lightning_contloss.losses import loss_names
 
 __all__ = [
@@ -211,6 +212,10 @@ def parse_run(text: str) -> RunSpec:
         kwargs["head"] = "generative"
     if len(parts) == 4:
         kwargs.update(_parse_options(parts[3], text))
+        try:  # here, not in the worker: bad input stops before any run starts
+            check_command_line_options(loss, kwargs)
+        except ValueError as err:
+            raise ValueError(f"{err} (run {text!r})") from None
     return RunSpec(head, loss, targets, kwargs)
 
 

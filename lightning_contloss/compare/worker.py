@@ -183,7 +183,7 @@ def run_job(job: dict[str, Any]) -> dict[str, Any]:
 
     Args:
         job: ``{"spec", "data", "budget_s", "evals", "model", "seed", "result", "progress"}``, and
-            optionally ``"decoder"`` (``"hnsw"``, the default, or ``"exact"``) for the final validation.
+            optionally ``"decoder"`` (a decoder kind: ``"hnsw"``, the default, ``"exact"``, …) for the final validation.
     """
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*The number of training batches.*")

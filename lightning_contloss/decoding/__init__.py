@@ -4,12 +4,14 @@ The index cache (``IndexCache``, ``default_cache_dir``, ``CACHE_ENV_VAR``) lives
 :mod:`lightning_contloss.decoding.cache`.
 """
 
+from lightning_contloss.decoding.auto_policy import AutoPolicy
 from lightning_contloss.decoding.base import Decoder, LogPartitionDecoder, is_exhaustive, log_partition_decoder
 from lightning_contloss.decoding.eos_bias import EOSBias, calibrate_eos_bias
 from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.factory import DecoderFactory, check_decoder, make_decoder
 from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, auto_ef_construction, tune_ef
 from lightning_contloss.decoding.recall import knn_recall
+from lightning_contloss.decoding.registry import decoder_kinds, register_decoder
 from lightning_contloss.decoding.rerank import RerankedDecoder
 from lightning_contloss.decoding.rerankers import CSLSReranking, EpochStatistics, PriorReranking, Reranking
 from lightning_contloss.decoding.screen import hnsw_unreachable_share
@@ -19,6 +21,7 @@ from lightning_contloss.decoding.search_state import StatefulStep, StepRunner, r
 
 __all__ = [
     "DEFAULT_EF_CANDIDATES",
+    "AutoPolicy",
     "CSLSReranking",
     "Decoder",
     "DecoderFactory",
@@ -38,12 +41,14 @@ __all__ = [
     "beam_search",
     "calibrate_eos_bias",
     "check_decoder",
+    "decoder_kinds",
     "greedy_decode",
     "hnsw_unreachable_share",
     "is_exhaustive",
     "knn_recall",
     "log_partition_decoder",
     "make_decoder",
+    "register_decoder",
     "reorder_state",
     "tune_ef",
 ]

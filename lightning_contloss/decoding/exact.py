@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lightning_contloss.decoding.base import TableLike, _TableDecoder, check_space, resolve_table, unit_rows
+from lightning_contloss.decoding.registry import register_decoder
 from lightning_contloss.functional.scoring import similarity
 from lightning_contloss.functional.vmf_distribution import merge_log_partition
 
@@ -30,6 +31,7 @@ def _unit_norm(rows: Tensor) -> bool:
     return bool(((squared - 1).abs() <= tolerance).all())
 
 
+@register_decoder("exact")
 class ExactDecoder(_TableDecoder):
     """Exact k-NN over a target table, on the table's device (GPU when the table is there).
 

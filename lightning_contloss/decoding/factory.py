@@ -1,8 +1,7 @@
-"""Building decoders: ``make_decoder`` picks exact or HNSW search, ``DecoderFactory`` builds and adapts them."""
+"""Building decoders: ``make_decoder`` builds a decoder kind by name, ``DecoderFactory`` builds and adapts them."""
 
 from __future__ import annotations
 
-import inspect
 import logging
 import os
 import time
@@ -12,23 +11,14 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_contloss.decoding.auto_policy import EXACT, INDEX, AutoPolicy
 from lightning_contloss.decoding.base import Decoder, TableLike, check_space, resolve_table
 from lightning_contloss.decoding.cache import default_cache_dir
-from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.hnsw import DEFAULT_EF_CANDIDATES, HNSWDecoder, available_cpus, tune_ef
-from lightning_contloss.decoding.screen import SCREEN_ROWS, hnsw_unreachable_share
+from lightning_contloss.decoding.registry import AUTO, decoder_class, decoder_kinds, decoder_options
 from lightning_contloss.targets import TargetEmbeddings
 
-__all__ = [
-    "DEFAULT_EF",
-    "EXACT_MAX_ELEMENTS",
-    "SCREEN_MAX_UNREACHABLE",
-    "SCREEN_MIN_ROWS",
-    "DecoderChoice",
-    "DecoderFactory",
-    "check_decoder",
-    "make_decoder",
-]
+__all__ = ["DEFAULT_EF", "DecoderFactory", "check_decoder", "make_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -36,52 +26,44 @@ log = logging.getLogger(__name__)
 DEFAULT_EF = 64
 # Integer decoder arguments and their smallest valid value (None, where allowed, means "default").
 _INT_ARGS = {"M": 2, "ef_construction": 1, "num_threads": 1, "chunk_size": 1, "query_block": 1}
-
-DecoderChoice = Literal["auto", "exact", "hnsw"]
-
-# Largest V·D for which "auto" picks exact search on a CPU table. Measured on 2 shared CPU
-# cores with `python benchmarks/decode.py --crossover` (docs/decoding.md, "make_decoder rule"):
-# exact search is as fast as HNSW (ef=64) per query up to about V·D = 5e5, and HNSW also costs a
-# build; beyond that HNSW wins by a factor that grows with V.
-EXACT_MAX_ELEMENTS = 500_000
-
-# "auto" screens tables with at least this many returnable rows before indexing them with HNSW
-# (smaller ones build in about the screen's time), and decodes them exactly when the sample
-# graph leaves more than SCREEN_MAX_UNREACHABLE of its rows unreachable. Measured on 400k-row
-# tables (docs/decoding.md): GloVe 50-d leaves 0.03% of the sample (HNSW at 8x exact search's
-# speed), random 50-d about as little (validation at 0.12x softmax's with HNSW); random 128-d
-# leaves 0.73-0.81% and random 256-d 3.8%, and on both a full index answered no faster than exact
-# search (236 against 239 queries/s at ef=16 for 128-d), after builds of 8 and 10 minutes.
-SCREEN_MIN_ROWS = 4 * SCREEN_ROWS
-SCREEN_MAX_UNREACHABLE = 0.005
+# The build arguments an HNSW screen must share with the full build, so both decide alike.
+_BUILD_KEYS = ("M", "ef_construction", "seed", "deterministic", "reach_check", "exclude")
 
 
-def _accepted(cls: type) -> set[str]:
-    params = inspect.signature(cls).parameters
-    return {name for name in params if name not in ("table", "space")}
+def _choices(kind: str) -> tuple[str, ...]:
+    """The registered kinds ``kind`` may build: ``"auto"`` chooses between exact search and HNSW."""
+    return (EXACT, INDEX) if kind == AUTO else (kind,)
+
+
+def _options(kind: str) -> frozenset[str]:
+    """The decoder arguments ``kind`` takes (for ``"auto"``: those of either class it may build)."""
+    return frozenset().union(*(decoder_options(choice) for choice in _choices(kind)))
 
 
 def make_decoder(
     table: TableLike,
     space: str = "cosine",
-    decoder: DecoderChoice = "auto",
+    decoder: str = AUTO,
     *,
     exact_max_elements: int | None = None,
     **kwargs: Any,
-) -> ExactDecoder | HNSWDecoder:
-    """Build the decoder that suits ``table``.
+) -> Decoder:
+    """Build the decoder kind ``decoder`` over ``table``.
 
     ``"auto"`` picks :class:`ExactDecoder` when the table is on an accelerator (a matrix
     product over the whole vocabulary is cheap there and needs no index) or when
     ``V · D <= exact_max_elements`` (on a CPU, exact search is then about as fast per query
-    as HNSW and needs no build); otherwise :class:`HNSWDecoder`. With ``"auto"`` each class
+    as HNSW and needs no build); otherwise :class:`HNSWDecoder` (the V·D rule of
+    :class:`~lightning_contloss.decoding.auto_policy.AutoPolicy`). With ``"auto"`` each class
     gets only the keyword arguments it takes, so HNSW settings can be passed unconditionally.
 
     Args:
         table: a ``TargetEmbeddings`` or a ``[V, D]`` tensor.
         space: the loss's decode space, ``"cosine"``, ``"ip"`` or ``"l2"``.
-        decoder: ``"auto"``, ``"exact"`` or ``"hnsw"``.
-        exact_max_elements: the V·D threshold of the ``"auto"`` rule (default :data:`EXACT_MAX_ELEMENTS`).
+        decoder: ``"auto"`` or a registered kind (:func:`~lightning_contloss.decoding.decoder_kinds`:
+            ``"exact"``, ``"hnsw"``, and any added with :func:`~lightning_contloss.decoding.register_decoder`).
+        exact_max_elements: the V·D threshold of the ``"auto"`` rule (default
+            :data:`~lightning_contloss.decoding.auto_policy.EXACT_MAX_ELEMENTS`).
         **kwargs: passed to the decoder's constructor (e.g. ``ef``, ``M``, ``cache_dir``, ``chunk_size``).
 
     Example:
@@ -92,39 +74,52 @@ def make_decoder(
     """
     space = check_space(space)
     _check_kwargs(decoder, kwargs)
-    exact_keys, hnsw_keys = _accepted(ExactDecoder), _accepted(HNSWDecoder)
-    if decoder == "auto":
-        exact = _auto_picks_exact(resolve_table(table, space).weight, exact_max_elements)
-        cls: type[ExactDecoder] | type[HNSWDecoder] = ExactDecoder if exact else HNSWDecoder
-        keys = exact_keys if exact else hnsw_keys
-        return cls(table, space, **{k: v for k, v in kwargs.items() if k in keys})
-    cls = ExactDecoder if decoder == "exact" else HNSWDecoder
-    return cls(table, space, **kwargs)
+    if decoder == AUTO:
+        policy = AutoPolicy() if exact_max_elements is None else AutoPolicy(exact_max_elements=exact_max_elements)
+        decoder = policy.kind(resolve_table(table, space).weight)
+        kwargs = {key: value for key, value in kwargs.items() if key in decoder_options(decoder)}
+    built: Decoder = decoder_class(decoder)(table, space, **kwargs)
+    return built
 
 
-def _auto_picks_exact(weight: Tensor, exact_max_elements: int | None = None) -> bool:
-    """The V·D rule of ``"auto"``: exact search for a table on an accelerator or a small one."""
-    limit = EXACT_MAX_ELEMENTS if exact_max_elements is None else exact_max_elements
-    return weight.device.type != "cpu" or weight.shape[0] * weight.shape[1] <= limit
+def _check_kwargs(kind: str, kwargs: dict[str, Any]) -> None:
+    """Raise unless ``kind`` is a decoder kind and ``kwargs`` are arguments of the class(es) it may build."""
+    if kind not in decoder_kinds():
+        raise ValueError(f"decoder must be one of {', '.join(map(repr, decoder_kinds()))}, got {kind!r}")
+    unknown = sorted(set(kwargs) - _options(kind))
+    if not unknown:
+        return
+    if kind != AUTO:
+        raise ValueError(f"{decoder_class(kind).__name__} does not take {unknown}; it takes {sorted(_options(kind))}")
+    takes = "; ".join(f"{decoder_class(c).__name__} takes {sorted(decoder_options(c))}" for c in _choices(kind))
+    raise ValueError(f"make_decoder got unknown arguments {unknown}; {takes}")
 
 
-def _check_kwargs(decoder: str, kwargs: dict[str, Any]) -> None:
-    """Raise unless ``kwargs`` are arguments of the decoder class(es) that ``decoder`` may build."""
-    if decoder not in ("auto", "exact", "hnsw"):
-        raise ValueError(f"decoder must be 'auto', 'exact' or 'hnsw', got {decoder!r}")
-    exact_keys, hnsw_keys = _accepted(ExactDecoder), _accepted(HNSWDecoder)
-    if decoder == "auto":
-        unknown = sorted(set(kwargs) - exact_keys - hnsw_keys)
-        if unknown:
+def _check_kind(kind: object, ef: int | None, policy: object, decoder_kwargs: dict[str, Any]) -> None:
+    """Raise unless ``kind`` is a decoder kind, a Decoder or a callable, and the other arguments suit it."""
+    named = isinstance(kind, str)
+    if (named and kind not in decoder_kinds()) or not (named or isinstance(kind, Decoder) or callable(kind)):
+        raise ValueError(
+            f"decoder must be {', '.join(map(repr, decoder_kinds()))}, a Decoder or a callable (targets, space) "
+            f"-> Decoder, got {kind!r}"
+        )
+    if policy is not None and (kind != AUTO or not isinstance(policy, AutoPolicy)):
+        raise ValueError(f"policy must be an AutoPolicy, and only decoder='auto' takes one; got {policy!r}")
+    if not isinstance(kind, str):
+        if decoder_kwargs:
             raise ValueError(
-                f"make_decoder got unknown arguments {unknown}; ExactDecoder takes {sorted(exact_keys)}, "
-                f"HNSWDecoder takes {sorted(hnsw_keys)}"
+                f"decoder arguments {sorted(decoder_kwargs)} only apply to a decoder kind given by name; "
+                "pass them to your own decoder instead"
             )
         return
-    cls = ExactDecoder if decoder == "exact" else HNSWDecoder
-    wrong = sorted(set(kwargs) - _accepted(cls))
-    if wrong:
-        raise ValueError(f"{cls.__name__} does not take {wrong}; it takes {sorted(_accepted(cls))}")
+    # Fails now on a misspelt or out-of-range argument, not after a training epoch.
+    if ef is not None and "ef" not in _options(kind):
+        raise ValueError(f"{decoder_class(kind).__name__} has no ef (HNSW's search breadth); drop ef")
+    _check_kwargs(kind, decoder_kwargs)
+    for name, minimum in _INT_ARGS.items():
+        value = decoder_kwargs.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 class DecoderFactory:
@@ -133,15 +128,17 @@ class DecoderFactory:
     This is what :class:`~lightning_contloss.DecodingCallback` calls to get a decoder, so every
     decoder-specific setting lives here, not in the callback. ``kind`` is one of:
 
-    * ``"auto"``, ``"exact"`` or ``"hnsw"``: :func:`make_decoder` with ``decoder_kwargs``
-      (HNSW settings such as ``M``, ``ef_construction``, ``num_threads``); HNSW indexes go
-      through the on-disk cache of ``cache_dir``. Before ``"auto"`` indexes a table of at least
-      :data:`SCREEN_MIN_ROWS` rows that is not in the cache (and no ``ef`` is known yet), it
-      builds a graph over a sample of :data:`~lightning_contloss.decoding.screen.SCREEN_ROWS`
-      rows (:func:`~lightning_contloss.decoding.screen.hnsw_unreachable_share`) and decodes by
-      exact search when more than :data:`SCREEN_MAX_UNREACHABLE` of them are unreachable: on
-      random 128-d or 256-d targets at 400k rows that takes 18-35 s instead of an 8-10 minute
-      build of an index no faster than exact search;
+    * a registered kind (:func:`~lightning_contloss.decoding.decoder_kinds`): ``"exact"``,
+      ``"hnsw"``, or one added with :func:`~lightning_contloss.decoding.register_decoder`, built by
+      :func:`make_decoder` with ``decoder_kwargs`` (HNSW settings such as ``M``,
+      ``ef_construction``, ``num_threads``); a kind that takes ``ef`` gets ``ef``, one that takes
+      ``cache_dir`` builds through the on-disk cache of ``cache_dir``;
+    * ``"auto"``: exact search or HNSW, as ``policy`` (an
+      :class:`~lightning_contloss.decoding.auto_policy.AutoPolicy`) decides. Before indexing a
+      large CPU table that is not in the cache (and no ``ef`` is known yet), it screens a graph
+      over a sample of the rows (:meth:`screen`) and decodes by exact search when too many of
+      them are unreachable: on random 128-d or 256-d targets at 400k rows that takes 18-35 s
+      instead of an 8-10 minute build of an index no faster than exact search;
     * a callable ``(targets, space) -> Decoder``: your own construction;
     * a ready ``Decoder``: used as it is (it must match the targets; it is never rebuilt).
 
@@ -157,6 +154,7 @@ class DecoderFactory:
         cache_dir: index cache folder; ``None`` uses :func:`~lightning_contloss.decoding.cache.default_cache_dir`,
             ``False`` disables the cache (then every DDP rank builds its own index).
         seed: seed of the tuning sample.
+        policy: the rules of ``"auto"`` (default ``AutoPolicy()``); ``"auto"`` only.
         **decoder_kwargs: further arguments of the decoder classes (``M``, ``ef_construction``,
             ``num_threads``, ``chunk_size``, ...); with ``"auto"`` each class gets those it takes.
 
@@ -169,25 +167,16 @@ class DecoderFactory:
 
     def __init__(
         self,
-        kind: DecoderChoice | Callable[[TargetEmbeddings, str], Decoder] | Decoder = "auto",
+        kind: str | Callable[[TargetEmbeddings, str], Decoder] | Decoder = AUTO,
         *,
         ef: int | None = None,
         target_recall: float = 0.99,
         cache_dir: str | os.PathLike[str] | Literal[False] | None = None,
         seed: int = 0,
+        policy: AutoPolicy | None = None,
         **decoder_kwargs: Any,
     ) -> None:
-        if isinstance(kind, str):
-            if kind not in ("auto", "exact", "hnsw"):
-                raise ValueError(
-                    f"decoder must be 'auto', 'exact', 'hnsw', a Decoder or a callable (targets, space) -> "
-                    f"Decoder, got {kind!r}"
-                )
-        elif not (isinstance(kind, Decoder) or callable(kind)):
-            raise ValueError(
-                f"decoder must be 'auto', 'exact', 'hnsw', a Decoder or a callable (targets, space) -> Decoder, "
-                f"got {type(kind).__name__}"
-            )
+        _check_kind(kind, ef, policy, decoder_kwargs)
         if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
             raise ValueError(f"ef must be an int >= 1 or None (tune it), got {ef!r}")
         if (
@@ -200,26 +189,15 @@ class DecoderFactory:
             raise ValueError(f"cache_dir must be a folder path, None (default folder) or False, got {cache_dir!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int, got {seed!r}")
-        if decoder_kwargs and not isinstance(kind, str):
-            raise ValueError(
-                f"decoder arguments {sorted(decoder_kwargs)} only apply to 'auto', 'exact' or 'hnsw'; "
-                "pass them to your own decoder instead"
-            )
-        if isinstance(kind, str):
-            # Fails now on a misspelt or out-of-range argument, not after a training epoch.
-            _check_kwargs(kind, {"ef": 1, **decoder_kwargs} if kind != "exact" else decoder_kwargs)
-            for name, minimum in _INT_ARGS.items():
-                value = decoder_kwargs.get(name)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-                    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
         self.kind = kind
         self.ef = ef
         self.target_recall = float(target_recall)
         self.cache_dir = cache_dir
         self.seed = seed
+        self.policy = policy if policy is not None else AutoPolicy()
         self.decoder_kwargs = decoder_kwargs
         self.tuned_ef: int | None = None
-        # "auto" only: tuning found no ef reaching target_recall, so exact search is used instead.
+        # "auto" only: exact search turned out the better choice (screen, speed or recall), so it is used.
         self.exact_fallback = False
         # "auto" only: the table passed the HNSW screen, so no process screens it again.
         self.screened = False
@@ -233,13 +211,13 @@ class DecoderFactory:
     @property
     def shares_cache(self) -> bool:
         """Whether builds go through an on-disk cache that other processes can load from."""
-        return isinstance(self.kind, str) and self.kind != "exact" and self.cache_dir is not False
+        return isinstance(self.kind, str) and "cache_dir" in _options(self.kind) and self.cache_dir is not False
 
     @property
     def may_screen(self) -> bool:
         """Whether a build may screen its table first: ``"auto"``, with no ``ef`` and nothing decided yet."""
         undecided = not (self.exact_fallback or self.screened) and self.ef is None and self.tuned_ef is None
-        return isinstance(self.kind, str) and self.kind == "auto" and undecided
+        return self.kind == AUTO and undecided
 
     def _cache_folder(self) -> str | os.PathLike[str] | None:
         if self.cache_dir is False:
@@ -248,35 +226,32 @@ class DecoderFactory:
 
     def __call__(self, targets: TargetEmbeddings, space: str) -> Decoder:
         """Build (or load from the cache, or return the given) decoder for ``targets`` in ``space``."""
-        if isinstance(self.kind, str):
-            if self.kind == "auto":
-                self.screen(targets, space)
-                if self.exact_fallback:
-                    return make_decoder(targets, space, "exact", **self._exact_kwargs())
-            kwargs = dict(self.decoder_kwargs)
-            if self.kind != "exact":
-                kwargs.setdefault("ef", self.ef or self.tuned_ef or DEFAULT_EF)
-                kwargs.setdefault("cache_dir", self._cache_folder())
-            return make_decoder(targets, space, self.kind, **kwargs)
-        decoder = self.kind if isinstance(self.kind, Decoder) else self.kind(targets, space)
-        check_decoder(decoder, targets, space)
-        return decoder
-
-    def _exact_kwargs(self) -> dict[str, Any]:
-        """The decoder arguments exact search takes (``exclude``, ``chunk_size``, ``query_block``)."""
-        keys = _accepted(ExactDecoder)
-        return {k: v for k, v in self.decoder_kwargs.items() if k in keys}
+        if not isinstance(self.kind, str):
+            decoder = self.kind if isinstance(self.kind, Decoder) else self.kind(targets, space)
+            check_decoder(decoder, targets, space)
+            return decoder
+        kind = self.kind
+        if kind == AUTO:
+            self.screen(targets, space)
+            kind = EXACT if self.exact_fallback else self.policy.kind(targets.weight)
+        options = decoder_options(kind)
+        kwargs = {key: value for key, value in self.decoder_kwargs.items() if key in options}
+        if "ef" in options:
+            kwargs.setdefault("ef", self.ef or self.tuned_ef or DEFAULT_EF)
+        if "cache_dir" in options:
+            kwargs.setdefault("cache_dir", self._cache_folder())
+        return make_decoder(targets, space, kind, **kwargs)
 
     def screen(self, targets: TargetEmbeddings, space: str) -> None:
         """Decide, before any index is built, whether ``"auto"`` should index ``targets`` with HNSW at all.
 
-        Runs once (while :attr:`may_screen`). For a CPU table the V·D rule sends to HNSW, with
-        at least :data:`SCREEN_MIN_ROWS` returnable rows and no index of it in the cache (a load
-        is cheap, and a run before decided), it builds a graph over a sample of
-        :data:`~lightning_contloss.decoding.screen.SCREEN_ROWS` rows with the full build's
-        settings; when more than :data:`SCREEN_MAX_UNREACHABLE` of them are unreachable, the
-        factory switches to exact search (``exact_fallback``), with a warning. Otherwise it
-        marks the table ``screened``. Either way the decision is in :meth:`state_dict`, so
+        Runs once (while :attr:`may_screen`). For a table the policy screens
+        (:meth:`AutoPolicy.screens <lightning_contloss.decoding.auto_policy.AutoPolicy.screens>`:
+        on a CPU, sent to HNSW by the V·D rule, with many returnable rows) and no index of it in
+        the cache (a load is cheap, and a run before decided), it builds a graph over a sample of
+        the rows with the full build's settings; when the policy refuses HNSW on it, the factory
+        switches to exact search (``exact_fallback``), with a warning. Otherwise it marks the
+        table ``screened``. Either way the decision is in :meth:`state_dict`, so
         :class:`~lightning_contloss.DecodingCallback` lets DDP rank 0 screen and broadcast it.
 
         Args:
@@ -286,48 +261,35 @@ class DecoderFactory:
         if not self.may_screen:
             return
         self.screened = True  # decided from here on, whatever the outcome below
-        keys = ("M", "ef_construction", "seed", "deterministic", "reach_check", "exclude")
-        build = {k: self.decoder_kwargs[k] for k in keys if k in self.decoder_kwargs}
+        build = {key: self.decoder_kwargs[key] for key in _BUILD_KEYS if key in self.decoder_kwargs}
         returnable = int(resolve_table(targets, space, build.get("exclude")).returnable.sum())
-        if _auto_picks_exact(targets.weight) or returnable < SCREEN_MIN_ROWS:
+        if not self.policy.screens(targets.weight, returnable):
             return
-        folder = self.decoder_kwargs.get("cache_dir", self._cache_folder())
+        folder = self._cache_folder()
         if folder is not None and HNSWDecoder.in_cache(targets, space, cache_dir=folder, **build):
             return
         # A deterministic build runs on one thread; so does its screen, so reruns decide alike.
         threads = 1 if build.get("deterministic") else self.decoder_kwargs.get("num_threads") or available_cpus()
-        start = time.perf_counter()
-        graph_args = {k: build[k] for k in ("M", "ef_construction", "exclude") if k in build}
-        share = hnsw_unreachable_share(
-            targets, space, rows=SCREEN_ROWS, seed=self.seed, num_threads=threads, **graph_args
+        graph = {key: build[key] for key in ("M", "ef_construction", "exclude") if key in build}
+        reason = self.policy.screen(
+            targets, space, returnable=returnable, seed=self.seed, num_threads=threads, **graph
         )
-        log.info(
-            "HNSW screen: %.2f%% of %d sampled rows unreachable (%.1f s)",
-            100 * share,
-            min(SCREEN_ROWS, returnable),
-            time.perf_counter() - start,
-        )
-        if share > SCREEN_MAX_UNREACHABLE:
+        if reason is not None:
             self.screened = False
-            self._fall_back(
-                f"an HNSW graph over {min(SCREEN_ROWS, returnable):,} sampled rows of the {returnable:,}-row table "
-                f"cannot reach {share:.2%} of them (> {SCREEN_MAX_UNREACHABLE:.1%}: high-dimensional rows without "
-                "structure, such as random targets, are HNSW's worst case, and a full index would answer no faster "
-                "than exact search)"
-            )
+            self._fall_back(reason)
 
     def adapt(self, decoder: Decoder, queries: Tensor, targets: TargetEmbeddings | None = None) -> bool:
         """Fit ``decoder`` to real predictions ``queries [N, D]``: tune HNSW's ``ef`` once.
 
         The first call with a tunable decoder and ``ef=None`` tunes it; later builds start from
         the tuned value, and later calls set it on rebuilt decoders. With ``"auto"`` the factory
-        then switches to exact search, and returns True (build the decoder again), when HNSW
-        is the wrong choice for these predictions: no ``ef`` reaches ``target_recall`` (it
+        then switches to exact search, and returns True (build the decoder again), when the
+        policy gives HNSW up on these predictions: no ``ef`` reaches ``target_recall`` (it
         happens on an untrained model's look-alike predictions), or, given ``targets``, exact
         search answers a sample of the queries faster than HNSW at its smallest candidate ``ef``
-        (then tuning is skipped) or at the tuned ``ef`` (model
-        predictions sit between targets, where HNSW needs a far larger ``ef`` than on noisy
-        table rows, so the V·D rule of ``make_decoder`` can pick HNSW where exact search wins).
+        (then tuning is skipped) or at the tuned ``ef`` (model predictions sit between targets,
+        where HNSW needs a far larger ``ef`` than on noisy table rows, so the V·D rule can pick
+        HNSW where exact search wins).
 
         Args:
             decoder: the decoder built by this factory.
@@ -339,38 +301,30 @@ class DecoderFactory:
         """
         if not isinstance(decoder, HNSWDecoder) or self.ef is not None or decoder is self._adapted:
             return False
-        if self.tuned_ef is None:
-            exact = None
-            if self.kind == "auto" and targets is not None:
-                exact = make_decoder(targets, decoder.space, "exact")
-            if exact is not None:
-                # HNSW is fastest at its smallest ef; if exact search beats even that, tuning cannot help.
-                saved = decoder.ef
-                decoder.ef = min(DEFAULT_EF_CANDIDATES)
-                fastest, exact_qps = _query_rates(decoder, exact, queries)
-                decoder.ef = saved
-                if exact_qps > fastest:
-                    return self._fall_back(
-                        f"exact search answers {exact_qps:,.0f} queries/s, HNSW {fastest:,.0f} even at "
-                        f"ef={min(DEFAULT_EF_CANDIDATES)} on these predictions"
-                    )
-            self.tuned_ef = tune_ef(decoder, queries, target_recall=self.target_recall, seed=self.seed)
-            best = max(decoder.tuning.values(), default=1.0)
-            reason = None
-            if self.kind == "auto" and best < self.target_recall:
-                reason = f"HNSW reached recall@1 {best:.4f} < {self.target_recall:.3f} at its best ef={self.tuned_ef}"
-            elif exact is not None:
-                hnsw_qps, exact_qps = _query_rates(decoder, exact, queries)
-                if exact_qps > hnsw_qps:
-                    reason = (
-                        f"exact search answers {exact_qps:,.0f} queries/s against HNSW's {hnsw_qps:,.0f} at the tuned "
-                        f"ef={self.tuned_ef}"
-                    )
+        if self.tuned_ef is not None:
+            decoder.ef = self.tuned_ef
+            self._adapted = decoder
+            return False
+        exact = make_decoder(targets, decoder.space, EXACT) if self.kind == AUTO and targets is not None else None
+        if exact is not None:
+            # HNSW is fastest at its smallest ef; if exact search beats even that, tuning cannot help.
+            saved, decoder.ef = decoder.ef, min(DEFAULT_EF_CANDIDATES)
+            hnsw_qps, exact_qps = _query_rates(decoder, exact, queries)
+            reason = self.policy.speed_verdict(hnsw_qps=hnsw_qps, exact_qps=exact_qps, ef=decoder.ef, tuned=False)
+            decoder.ef = saved
             if reason is not None:
                 return self._fall_back(reason + " on these predictions")
-            log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
-        else:
-            decoder.ef = self.tuned_ef
+        self.tuned_ef = tune_ef(decoder, queries, target_recall=self.target_recall, seed=self.seed)
+        reason = None
+        if self.kind == AUTO:
+            best = max(decoder.tuning.values(), default=1.0)
+            reason = self.policy.recall_verdict(best, self.target_recall, self.tuned_ef)
+        if reason is None and exact is not None:
+            hnsw_qps, exact_qps = _query_rates(decoder, exact, queries)
+            reason = self.policy.speed_verdict(hnsw_qps=hnsw_qps, exact_qps=exact_qps, ef=self.tuned_ef, tuned=True)
+        if reason is not None:
+            return self._fall_back(reason + " on these predictions")
+        log.info("tuned HNSW ef=%d for recall@1 >= %.3f", self.tuned_ef, self.target_recall)
         self._adapted = decoder
         return False
 
@@ -418,7 +372,7 @@ def check_decoder(decoder: object, targets: TargetEmbeddings, space: str) -> Non
     """Raise unless ``decoder`` is a Decoder over ``targets`` (same V, D and values) ranking by ``space``.
 
     Example:
-        >>> from lightning_contloss import TargetEmbeddings
+        >>> from lightning_contloss import ExactDecoder, TargetEmbeddings
         >>> t = TargetEmbeddings.random(10, 4)
         >>> check_decoder(ExactDecoder(t.weight), t, "cosine")  # matches: returns None
         >>> check_decoder(ExactDecoder(t.weight[:8]), t, "cosine")  # doctest: +ELLIPSIS

@@ -31,6 +31,7 @@ from lightning_contloss.decoding.exact import ExactDecoder
 from lightning_contloss.decoding.hnsw_graph import INDEX_FILE, META_FILE, HNSWGraph, IncompleteSearch
 from lightning_contloss.decoding.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from lightning_contloss.decoding.recall import knn_recall
+from lightning_contloss.decoding.registry import register_decoder
 from lightning_contloss.functional.scoring import Space
 
 __all__ = ["DEFAULT_EF_CANDIDATES", "HNSWDecoder", "auto_ef_construction", "tune_ef"]
@@ -180,6 +181,7 @@ class _BuildParam(Generic[T]):
         raise AttributeError(f"{self._name} is fixed when the index is built; build a new HNSWDecoder to change it")
 
 
+@register_decoder("hnsw")
 class HNSWDecoder(_TableDecoder):
     """Approximate k-NN over a target table with an HNSW graph (hnswlib).
 

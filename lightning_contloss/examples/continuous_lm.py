@@ -12,13 +12,15 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_contloss._arguments import int_arg
+from lightning_contloss._loss_options import COMMAND_LINE_OPTIONS, check_command_line_options
 from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
+from lightning_contloss.functional.info_nce import DEFAULT_NUM_NEGATIVES
 from lightning_contloss.functional.vmf_fit import fit_vmf
 from lightning_contloss.generative_head import GenerativeHead
 from lightning_contloss.heads import EmbeddingRegressionHead
-from lightning_contloss.losses import ContinuousLoss, CosineLoss, InfoNCELoss, loss_names, make_loss
+from lightning_contloss.losses import ContinuousLoss, CosineLoss, InfoNCELoss, loss_names, loss_options, make_loss
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
 from lightning_contloss.warm_start import WarmStartLoss
@@ -46,38 +48,38 @@ def build_loss(
     name: str,
     *,
     ignore_index: int | None = None,
-    temperature: float = 0.1,
-    learn_temperature: bool = False,
-    num_negatives: int = 1024,
-    sampler: Literal["uniform", "unigram"] = "uniform",
+    temperature: float | None = None,
+    learn_temperature: bool | None = None,
+    num_negatives: int | None = None,
+    sampler: Literal["uniform", "unigram"] | None = None,
     counts: Tensor | None = None,
-    margin: float = 0.5,
-    vmf_lambda1: float = 0.02,
-    vmf_lambda2: float = 0.1,
+    margin: float | None = None,
+    vmf_lambda1: float | None = None,
+    vmf_lambda2: float | None = None,
     cosine_weight: float = 0.0,
-    vmf_regularizer: Literal["default", "kumar"] = "default",
-    vmf_lambda: float = 0.2,
-    vmf_kappa_min: float = 0.0,
-    synthetic: Literal["projection", "difference"] = "projection",
+    vmf_regularizer: Literal["default", "kumar"] | None = None,
+    vmf_lambda: float | None = None,
+    vmf_kappa_min: float | None = None,
+    synthetic: Literal["projection", "difference"] | None = None,
     warmstart_steps: int = 0,
-    beta: float = 1.0,
+    beta: float | None = None,
 ) -> Metric:
     """A continuous loss by name, unbound (the mixin binds it to the targets).
 
-    Each registered loss (:func:`~lightning_contloss.losses.make_loss`) takes the options below
-    that its constructor has; ``maxmargin`` uses in-batch negatives. With ``warmstart_steps`` the
-    loss is a :class:`~lightning_contloss.warm_start.WarmStartLoss`: cosine for that many training
-    batches, then ``name``.
+    The loss options (``temperature`` to ``beta``) default to ``None``, the loss's own default;
+    one the loss ``name`` does not take is an error (``maxmargin`` uses in-batch negatives). With
+    ``warmstart_steps`` the loss is a :class:`~lightning_contloss.warm_start.WarmStartLoss`:
+    cosine for that many training batches, then ``name``.
 
     Args:
-        name: one of :data:`LOSSES` (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, …).
+        name: one of :func:`~lightning_contloss.losses.loss_names` (``"cosine"``, ``"vmf"``, ``"infonce"``, …).
         ignore_index: target id to skip (padding).
         temperature: InfoNCE's τ (the starting value when learned).
         learn_temperature: learn InfoNCE's τ with the model.
         num_negatives: negatives per batch (InfoNCE; max-margin when sampled).
         sampler: InfoNCE's negative sampler; ``"unigram"`` needs ``counts``.
         counts: ``[V]`` token counts for the unigram sampler.
-        margin: max-margin's hinge margin.
+        margin: the hinge margin of max-margin and syn-margin.
         vmf_lambda1: vMF's ``‖ê‖`` penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of an added cosine term (0 for none).
@@ -93,33 +95,42 @@ def build_loss(
         64
         >>> build_loss("vmf", warmstart_steps=100).active
         CosineLoss(unbound, ignore_index=None, decode_space='cosine')
+        >>> build_loss("cosine", temperature=0.05)
+        Traceback (most recent call last):
+        ...
+        ValueError: the loss 'cosine' takes no option temperature; of the command line's loss options it takes none
     """
+    options = {
+        "temperature": temperature,
+        "learn_temperature": learn_temperature,
+        "num_negatives": num_negatives,
+        "sampler": sampler,
+        "counts": counts,
+        "margin": margin,
+        "vmf_lambda1": vmf_lambda1,
+        "vmf_lambda2": vmf_lambda2,
+        "vmf_regularizer": vmf_regularizer,
+        "vmf_lambda": vmf_lambda,
+        "vmf_kappa_min": vmf_kappa_min,
+        "synthetic": synthetic,
+        "beta": beta,
+    }
+    given = {key: value for key, value in options.items() if value is not None}
+    check_command_line_options(name, given)
     warmstart_steps = int_arg(warmstart_steps, "warmstart_steps", 0, rule="an int >= 0 (0 for no warm start)")
     if warmstart_steps and name == "cosine":
         raise ValueError(
             "warmstart_steps warm-starts with the cosine loss, so with loss='cosine' it changes nothing; drop it"
         )
+    if cosine_weight and name == "cosine":
+        raise ValueError("cosine_weight adds a cosine term, so with loss='cosine' it changes nothing; drop it")
     main: ContinuousLoss = make_loss(
-        name,
-        ignore_index=ignore_index,
-        temperature=temperature,
-        learn_temperature=learn_temperature,
-        num_negatives=num_negatives,
-        sampler=sampler,
-        counts=counts,
-        margin=margin,
-        lambda1=vmf_lambda1,
-        lambda2=vmf_lambda2,
-        regularizer=vmf_regularizer,
-        kumar_lambda=vmf_lambda,
-        kappa_min=vmf_kappa_min,
-        synthetic=synthetic,
-        beta=beta,
+        name, ignore_index=ignore_index, **{COMMAND_LINE_OPTIONS[key]: value for key, value in given.items()}
     )
     if warmstart_steps:
         main = WarmStartLoss(CosineLoss(ignore_index=ignore_index), main, warmstart_steps)
     loss: Metric = main
-    if cosine_weight > 0 and name != "cosine":
+    if cosine_weight > 0:
         loss = loss + cosine_weight * CosineLoss(ignore_index=ignore_index)
     return loss
 
@@ -235,8 +246,11 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
             :class:`CausalTransformerLM`); ``None`` gives every id a row.
         max_len: longest sequence the model accepts.
         schedule: ``"constant"`` or ``"cosine"`` after warm-up.
-        loss: ``"infonce"`` (the default: the best continuous loss of ``benchmarks/convergence.py``),
-            ``"cosine"``, ``"vmf"``, ``"maxmargin"``, ``"l2"``, ``"synmargin"`` or ``"energy"``.
+        loss: a registered loss name (:func:`~lightning_contloss.losses.loss_names`): ``"infonce"``
+            (the default: the best continuous loss of ``benchmarks/convergence.py``), ``"cosine"``,
+            ``"vmf"``, ``"maxmargin"``, ``"l2"``, ``"synmargin"``, ``"energy"``, …. Its options below
+            (``beta``, ``temperature`` to ``vmf_kappa_min``, ``synthetic``) default to ``None``, the
+            loss's own default; one the loss does not take is an error (see :func:`build_loss`).
         targets: ``"random"``, ``"ppmi"`` (corpus PPMI-SVD), ``"glove"`` (GloVe 6B 50-d) or ``"file"``.
         target_dim: D; ``None`` gives 256, or 50 for GloVe, or the file's width.
         targets_path: the vector file for ``targets="file"``.
@@ -250,9 +264,9 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         beta: the energy score's exponent β.
         temperature: InfoNCE's τ (the starting value when learned).
         learn_temperature: learn InfoNCE's τ with the model (``InfoNCELoss(learn_temperature=True)``).
-        num_negatives: InfoNCE's negatives per batch.
+        num_negatives: InfoNCE's negatives per batch, at most ``vocab_size`` (``None``: 1024).
         sampler: InfoNCE's sampler; ``"unigram"`` reads the datamodule's vocabulary counts.
-        margin: max-margin's margin.
+        margin: the hinge margin of max-margin and syn-margin.
         vmf_lambda1: vMF's norm penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of a cosine term added to a non-cosine loss.
@@ -293,23 +307,23 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         targets_path: str | None = None,
         target_seed: int = 0,
         head_hidden: int | None = None,
-        temperature: float = 0.1,
-        learn_temperature: bool = False,
-        num_negatives: int = 1024,
-        sampler: Literal["uniform", "unigram"] = "uniform",
-        margin: float = 0.5,
-        vmf_lambda1: float = 0.02,
-        vmf_lambda2: float = 0.1,
+        temperature: float | None = None,
+        learn_temperature: bool | None = None,
+        num_negatives: int | None = None,
+        sampler: Literal["uniform", "unigram"] | None = None,
+        margin: float | None = None,
+        vmf_lambda1: float | None = None,
+        vmf_lambda2: float | None = None,
         cosine_weight: float = 0.0,
         prior_bias: bool = True,
-        vmf_regularizer: Literal["default", "kumar"] = "default",
-        vmf_lambda: float = 0.2,
-        vmf_kappa_min: float = 0.0,
-        synthetic: Literal["projection", "difference"] = "projection",
+        vmf_regularizer: Literal["default", "kumar"] | None = None,
+        vmf_lambda: float | None = None,
+        vmf_kappa_min: float | None = None,
+        synthetic: Literal["projection", "difference"] | None = None,
         warmstart_steps: int = 0,
         head: HeadKind = "regression",
         num_samples: int = 8,
-        beta: float = 1.0,
+        beta: float | None = None,
     ) -> None:
         super().__init__()
         if head not in HEAD_KINDS:
@@ -348,12 +362,15 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         specials = [pad_id] if pad_id is not None else []
         table = TargetEmbeddings.random(vocab_size, dim, seed=target_seed, special_ids=specials)
         counts = torch.ones(vocab_size) if sampler == "unigram" else None
+        if num_negatives is None and "num_negatives" in loss_options(loss):
+            num_negatives = DEFAULT_NUM_NEGATIVES
         criterion = build_loss(
             loss,
             ignore_index=pad_id,
             temperature=temperature,
             learn_temperature=learn_temperature,
-            num_negatives=min(num_negatives, vocab_size),
+            # More negatives than words only repeats them (they are drawn with replacement).
+            num_negatives=None if num_negatives is None else min(num_negatives, vocab_size),
             sampler=sampler,
             counts=counts,
             margin=margin,

@@ -34,6 +34,7 @@ from lightning_contloss.examples.subword import SubwordVocabulary
 from lightning_contloss.examples.translation_data import TranslationBatch
 from lightning_contloss.examples.translator import Method, StepFn, Translator, build_body
 from lightning_contloss.functional.scoring import TokenScore
+from lightning_contloss.losses import loss_names
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -248,8 +249,8 @@ class ContinuousTranslator(ContinuousOutputMixin, Translator):
         super().__init__()
         ids = {"tgt_pad_id": tgt_pad_id, "eos_id": eos_id, "bos_id": bos_id}
         _check_common(schedule, tgt_vocab_size, ids if unk_id is None else {**ids, "unk_id": unk_id})
-        if loss not in LOSSES:
-            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+        if loss not in loss_names():  # the registry now: a loss registered after this import counts
+            raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(loss_names())}")
         if targets not in ("random", "glove"):
             raise ValueError(f"unknown targets {targets!r}; choose 'random' or 'glove'")
         if targets == "glove" and target_dim not in (None, GLOVE_DIM):

@@ -9,7 +9,8 @@ from torch import Tensor
 from lightning_contloss.functional._checks import Batch
 from lightning_contloss.functional.energy import DEFAULT_BETA, _check_energy_loss_args, _energy_loss_tokens
 from lightning_contloss.functional.scoring import Space
-from lightning_contloss.losses import ContinuousLoss, Targets, register_loss
+from lightning_contloss.losses.base import ContinuousLoss, Targets
+from lightning_contloss.losses.registry import register_loss
 
 __all__ = ["EnergyLoss"]
 
