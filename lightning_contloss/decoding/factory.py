@@ -12,6 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg, is_real
 from lightning_contloss.decoding.base import Decoder, TableLike, check_space, resolve_table
 from lightning_contloss.decoding.cache import default_cache_dir
 from lightning_contloss.decoding.exact import ExactDecoder
@@ -188,18 +189,16 @@ class DecoderFactory:
                 f"decoder must be 'auto', 'exact', 'hnsw', a Decoder or a callable (targets, space) -> Decoder, "
                 f"got {type(kind).__name__}"
             )
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
-            raise ValueError(f"ef must be an int >= 1 or None (tune it), got {ef!r}")
+        if ef is not None:
+            ef = int_arg(ef, "ef", 1, rule="an int >= 1 or None (tune it)")
         if (
-            isinstance(target_recall, bool)
-            or not isinstance(target_recall, int | float)
+            not is_real(target_recall)
             or not (0.0 < float(target_recall) <= 1.0)
         ):
             raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
         if cache_dir is not False and cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
             raise ValueError(f"cache_dir must be a folder path, None (default folder) or False, got {cache_dir!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        seed = int_arg(seed, "seed")
         if decoder_kwargs and not isinstance(kind, str):
             raise ValueError(
                 f"decoder arguments {sorted(decoder_kwargs)} only apply to 'auto', 'exact' or 'hnsw'; "
@@ -209,9 +208,8 @@ class DecoderFactory:
             # Fails now on a misspelt or out-of-range argument, not after a training epoch.
             _check_kwargs(kind, {"ef": 1, **decoder_kwargs} if kind != "exact" else decoder_kwargs)
             for name, minimum in _INT_ARGS.items():
-                value = decoder_kwargs.get(name)
-                if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-                    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+                if decoder_kwargs.get(name) is not None:
+                    decoder_kwargs[name] = int_arg(decoder_kwargs[name], name, minimum)
         self.kind = kind
         self.ef = ef
         self.target_recall = float(target_recall)
