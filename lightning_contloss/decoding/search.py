@@ -35,7 +35,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_contloss._arguments import ArgumentTypeError, int_arg, is_real
+from lightning_contloss._arguments import ArgumentTypeError, check_allocation, int_arg, is_real
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.decoding.search_state import StatefulStep, StepRunner
@@ -88,6 +88,7 @@ class _Checked(NamedTuple):
     pad_id: int
 
 
+_INT64 = (-(2**63), 2**63 - 1)
 # The first size of the output buffers; they double as the search goes on, up to max_len, so a
 # huge max_len costs nothing until the tokens are there.
 _FIRST_BUFFER = 64
@@ -150,6 +151,12 @@ def _check_common(
         raise ValueError(f"start must be a [B] or [B, t] tensor of token ids, got {shape}")
     if start.dtype == torch.bool:
         raise ValueError("start must hold integer token ids, got a bool tensor")
+    if start.dim() == 2 and start.shape[1] == 0:
+        raise ValueError(
+            f"start has shape {tuple(start.shape)}: no start token; pass at least one per row, e.g. a BOS column"
+        )
+    if start.is_meta:
+        raise ValueError("start is on the meta device, so it has no token ids; pass real ids")
     max_len = int_arg(max_len, "max_len", 1, rule="an int >= 1 (tokens to generate)")
     if score not in TOKEN_SCORES:
         raise ValueError(f"score must be one of {TOKEN_SCORES}, got {score!r}")
@@ -169,6 +176,8 @@ def _check_common(
     if rules is not None and eos_id is None and (rules.scores_eos or rules.min_length):
         raise ValueError("rules.eos_bias and rules.min_length act on EOS; pass eos_id, or leave them unset")
     pad_id = _optional_int(pad_id, "pad_id", "an int or None")
+    if pad_id is not None and not _INT64[0] <= pad_id <= _INT64[1]:
+        raise ValueError(f"pad_id must fit in int64 (the ids' dtype), got {pad_id}")
     if pad_id is None:
         pad_id = eos_id if eos_id is not None else 0
     return _Checked((start if start.dim() == 2 else start[:, None]).long(), max_len, eos_id, pad_id)
@@ -411,6 +420,14 @@ def beam_search(
     cands = min(beam_size if num_candidates is None else int_arg(num_candidates, "num_candidates", 1), count)
 
     batch, width, device = start.shape[0], beam_size, start.device
+    # Per sequence and beam slot, each step holds about three int64 or float64 copies of the token
+    # buffer and of the candidates; refuse a beam that cannot fit rather than be killed filling it.
+    per_slot = 3 * (min(max_len, _FIRST_BUFFER) + 2 * cands) * 8
+    check_allocation(
+        batch * width * per_slot,
+        f"beam_search with beam_size={beam_size} for {batch} sequences",
+        "a smaller beam_size (or fewer sequences per call)",
+    )
     inf = float("-inf")
     tokens = torch.full((batch, width, min(max_len, _FIRST_BUFFER)), pad, dtype=torch.int64, device=device)
     beam = torch.full((batch, width), inf, dtype=torch.float64, device=device)
