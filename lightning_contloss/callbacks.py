@@ -172,10 +172,8 @@ class DecodingCallback(Callback):
         self.buffer_tokens = int_arg(buffer_tokens, "buffer_tokens", 1)
         if not isinstance(brier_lm, bool):
             raise ValueError(f"brier_lm must be True or False, got {brier_lm!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
         self.brier_lm = brier_lm
-        self.seed = seed
+        self.seed = int_arg(seed, "seed")
         unknown = sorted(set(deprecated) - set(_FACTORY_ARGS) - set(_RERANK_ARGS))
         if unknown:
             raise TypeError(f"DecodingCallback got unexpected arguments {unknown}")
