@@ -15,8 +15,9 @@ import math
 import operator
 import os
 from numbers import Real
+from typing import TypeGuard
 
-__all__ = ["ArgumentTypeError", "bool_arg", "check_allocation", "int_arg", "real_arg", "seed_arg"]
+__all__ = ["ArgumentTypeError", "bool_arg", "check_allocation", "int_arg", "is_real", "real_arg", "seed_arg"]
 
 _SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -66,6 +67,17 @@ def int_arg(value: object, name: str, minimum: int | None = None, *, rule: str |
     return number
 
 
+def is_real(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a real number: Python or numpy, int or float, never a bool.
+
+    Example:
+        >>> import numpy as np
+        >>> is_real(0.5), is_real(np.float32(0.5)), is_real(True), is_real("0.5")
+        (True, True, False, False)
+    """
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
 def seed_arg(value: object, name: str = "seed") -> int:
     """``value`` as a seed torch accepts: an int that fits in 64 bits.
 
@@ -98,7 +110,7 @@ def real_arg(value: object, name: str, low: float, high: float) -> float:
         >>> real_arg(0.25, "dropout", 0.0, 1.0)
         0.25
     """
-    if isinstance(value, bool) or not isinstance(value, Real):
+    if not is_real(value):
         raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
     number = float(value)
     if not math.isfinite(number) or not low <= number <= high:

@@ -145,10 +145,12 @@ class JointHead(nn.Module):
     def __init__(self, softmax: nn.Linear, regression: nn.Module, pred_dim: int | None = None) -> None:
         super().__init__()
         dim = pred_dim if pred_dim is not None else getattr(regression, "out_features", None)
-        if not isinstance(dim, int) or dim < 1:
+        try:
+            dim = int_arg(dim, "pred_dim", 1)
+        except ValueError:  # int_arg's wrong-type error is a ValueError too
             raise ValueError(
                 f"JointHead needs the regression head's output dim: pass pred_dim=targets.dim (got {dim!r})"
-            )
+            ) from None
         self.softmax = softmax
         self.regression = regression
         self.vocab_size = softmax.out_features

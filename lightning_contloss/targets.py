@@ -20,7 +20,7 @@ from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, r
 from lightning_contloss._fingerprint import table_fingerprint
 from lightning_contloss._ppmi import ppmi_svd
 from lightning_contloss._vector_files import check_encoding, is_binary_name, read_rows
-from lightning_contloss.functional._checks import nonfinite_per_row
+from lightning_contloss.functional._checks import ROW_BLOCK, nonfinite_per_row
 
 __all__ = ["Coverage", "TargetEmbeddings"]
 
@@ -185,11 +185,45 @@ def _check_materialised(tensor: Tensor, what: str) -> None:
         )
 
 
-def _check_finite(weight: Tensor, what: str) -> None:
+def _check_table(weight: object, what: str, *, normalized: bool) -> Tensor:
+    """The checks of every table, built (the constructor) or loaded (a checkpoint): ``weight`` as a tensor.
+
+    A non-empty, materialised, finite, floating-point ``[V, D]`` tensor; with ``normalized``,
+    every row has norm 1 (or 0: a zero row stays zero when normalised), to the precision of its dtype.
+    """
+    if not isinstance(weight, Tensor) or weight.dim() != 2:
+        shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
+        raise ValueError(f"{what} must be a 2-D [V, D] tensor, got {shape}")
+    if weight.shape[0] == 0 or weight.shape[1] == 0:
+        raise ValueError(f"{what} must have at least one row and one column, got {tuple(weight.shape)}")
+    if not weight.is_floating_point():
+        raise ValueError(f"{what} must be a floating-point tensor, got {weight.dtype}; call .float() first")
+    _check_materialised(weight, what)
     bad = nonfinite_per_row(weight) > 0
     if bool(bad.any()):
         rows = bad.nonzero().flatten()[:10].tolist()
         raise ValueError(f"{what} has NaN or inf in rows {rows}; clean or drop those rows before building targets")
+    if normalized:
+        _check_unit_rows(weight, what)
+    return weight
+
+
+def _check_unit_rows(weight: Tensor, what: str) -> None:
+    # A unit row stored in bf16 is off by up to half its eps; 1e-3 still catches any row that was
+    # never normalised (raw word vectors have norms of 2 to 10).
+    tol = max(1e-3, 4 * torch.finfo(weight.dtype).eps)
+    acc = torch.float64 if weight.dtype == torch.float64 else torch.float32
+    # A block at a time: a half-precision table is not copied whole to float32.
+    norms = torch.cat([torch.linalg.vector_norm(block, dim=-1, dtype=acc) for block in weight.split(ROW_BLOCK)])
+    bad = ((norms - 1).abs() > tol) & (norms != 0)
+    if bool(bad.any()):
+        ids = bad.nonzero().flatten()
+        shown = ", ".join(f"{float(n):.3g}" for n in norms[ids[:3]])
+        raise ValueError(
+            f"{what} has rows {ids[:10].tolist()}{' …' if ids.numel() > 10 else ''} of norm {shown}, but "
+            "normalized=True says every row has norm 1; normalise them first (weight = F.normalize(weight, dim=-1)) "
+            "or save the table with normalized=False (TargetEmbeddings.from_tensor(weight, normalize=False))"
+        )
 
 
 class TargetEmbeddings(nn.Module):
@@ -227,15 +261,8 @@ class TargetEmbeddings(nn.Module):
         special_ids: Iterable[int | str] = (),
     ) -> None:
         super().__init__()
-        if not isinstance(weight, Tensor) or weight.dim() != 2:
-            shape = tuple(weight.shape) if isinstance(weight, Tensor) else type(weight).__name__
-            raise ValueError(f"weight must be a 2-D [V, D] tensor, got {shape}")
-        if weight.shape[0] == 0 or weight.shape[1] == 0:
-            raise ValueError(f"weight must have at least one row and one column, got {tuple(weight.shape)}")
-        if not weight.is_floating_point():
-            raise ValueError(f"weight must be a floating-point tensor, got {weight.dtype}; call .float() first")
-        _check_materialised(weight, "weight")
-        _check_finite(weight, "weight (the target table)")
+        # Rows are normalised here, so only a checkpoint's table is held to unit norms.
+        weight = _check_table(weight, "weight", normalized=False)
         normalize = bool_arg(normalize, "normalize")
         specials = _special_list(special_ids)
         words = _check_vocab(vocab, weight.shape[0]) if vocab is not None else None
@@ -407,18 +434,9 @@ class TargetEmbeddings(nn.Module):
             missing_keys.remove(extra)
 
     def _check_state(self, state_dict: dict[str, Any], prefix: str) -> None:
+        """Give a checkpoint's table the constructor's checks (and warnings) before anything is copied."""
         shape = tuple(self.weight.shape)
         keys = {name: prefix + name for name in ("weight", "special_mask", "_extra_state")}
-        if keys["weight"] in state_dict:
-            weight = state_dict[keys["weight"]]
-            if not isinstance(weight, Tensor) or tuple(weight.shape) != shape or not weight.is_floating_point():
-                got = f"{weight.dtype} {tuple(weight.shape)}" if isinstance(weight, Tensor) else type(weight).__name__
-                raise ValueError(
-                    f"the state dict's {keys['weight']!r} is {got} but these targets are a float {shape} table; "
-                    f"build targets of that shape before loading, e.g. TargetEmbeddings.random(V, D)"
-                )
-            _check_materialised(weight, f"the state dict's {keys['weight']!r}")
-            _check_finite(weight, f"the state dict's {keys['weight']!r}")
         mask = state_dict.get(keys["special_mask"], self.special_mask)
         if not isinstance(mask, Tensor) or tuple(mask.shape) != shape[:1] or mask.dtype != torch.bool:
             got = f"{mask.dtype} {tuple(mask.shape)}" if isinstance(mask, Tensor) else type(mask).__name__
@@ -426,8 +444,26 @@ class TargetEmbeddings(nn.Module):
                 f"the state dict's {keys['special_mask']!r} is {got} but must be a bool ({shape[0]},) mask, "
                 "one entry per row"
             )
+        vocab, normalized = self._vocab, self.normalized
         if keys["_extra_state"] in state_dict:
-            _parse_extra_state(state_dict[keys["_extra_state"]], shape[0], f"the state dict's {keys['_extra_state']!r}")
+            words, flag = _parse_extra_state(
+                state_dict[keys["_extra_state"]], shape[0], f"the state dict's {keys['_extra_state']!r}"
+            )
+            vocab = words if words is not None else vocab
+            normalized = flag if flag is not None else normalized
+        if keys["weight"] not in state_dict:
+            return
+        weight = state_dict[keys["weight"]]
+        if not isinstance(weight, Tensor) or tuple(weight.shape) != shape or not weight.is_floating_point():
+            got = f"{weight.dtype} {tuple(weight.shape)}" if isinstance(weight, Tensor) else type(weight).__name__
+            raise ValueError(
+                f"the state dict's {keys['weight']!r} is {got} but these targets are a float {shape} table; "
+                f"build targets of that shape before loading, e.g. TargetEmbeddings.random(V, D)"
+            )
+        _check_table(weight, f"the state dict's {keys['weight']!r}", normalized=normalized)
+        # Targets built on the meta device have no marks yet: all rows count as decodable.
+        special = torch.zeros(shape[0], dtype=torch.bool) if mask.is_meta else mask
+        _warn_zero_rows(weight, special.to(weight.device), vocab)
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from helpers import VOCAB, TinyContinuousLM, loader, mapping_data, quiet_trainer
@@ -29,6 +30,12 @@ from lightning_contloss.decoding import CSLSReranking, PriorReranking
 def test_bad_arguments_are_rejected_before_training(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         DecodingCallback(**kwargs)  # type: ignore[arg-type]
+
+
+def test_integer_arguments_take_numpy_and_torch_integers() -> None:
+    # issue 25 item 14: "seed must be an int, got 2" for a numpy integer
+    cb = DecodingCallback(k=np.int64(2), recall_sample=np.int32(0), buffer_tokens=torch.tensor(64), seed=np.int64(2))
+    assert (cb.k, cb.recall_sample, cb.buffer_tokens, cb.seed) == (2, 0, 64, 2) and type(cb.seed) is int
 
 
 def test_unknown_argument_is_a_type_error() -> None:

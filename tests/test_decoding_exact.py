@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -69,6 +72,32 @@ def test_vmf_token_score_matches_scipy_logpdf(dim: int) -> None:
         kappa = float(pred[i].norm())
         ref = vonmises_fisher((pred[i] / kappa).numpy(), kappa).logpdf(cands[i].numpy())
         np.testing.assert_allclose(got[i].numpy(), ref, rtol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm", [1e10, 1e20, 1e30, 1e37])
+def test_vmf_token_score_of_huge_predictions_matches_mpmath(norm: float, dtype: torch.dtype) -> None:
+    # Issue 25 item 14: κ = ‖pred‖ overflowed float32 and log C_m(κ) + κ·cos cancelled, so
+    # the scores were -inf (or lost every digit that tells candidates apart).
+    dim = 5
+    pred = torch.zeros(1, dim, dtype=dtype)
+    pred[0, 0] = norm
+    cands = torch.nn.functional.normalize(randn(1, 3, dim, seed=12), dim=-1).to(dtype)
+    cands[0, 0] = torch.eye(dim, dtype=dtype)[0]  # the mode itself: log C_m(κ) + κ, a number of size log κ
+    got = token_log_scores(pred, cands, "vmf")[0].double()
+    with mpmath.workdps(80):
+        kappa = mpmath.mpf(float(pred[0, 0]))
+        v = mpmath.mpf(dim) / 2 - 1
+        log_2pi = mpmath.log(2 * mpmath.pi)
+        log_c = v * mpmath.log(kappa) - mpmath.log(mpmath.besseli(v, kappa)) - (mpmath.mpf(dim) / 2) * log_2pi
+        for j in range(3):
+            row = [mpmath.mpf(float(x)) for x in cands[0, j].double()]
+            cos = row[0] / mpmath.sqrt(sum(x * x for x in row))
+            ref = float(log_c + kappa * cos)
+            assert math.isfinite(got[j].item())
+            # relative to the score's size; the mode's score (about 2 log κ) is exact to rounding
+            tol = (1e-6 if dtype == torch.float32 else 1e-12) * max(abs(ref), 1.0)
+            assert abs(got[j].item() - ref) <= tol, (j, got[j].item(), ref)
 
 
 def test_vmf_token_score_normalises_candidates() -> None:

@@ -16,6 +16,7 @@ from scipy.stats import vonmises_fisher
 from lightning_contloss import TargetEmbeddings
 from lightning_contloss.decoding import ExactDecoder, HNSWDecoder, beam_search, greedy_decode
 from lightning_contloss.decoding.search import length_penalty_factor
+from lightning_contloss.decoding.search_rules import SearchRules
 
 EOS, BOS = 3, 4
 
@@ -280,3 +281,63 @@ def test_any_length_penalty_gives_a_finite_result_or_names_the_argument(alpha: o
         assert "length_penalty" in str(err)
     else:
         assert bool(torch.isfinite(out.scores).all()) and out.ids.shape[0] == 1 and int(out.lengths[0]) >= 1
+
+
+# --------------------------------------------------------------------------- issue 25 item 14
+def test_a_huge_max_len_allocates_only_what_the_search_uses() -> None:
+    # Buffers of [B, max_len] (beam: [B, beam, max_len]) were allocated up front: max_len=10**12
+    # asked for terabytes for a search that ends at its first step. They now grow with the output.
+    table, step = toy()
+    dec = ExactDecoder(table, exclude=[BOS])
+    start = torch.tensor([[BOS], [1]])
+    greedy = greedy_decode(step, start, 10**12, EOS, dec)
+    assert greedy.ids.tolist() == [[0, 2, 3], [3, 3, 3]] and greedy.lengths.tolist() == [3, 1]
+    beam = beam_search(step, start, 2, 10**12, EOS, dec, length_penalty=0.0)
+    assert beam.ids.tolist() == [[1, 3], [3, 3]] and beam.lengths.tolist() == [2, 1]
+
+
+def test_growing_buffers_give_the_tokens_of_a_long_search() -> None:
+    # A search longer than the first buffer keeps every token when the buffers grow.
+    table = torch.eye(6)
+    cycle = lambda prefix: table[(prefix[:, -1] + 1) % 5]  # noqa: E731  0 1 2 3 4 0 1 ... never EOS=5
+    out = greedy_decode(cycle, torch.tensor([[0]]), 200, 5, ExactDecoder(table))
+    assert out.ids[0].tolist() == [(t + 1) % 5 for t in range(200)]
+    out = beam_search(cycle, torch.tensor([[0], [2]]), 2, 150, 5, ExactDecoder(table))
+    assert out.ids[:, -3:].tolist() == [[3, 4, 0], [0, 1, 2]] and out.lengths.tolist() == [150, 150]
+
+
+@pytest.mark.parametrize("norm", [1e10, 1e20, 1e30, 1e38, 3.3e38])
+def test_vmf_search_with_huge_prediction_norms_still_ranks_tokens(norm: float) -> None:
+    # κ = ‖pred‖ overflowed float32 (‖pred‖² ≥ 3.4e38) and log C_m(κ) + κ·cos cancelled: every
+    # score came out -inf (or 0 for the wrong token), and the search returned empty sequences.
+    table, _ = toy()
+    after = {BOS: 0.8 * table[0] + 0.6 * table[1], 0: table[2], 1: table[3], 2: table[3]}
+
+    def step(prefix: torch.Tensor) -> torch.Tensor:
+        return norm * torch.stack([after[int(last)] for last in prefix[:, -1]]).float()
+
+    dec = ExactDecoder(table.float(), exclude=[BOS])
+    greedy = greedy_decode(step, torch.tensor([[BOS]]), 5, EOS, dec, score="vmf")
+    assert greedy.ids.tolist() == [[0, 2, 3]] and bool(torch.isfinite(greedy.scores).all())
+    beam = beam_search(step, torch.tensor([[BOS]]), 2, 5, EOS, dec, score="vmf")
+    assert beam.ids.tolist() == [[0, 2, 3]] and bool(torch.isfinite(beam.scores).all())
+
+
+@pytest.mark.parametrize(
+    "kind", [np.int64, np.int32, np.uint8, lambda v: torch.tensor(v)], ids=["int64", "int32", "uint8", "tensor"]
+)
+def test_numpy_and_torch_integers_are_ints(kind: Callable[[int], object]) -> None:
+    table, step = toy()
+    dec = ExactDecoder(table, exclude=[BOS])
+    start = torch.tensor([[BOS]])
+    ref = beam_search(step, start, 2, 5, EOS, dec, num_candidates=3, pad_id=0)
+    out = beam_search(
+        step, start, kind(2), kind(5), kind(EOS), dec, num_candidates=kind(3), pad_id=kind(0),
+        length_penalty=np.float32(1),
+    )
+    assert out.ids.tolist() == ref.ids.tolist()
+    greedy = greedy_decode(step, start, kind(5), kind(EOS), dec, pad_id=kind(0), num_candidates=kind(2))
+    assert greedy.ids.tolist() == [[0, 2, 3]]
+    rules = SearchRules(min_length=kind(2), no_repeat_ngram_size=kind(2), eos_bias=np.float32(0.0))
+    assert greedy_decode(step, start, kind(5), kind(EOS), dec, rules=rules).ids.tolist() == [[0, 2, 3]]
+    assert length_penalty_factor(kind(4), np.float32(1.0)).item() == 4.0

@@ -127,6 +127,24 @@ def test_targets_for_the_wrong_vocabulary_say_what_to_build() -> None:
         Wrong()
 
 
+@pytest.mark.parametrize("rows", [10240, 10112, 10048])  # padded_vocab_size, and V rounded to 128 / 64
+def test_targets_must_have_one_row_per_real_token(rows: int) -> None:
+    # Each size passes the generic padded-layer rule, but the rows past config.vocab_size=10001
+    # would be padding ids the decoder could return (issue 25 item 8).
+    class Padded(ContinuousOutputMixin, L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = GPT(litgpt_config(PTB_V))
+            self.replace_softmax_head("model.lm_head", TargetEmbeddings.random(rows, DIM), CosineLoss())
+
+    message = (
+        rf"V={rows} rows but 'model.lm_head' .* litgpt model's config.vocab_size=10001 \(padded to 10240\).*"
+        r"TargetEmbeddings.random\(config.vocab_size, D\)"
+    )
+    with pytest.raises(ValueError, match=message):
+        Padded()
+
+
 def test_litgpt_declared_padding_is_accepted_beyond_the_usual_multiples() -> None:
     class Odd(ContinuousOutputMixin, L.LightningModule):
         def __init__(self) -> None:

@@ -34,6 +34,8 @@ def test_wheel_installs_into_fresh_venv(tmp_path: Path) -> None:
     for data in ("kjv.en.gz", "rv1909.es.gz", "split.json", "README.md"):
         assert f"lightning_contloss/examples/bible/{data}" in names, data
     assert not any(n.startswith("tests/") for n in names)
+    for config in ("ptb_softmax", "ptb_cosine", "ptb_vmf", "ptb_infonce", "ptb_cosine_ppmi", "ptb_cosine_glove"):
+        assert f"lightning_contloss/configs/{config}.yaml" in names, config
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

@@ -432,3 +432,28 @@ def test_calibrated_eos_bias_makes_greedy_end_where_the_reference_does() -> None
         calibrate_eos_bias(pred, torch.full_like(target, -100), EOS, ExactDecoder(table), ignore_index=-100)
     with pytest.raises(ValueError, match="pred has dim 4"):
         calibrate_eos_bias(pred[:, :4], target, EOS, ExactDecoder(table))
+
+
+def test_a_reorder_that_returns_none_is_named_not_a_restart() -> None:
+    # Issue 25 item 14: reorder(state, index) -> None made the next step see state None, the
+    # first call's signal, so the search silently restarted every row from its start tokens.
+    model = SourceModel(0)
+    dec = ExactDecoder(model.table)
+
+    def in_place(state: Any, index: Tensor) -> None:  # reorders nothing and forgets to return
+        return None
+
+    for search in (
+        lambda step: greedy_decode(step, starts(4, 1), 6, EOS, dec),
+        lambda step: beam_search(step, starts(4, 1), 3, 6, EOS, dec),
+    ):
+        with pytest.raises(TypeError, match=r"reorder\(state, index\) returned None.*return the reordered state"):
+            search(model.stateful(reorder=in_place))
+
+
+def test_a_state_of_none_may_stay_none() -> None:
+    # A step that keeps no state returns None itself: reordering None gives None, and that is fine.
+    model = SourceModel(0)
+    step = StatefulStep(lambda ids, state: (model.table[(ids[:, -1] + 1) % V], None))
+    out = beam_search(step, starts(3, 2), 2, 4, EOS, ExactDecoder(model.table))
+    assert out.ids.shape[0] == 3

@@ -431,6 +431,53 @@ def test_bad_state_dict_is_rejected_before_anything_changes(change: Any, message
     _assert_unchanged(t, before)
 
 
+# ------------------------------------------------ checkpoints get the constructors' checks (issue 25 item 8)
+def test_unnormalised_rows_under_normalized_are_rejected_before_anything_changes() -> None:
+    t = TargetEmbeddings.random(30, 4, vocab=[f"w{i}" for i in range(30)], special_ids=[0])
+    before = _snapshot(t)
+    sd = TargetEmbeddings.random(30, 4, seed=5).state_dict()
+    sd["weight"][[3, 7]] *= 2.5
+    with pytest.raises(ValueError, match=r"rows \[3, 7\] .*norm 2\.5.*normalized=True.*F\.normalize"):
+        t.load_state_dict(sd)
+    _assert_unchanged(t, before)
+    # no extra state: the targets' own flag (True) is the one the rows must satisfy
+    del sd["_extra_state"]
+    with pytest.raises(ValueError, match="normalized=True"):
+        t.load_state_dict(sd)
+    _assert_unchanged(t, before)
+
+
+def test_raw_norms_load_when_the_state_says_unnormalised() -> None:
+    raw = TargetEmbeddings.from_tensor(torch.randn(6, 4) * 5, normalize=False)
+    t = TargetEmbeddings.random(6, 4)
+    t.load_state_dict(raw.state_dict())
+    assert torch.equal(t.weight, raw.weight) and t.normalized is False
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_normalised_rows_in_any_float_dtype_load(dtype: torch.dtype) -> None:
+    t = TargetEmbeddings.random(300, 64, seed=1).to(dtype)
+    fresh = TargetEmbeddings.random(300, 64, seed=2).to(dtype)
+    fresh.load_state_dict(t.state_dict())
+    assert torch.equal(fresh.weight, t.weight)
+
+
+def test_zero_rows_of_a_checkpoint_are_warned_about_like_the_constructors() -> None:
+    w = torch.randn(6, 4)
+    w[[2, 5]] = 0.0
+    with pytest.warns(UserWarning, match=r"2 rows of the target table are all zero: ids 2 \('c'\), 5 \('f'\)"):
+        src = TargetEmbeddings.from_tensor(w, vocab=list("abcdef"))
+    t = TargetEmbeddings.random(6, 4)
+    with pytest.warns(UserWarning, match=r"2 rows of the target table are all zero: ids 2 \('c'\), 5 \('f'\)"):
+        t.load_state_dict(src.state_dict())
+    # zero rows that the checkpoint marks special are not decoded, so not warned about
+    src.mark_special(2, 5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        t.load_state_dict(src.state_dict())
+    assert t.special_ids.tolist() == [2, 5]
+
+
 def test_bad_state_inside_a_model_names_its_key() -> None:
     model = torch.nn.Module()
     model.targets = TargetEmbeddings.random(30, 4)

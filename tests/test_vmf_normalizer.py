@@ -15,7 +15,12 @@ from hypothesis import strategies as st
 from scipy import special
 
 from lightning_contloss.functional import vmf_normalizer
-from lightning_contloss.functional.vmf_normalizer import bessel_ratio, log_bessel_iv, log_vmf_normalizer
+from lightning_contloss.functional.vmf_normalizer import (
+    bessel_ratio,
+    log_bessel_iv,
+    log_vmf_mode_density,
+    log_vmf_normalizer,
+)
 
 DIMS = [2, 3, 4, 7, 16, 31, 32, 33, 34, 64, 300, 1024, 2048, 4096]
 KAPPAS = [1e-6, 1e-3, 1.0, 10.0, 1e3, 1e5]
@@ -367,3 +372,45 @@ def test_gradient_is_minus_the_ratio_and_the_fd_slope(m: int, k: float) -> None:
     fd = (values[2] - values[0]) / (2 * h)
     # Central differences: truncation ~1e-8 relative, rounding ~1e-13·|log C_m| / h.
     assert fd == pytest.approx(kappa.grad.item(), rel=1e-6, abs=1e-13 * max(1.0, abs(values[1])) / h)
+
+
+# ----------------------------------------------------------------------------- log C_m(κ) + κ (issue 25 item 14)
+@functools.cache
+def mp_mode_density(m: int, kappa: float) -> float:
+    """log C_m(κ) + κ at enough digits that the two terms of size κ cancel exactly."""
+    with mpmath.workdps(60 + int(math.log10(kappa))):
+        v = mpmath.mpf(m) / 2 - 1
+        k = mpmath.mpf(kappa)
+        value = v * mpmath.log(k) - mpmath.log(mpmath.besseli(v, k)) - (mpmath.mpf(m) / 2) * mpmath.log(2 * mpmath.pi)
+        return float(value + k)
+
+
+@pytest.mark.parametrize("m", [2, 3, 5, 64, 300, 2048])
+def test_mode_density_matches_mpmath_where_the_plain_sum_cancels(m: int) -> None:
+    kappas = [1.0, 50.0, 1e5, 1e12, 1e20, 1e30, 1e38]
+    got = log_vmf_mode_density(torch.tensor(kappas, dtype=torch.float64), m)
+    for value, k in zip(got.tolist(), kappas):
+        ref = mp_mode_density(m, k)
+        assert abs(value - ref) <= 1e-9 * max(1.0, abs(ref)), (m, k)
+    # log C_m(κ) + κ in floating point is all rounding error at κ = 1e30
+    naive = float(log_vmf_normalizer(torch.tensor([1e30], dtype=torch.float64), m)[0]) + 1e30
+    assert abs(naive - mp_mode_density(m, 1e30)) > 1.0
+
+
+@pytest.mark.parametrize("m", [2, 7, 300])
+def test_mode_density_gradient_is_one_minus_the_bessel_ratio(m: int) -> None:
+    kappa = torch.tensor([1e-3, 0.7, 5.0, m / 2, 3.0 * m], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda k: log_vmf_mode_density(k, m), (kappa,))
+    assert torch.autograd.gradgradcheck(lambda k: log_vmf_mode_density(k, m), (kappa,))
+    torch.testing.assert_close(log_vmf_mode_density(kappa, m), log_vmf_normalizer(kappa, m) + kappa)
+
+
+def test_mode_density_edges_and_bad_input() -> None:
+    edges = log_vmf_mode_density(torch.tensor([0.0, math.inf]), 300)
+    assert edges[0].item() == pytest.approx(log_vmf_normalizer(torch.tensor([0.0]), 300).item())
+    assert edges[1].item() == math.inf
+    assert log_vmf_mode_density(torch.tensor([1e30]), 300).dtype == torch.float32
+    with pytest.raises(ValueError, match="dim must be an int >= 2"):
+        log_vmf_mode_density(torch.tensor([1.0]), 1)
+    with pytest.raises(TypeError, match="kappa must be a floating point tensor"):
+        log_vmf_mode_density(torch.tensor([1]), 3)

@@ -113,8 +113,7 @@ class DecodingCallback(Callback):
         self.buffer_tokens = int_arg(buffer_tokens, "buffer_tokens", 1)
         if not isinstance(brier_lm, bool):
             raise ValueError(f"brier_lm must be True or False, got {brier_lm!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        seed = int_arg(seed, "seed")
         factory = decoder if isinstance(decoder, DecoderFactory) else DecoderFactory(decoder, seed=seed)
         self.session = DecodingSession(factory, _reranking(hubness, self.k))
         self.kappa = KappaEstimator()

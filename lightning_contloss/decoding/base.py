@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.functional._checks import nonfinite_per_row
 from lightning_contloss.functional.scoring import SPACES, Space
 from lightning_contloss.targets import TargetEmbeddings
@@ -249,10 +250,7 @@ def check_k(k: int, returnable: int) -> int:
         >>> check_k(5, returnable=10)
         5
     """
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
-        raise ValueError(f"k must be an int, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
+    k = int_arg(k, "k", 1, rule=">= 1")
     if k > returnable:
         raise ValueError(
             f"k={k} but the decoder can return only {returnable} ids (special, excluded and, in cosine "

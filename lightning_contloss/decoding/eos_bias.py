@@ -18,6 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.functional.scoring import TokenScore, token_log_scores
 
@@ -96,8 +97,13 @@ def calibrate_eos_bias(
     if not isinstance(target, Tensor) or tuple(target.shape) != tuple(pred.shape[:-1]):
         got = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
         raise ValueError(f"target must be the reference ids of shape {tuple(pred.shape[:-1])}, got {got}")
-    if isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < len(decoder):
+    try:
+        eos = int_arg(eos_id, "eos_id")
+    except ValueError:  # int_arg's wrong-type error is a ValueError too
+        eos = -1
+    if not 0 <= eos < len(decoder):
         raise ValueError(f"eos_id must be an id in 0..{len(decoder) - 1}, got {eos_id!r}")
+    eos_id = eos
     flat, ids = pred.reshape(-1, pred.shape[-1]), target.reshape(-1)
     if ignore_index is not None:
         keep = ids != ignore_index

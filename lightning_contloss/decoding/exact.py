@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.base import TableLike, _TableDecoder, check_space, resolve_table, unit_rows
 from lightning_contloss.decoding.registry import register_decoder
 from lightning_contloss.functional.scoring import similarity
@@ -69,9 +70,7 @@ class ExactDecoder(_TableDecoder):
         exclude: Iterable[int] | Tensor | None = None,
     ) -> None:
         space = check_space(space)
-        for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        chunk_size, query_block = int_arg(chunk_size, "chunk_size", 1), int_arg(query_block, "query_block", 1)
         super().__init__(resolve_table(table, space, exclude), space)
         self.chunk_size = chunk_size
         self.query_block = query_block

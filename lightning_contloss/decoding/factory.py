@@ -11,6 +11,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg, is_real
 from lightning_contloss.decoding.auto_policy import EXACT, INDEX, AutoPolicy
 from lightning_contloss.decoding.base import Decoder, TableLike, check_space, resolve_table
 from lightning_contloss.decoding.cache import default_cache_dir
@@ -116,10 +117,6 @@ def _check_kind(kind: object, ef: int | None, policy: object, decoder_kwargs: di
     if ef is not None and "ef" not in _options(kind):
         raise ValueError(f"{decoder_class(kind).__name__} has no ef (HNSW's search breadth); drop ef")
     _check_kwargs(kind, decoder_kwargs)
-    for name, minimum in _INT_ARGS.items():
-        value = decoder_kwargs.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
 
 
 class DecoderFactory:
@@ -176,19 +173,20 @@ class DecoderFactory:
         policy: AutoPolicy | None = None,
         **decoder_kwargs: Any,
     ) -> None:
+        if ef is not None:
+            ef = int_arg(ef, "ef", 1, rule="an int >= 1 or None (tune it)")
+        for name, minimum in _INT_ARGS.items():
+            if decoder_kwargs.get(name) is not None:
+                decoder_kwargs[name] = int_arg(decoder_kwargs[name], name, minimum)
         _check_kind(kind, ef, policy, decoder_kwargs)
-        if ef is not None and (isinstance(ef, bool) or not isinstance(ef, int) or ef < 1):
-            raise ValueError(f"ef must be an int >= 1 or None (tune it), got {ef!r}")
         if (
-            isinstance(target_recall, bool)
-            or not isinstance(target_recall, int | float)
+            not is_real(target_recall)
             or not (0.0 < float(target_recall) <= 1.0)
         ):
             raise ValueError(f"target_recall must be a number in (0, 1], got {target_recall!r}")
         if cache_dir is not False and cache_dir is not None and not isinstance(cache_dir, str | os.PathLike):
             raise ValueError(f"cache_dir must be a folder path, None (default folder) or False, got {cache_dir!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        seed = int_arg(seed, "seed")
         self.kind = kind
         self.ef = ef
         self.target_recall = float(target_recall)

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg, is_real
 from lightning_contloss.decoding.base import Decoder, ResolvedTable, _TableDecoder, check_query
 from lightning_contloss.functional.hubness import csls_penalty
 
@@ -51,8 +52,7 @@ class RerankedDecoder(_TableDecoder):
             )
         if not bias.is_floating_point() or not bool(torch.isfinite(bias).all()):
             raise ValueError("bias must hold finite floating-point numbers")
-        if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-            raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
+        candidates = int_arg(candidates, "candidates", 1)
         # The base decoder's table, space and returnable ids are this decoder's too.
         super().__init__(ResolvedTable(base.table, base.returnable), base.space)
         self.base = base
@@ -105,7 +105,7 @@ class RerankedDecoder(_TableDecoder):
             >>> dec.query(torch.tensor([[1.0, 0.8, 0.0]]), k=1)[0].tolist()  # id 1 is frequent enough to win
             [[1]]
         """
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight):
+        if not is_real(weight) or not math.isfinite(weight):
             raise ValueError(f"weight must be a finite number, got {weight!r}")
         try:
             c = torch.as_tensor(counts).detach()

@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg, is_real
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.rerank import RerankedDecoder
 
@@ -45,9 +46,7 @@ class Reranking(Protocol):
 
 
 def _check_candidates(candidates: int) -> int:
-    if isinstance(candidates, bool) or not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
-    return candidates
+    return int_arg(candidates, "candidates", 1)
 
 
 class CSLSReranking:
@@ -69,9 +68,7 @@ class CSLSReranking:
     """
 
     def __init__(self, k: int = 10, candidates: int = 32) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k (the CSLS neighbourhood) must be an int >= 1, got {k!r}")
-        self.k = k
+        self.k = int_arg(k, "k (the CSLS neighbourhood)", 1)
         self.candidates = _check_candidates(candidates)
 
     def __repr__(self) -> str:
@@ -105,7 +102,7 @@ class PriorReranking:
     """
 
     def __init__(self, counts: Tensor | None = None, weight: float | None = None, candidates: int = 32) -> None:
-        numeric = isinstance(weight, int | float) and not isinstance(weight, bool)
+        numeric = is_real(weight)
         if weight is not None and not (numeric and math.isfinite(weight) and weight >= 0):
             raise ValueError(f"weight (β of the prior) must be a finite number >= 0 or None, got {weight!r}")
         if counts is not None and (

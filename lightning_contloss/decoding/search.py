@@ -35,7 +35,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_contloss._arguments import int_arg
+from lightning_contloss._arguments import ArgumentTypeError, check_allocation, int_arg, is_real
 from lightning_contloss.decoding.base import Decoder
 from lightning_contloss.decoding.search_rules import SearchRules
 from lightning_contloss.decoding.search_state import StatefulStep, StepRunner
@@ -66,9 +66,42 @@ class SearchResult(NamedTuple):
 
 def _finite_number(name: str, value: object) -> float:
     # bool is an int subclass, but True as a penalty is a mistake, not 1.0.
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_real(value) or not math.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     return float(value)
+
+
+def _optional_int(value: object, name: str, what: str) -> int | None:
+    """``value`` as an int (Python, numpy or 0-d torch) or ``None``; else a ``ValueError``: it must be ``what``."""
+    if value is None:
+        return None
+    try:
+        return int_arg(value, name)
+    except ValueError:  # int_arg's wrong-type error is a ValueError too
+        raise ArgumentTypeError(f"{name} must be {what}, got {value!r}") from None
+
+
+class _Checked(NamedTuple):
+    start: Tensor  # [B, t0] int64
+    max_len: int
+    eos_id: int | None
+    pad_id: int
+
+
+_INT64 = (-(2**63), 2**63 - 1)
+# The first size of the output buffers; they double as the search goes on, up to max_len, so a
+# huge max_len costs nothing until the tokens are there.
+_FIRST_BUFFER = 64
+
+
+def _room(buffer: Tensor, t: int, max_len: int, pad: int) -> Tensor:
+    """``buffer [..., L]`` with room for token ``t`` (``L > t``): doubled and padded with ``pad`` when full."""
+    width = buffer.shape[-1]
+    if t < width:
+        return buffer
+    grown = buffer.new_full((*buffer.shape[:-1], min(max_len, 2 * width)), pad)
+    grown[..., :width] = buffer
+    return grown
 
 
 def length_penalty_factor(length: int | Tensor, alpha: float, norm: LengthNorm = "plain") -> Tensor:
@@ -103,7 +136,7 @@ def _check_common(
     score: str,
     pad_id: int | None,
     rules: SearchRules | None,
-) -> tuple[Tensor, int]:
+) -> _Checked:
     if not isinstance(step_fn, StatefulStep) and not callable(step_fn):
         raise ValueError(
             "step_fn must be a callable prefix_ids [B, t] -> pred [B, D] or a StatefulStep, "
@@ -118,14 +151,21 @@ def _check_common(
         raise ValueError(f"start must be a [B] or [B, t] tensor of token ids, got {shape}")
     if start.dtype == torch.bool:
         raise ValueError("start must hold integer token ids, got a bool tensor")
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1 (tokens to generate), got {max_len!r}")
+    if start.dim() == 2 and start.shape[1] == 0:
+        raise ValueError(
+            f"start has shape {tuple(start.shape)}: no start token; pass at least one per row, e.g. a BOS column"
+        )
+    if start.is_meta:
+        raise ValueError("start is on the meta device, so it has no token ids; pass real ids")
+    max_len = int_arg(max_len, "max_len", 1, rule="an int >= 1 (tokens to generate)")
     if score not in TOKEN_SCORES:
         raise ValueError(f"score must be one of {TOKEN_SCORES}, got {score!r}")
     vocab = len(decoder)
+    eos_what = f"an id in 0..{vocab - 1} or None"
+    eos_id = _optional_int(eos_id, "eos_id", eos_what)
     if eos_id is not None:
-        if isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab:
-            raise ValueError(f"eos_id must be an id in 0..{vocab - 1} or None, got {eos_id!r}")
+        if not 0 <= eos_id < vocab:
+            raise ValueError(f"eos_id must be {eos_what}, got {eos_id!r}")
         if not bool(decoder.returnable[eos_id]):
             raise ValueError(
                 f"eos_id {eos_id} is never returned by the decoder (it is special, excluded or all-zero), so "
@@ -135,11 +175,12 @@ def _check_common(
         raise ValueError(f"rules must be a SearchRules or None, got {type(rules).__name__}")
     if rules is not None and eos_id is None and (rules.scores_eos or rules.min_length):
         raise ValueError("rules.eos_bias and rules.min_length act on EOS; pass eos_id, or leave them unset")
-    if pad_id is not None and (isinstance(pad_id, bool) or not isinstance(pad_id, int)):
-        raise ValueError(f"pad_id must be an int or None, got {pad_id!r}")
+    pad_id = _optional_int(pad_id, "pad_id", "an int or None")
+    if pad_id is not None and not _INT64[0] <= pad_id <= _INT64[1]:
+        raise ValueError(f"pad_id must fit in int64 (the ids' dtype), got {pad_id}")
     if pad_id is None:
         pad_id = eos_id if eos_id is not None else 0
-    return (start if start.dim() == 2 else start[:, None]).long(), pad_id
+    return _Checked((start if start.dim() == 2 else start[:, None]).long(), max_len, eos_id, pad_id)
 
 
 def _checked_pred(pred: Any, rows: int, dim: int, what: str) -> Tensor:
@@ -270,7 +311,7 @@ def greedy_decode(
         >>> out.ids.tolist(), out.lengths.tolist()
         ([[1, 2, 3], [3, 3, 3]], [3, 1])
     """
-    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
+    start, max_len, eos_id, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
     if num_candidates is None:
         cands = 4 if rules is not None and rules.blocks else 1
     else:
@@ -278,7 +319,7 @@ def greedy_decode(
     # The returnable count bounds every re-query; it is fixed for the search, so read it once.
     count = int(decoder.returnable.sum())
     batch, device = start.shape[0], start.device
-    out = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
+    out = torch.full((batch, min(max_len, _FIRST_BUFFER)), pad, dtype=torch.int64, device=device)
     scores = torch.zeros(batch, dtype=torch.float64, device=device)
     lengths = torch.zeros(batch, dtype=torch.int64, device=device)
     steps = _Steps(step_fn, decoder.dim)
@@ -286,6 +327,7 @@ def greedy_decode(
     for t in range(max_len):
         if rows.numel() == 0:
             break
+        out = _room(out, t, max_len, pad)
         history = torch.cat([start[rows], out[rows, :t]], dim=1)
         pred = steps(history, t)
         ids, cand_scores = _candidates(pred, history, t, decoder, score, cands, rules, eos_id, 1, count)
@@ -361,7 +403,7 @@ def beam_search(
         >>> out.ids.tolist(), out.scores.tolist()
         ([[1, 2, 3]], [0.0])
     """
-    start, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
+    start, max_len, eos_id, pad = _check_common(step_fn, start, max_len, eos_id, decoder, score, pad_id, rules)
     length_penalty = _finite_number("length_penalty", length_penalty)
     beam_size = int_arg(beam_size, "beam_size", 1)
     if length_norm not in ("plain", "gnmt"):
@@ -378,15 +420,23 @@ def beam_search(
     cands = min(beam_size if num_candidates is None else int_arg(num_candidates, "num_candidates", 1), count)
 
     batch, width, device = start.shape[0], beam_size, start.device
+    # Per sequence and beam slot, each step holds about three int64 or float64 copies of the token
+    # buffer and of the candidates; refuse a beam that cannot fit rather than be killed filling it.
+    per_slot = 3 * (min(max_len, _FIRST_BUFFER) + 2 * cands) * 8
+    check_allocation(
+        batch * width * per_slot,
+        f"beam_search with beam_size={beam_size} for {batch} sequences",
+        "a smaller beam_size (or fewer sequences per call)",
+    )
     inf = float("-inf")
-    tokens = torch.full((batch, width, max_len), pad, dtype=torch.int64, device=device)
+    tokens = torch.full((batch, width, min(max_len, _FIRST_BUFFER)), pad, dtype=torch.int64, device=device)
     beam = torch.full((batch, width), inf, dtype=torch.float64, device=device)
     beam[:, 0] = 0.0  # one live hypothesis (the start) per sequence
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     # Only cosine scores have a sign bound (<= 0) that makes early stopping exact.
     bounded = score == "cosine" and (rules is None or rules.keeps_scores_nonpositive)
     best_score = torch.full((batch,), inf, dtype=torch.float64, device=device)
-    best_tokens = torch.full((batch, max_len), pad, dtype=torch.int64, device=device)
+    best_tokens = torch.full((batch, tokens.shape[-1]), pad, dtype=torch.int64, device=device)
     best_len = torch.zeros(batch, dtype=torch.int64, device=device)
 
     steps = _Steps(step_fn, decoder.dim)
@@ -394,6 +444,7 @@ def beam_search(
     for t in range(max_len):
         if not bool(live.any()):
             break
+        tokens, best_tokens = _room(tokens, t, max_len, pad), _room(best_tokens, t, max_len, pad)
         # Rows of the model's state follow live.nonzero(): sequence-major, then beam slot.
         b_idx, w_idx = live.nonzero(as_tuple=True)
         history = torch.cat([start[b_idx], tokens[b_idx, w_idx, :t]], dim=1)
@@ -409,7 +460,7 @@ def beam_search(
         top_s, top_pos = total.view(batch, -1).topk(n_top, dim=1)
         top_tok = cand_tok.view(batch, -1).gather(1, top_pos)
         top_src = top_pos // n_cand
-        ext = tokens.gather(1, top_src[..., None].expand(-1, -1, max_len)).clone()
+        ext = tokens.gather(1, top_src[..., None].expand(-1, -1, tokens.shape[-1])).clone()
         ext[:, :, t] = top_tok
         finite = torch.isfinite(top_s)
         is_eos = finite & (top_tok == eos_id) if eos_id is not None else torch.zeros_like(finite)
@@ -432,7 +483,7 @@ def beam_search(
 
         # n_top >= width, so there are always `width` slots; those without a valid extension die.
         beam = top_s.gather(1, order).masked_fill(~keep, inf)
-        tokens = ext.gather(1, order[..., None].expand(-1, -1, max_len))
+        tokens = ext.gather(1, order[..., None].expand(-1, -1, ext.shape[-1]))
         done |= ~torch.isfinite(beam).any(dim=1)
         if bounded and t + 1 < max_len:
             # Cosine token scores are <= 0, so a live sum only falls; its best future ranking

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg, is_real
+
 __all__ = ["SearchRules"]
 
 
@@ -47,22 +49,28 @@ class SearchRules:
     repetition_penalty: float = 0.0
 
     def __post_init__(self) -> None:
+        # Frozen: the checked values (plain ints and floats, also from numpy scalars) are set through object.
         bias = self.eos_bias
-        bad_bias = isinstance(bias, bool) or not isinstance(bias, int | float) or not math.isfinite(bias)
+        bad_bias = not is_real(bias) or not math.isfinite(bias)
         if bias is not None and bad_bias:
             raise ValueError(f"eos_bias must be a finite number or None, got {bias!r}")
+        if bias is not None:
+            object.__setattr__(self, "eos_bias", float(bias))
         for name in ("min_length", "no_repeat_ngram_size"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0 (0 turns it off), got {value!r}")
+            try:
+                object.__setattr__(self, name, int_arg(value, name, 0))
+            except ValueError:  # int_arg's wrong-type error is a ValueError too
+                raise ValueError(f"{name} must be an int >= 0 (0 turns it off), got {value!r}") from None
         if self.no_repeat_ngram_size == 1:
             raise ValueError(
                 "no_repeat_ngram_size=1 would forbid every token already generated; use n >= 2, "
                 "or repetition_penalty for a soft version"
             )
         pen = self.repetition_penalty
-        if isinstance(pen, bool) or not isinstance(pen, int | float) or not math.isfinite(pen) or pen < 0:
+        if not is_real(pen) or not math.isfinite(pen) or pen < 0:
             raise ValueError(f"repetition_penalty must be a finite number >= 0, got {pen!r}")
+        object.__setattr__(self, "repetition_penalty", float(pen))
 
     @property
     def scores_eos(self) -> bool:

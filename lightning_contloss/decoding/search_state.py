@@ -10,7 +10,9 @@ state, then once per generated token with that token alone and the state it retu
   row generated last;
 * ``reorder(state, index) -> state`` between the two, whenever rows end or beams are re-ranked:
   row ``i`` of the new state must be row ``index[i]`` of the old one. ``index`` may repeat rows
-  (two beams extending one hypothesis) and leave rows out (finished sequences).
+  (two beams extending one hypothesis) and leave rows out (finished sequences). It must return
+  the state, also when it reorders in place: ``None`` for a state that was not ``None`` is a
+  ``TypeError`` (the next step would take it for the first call and start over).
 
 The default :func:`reorder_state` handles a state made of tensors whose first dimension is the
 row (batch-first), nested in tuples, lists and dicts, with ``None`` and plain Python numbers and
@@ -179,4 +181,12 @@ class StepRunner:
         rows = index.numel()
         if rows == previous_rows and bool((index == torch.arange(rows, device=index.device)).all()):
             return
-        self.state = fn.reorder(self.state, index)
+        state = fn.reorder(self.state, index)
+        if state is None and self.state is not None:
+            # The next step would see None, the first call's signal, and restart every row.
+            raise TypeError(
+                f"{type(fn).__name__}.reorder(state, index) returned None for a state of type "
+                f"{type(self.state).__name__}; it must return the reordered state (a reorder that works "
+                "in place must still end with `return state`)"
+            )
+        self.state = state

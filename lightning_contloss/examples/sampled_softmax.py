@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.examples.output_layer import FullSoftmax
 from lightning_contloss.functional.sampled_softmax import sampled_softmax_loss
 
@@ -88,8 +89,7 @@ class SampledSoftmax(FullSoftmax):
         counts: Tensor | None = None,
         bias: bool = True,
     ) -> None:
-        if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
-            raise ValueError(f"num_negatives must be a positive integer, got {num_negatives!r}")
+        num_negatives = int_arg(num_negatives, "num_negatives", 1, rule="a positive integer")
         log_q = proposal_log_probs(sampler, vocab_size, counts)
         super().__init__(in_features, vocab_size, bias=bias)
         self.num_negatives = num_negatives

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from lightning_contloss._arguments import int_arg
+
 __all__ = ["Seq2SeqTransformer", "sinusoidal_positions"]
 
 
@@ -81,18 +83,17 @@ class Seq2SeqTransformer(nn.Module):
         lm_head: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("src_vocab_size", src_vocab_size),
-            ("tgt_vocab_size", tgt_vocab_size),
-            ("d_model", d_model),
-            ("n_heads", n_heads),
-            ("n_encoder_layers", n_encoder_layers),
-            ("n_decoder_layers", n_decoder_layers),
-            ("dim_feedforward", dim_feedforward),
-            ("max_len", max_len),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+        def positive(value: int, name: str) -> int:
+            return int_arg(value, name, 1, rule="a positive integer")
+
+        src_vocab_size = positive(src_vocab_size, "src_vocab_size")
+        tgt_vocab_size = positive(tgt_vocab_size, "tgt_vocab_size")
+        d_model, n_heads = positive(d_model, "d_model"), positive(n_heads, "n_heads")
+        max_len = positive(max_len, "max_len")
+        n_encoder_layers = positive(n_encoder_layers, "n_encoder_layers")
+        n_decoder_layers = positive(n_decoder_layers, "n_decoder_layers")
+        dim_feedforward = positive(dim_feedforward, "dim_feedforward")
         if d_model % n_heads or d_model % 2:
             raise ValueError(f"d_model={d_model} must be even and divisible by n_heads={n_heads}")
         if not 0.0 <= dropout < 1.0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.decoding.search import LengthNorm, SearchResult, StepFn, length_penalty_factor
 from lightning_contloss.decoding.search_state import StepRunner
 
@@ -34,8 +35,7 @@ def _log_probs(runner: StepRunner, prefix: Tensor, t: int) -> Tensor:
 def _start(start: Tensor, max_len: int) -> Tensor:
     if not isinstance(start, Tensor) or start.dim() not in (1, 2) or start.is_floating_point():
         raise ValueError("start must be a [B] or [B, t] tensor of token ids")
-    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1:
-        raise ValueError(f"max_len must be an int >= 1 (tokens to generate), got {max_len!r}")
+    int_arg(max_len, "max_len", 1, rule="an int >= 1 (tokens to generate)")
     return (start if start.dim() == 2 else start[:, None]).long()
 
 
@@ -117,8 +117,7 @@ def softmax_beam_search(
         [[1, 2, 3]]
     """
     start = _start(start, max_len)
-    if isinstance(beam_size, bool) or not isinstance(beam_size, int) or beam_size < 1:
-        raise ValueError(f"beam_size must be an int >= 1, got {beam_size!r}")
+    beam_size = int_arg(beam_size, "beam_size", 1)
     lp_final = float(length_penalty_factor(max_len, length_penalty, length_norm))
     batch, k, dev = start.shape[0], beam_size, start.device
     neg = float("-inf")

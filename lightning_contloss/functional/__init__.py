@@ -40,7 +40,12 @@ from lightning_contloss.functional.vmf_distribution import (
     vmf_sample,
 )
 from lightning_contloss.functional.vmf_fit import fit_vmf
-from lightning_contloss.functional.vmf_normalizer import bessel_ratio, log_bessel_iv, log_vmf_normalizer
+from lightning_contloss.functional.vmf_normalizer import (
+    bessel_ratio,
+    log_bessel_iv,
+    log_vmf_mode_density,
+    log_vmf_normalizer,
+)
 
 __all__ = [
     "SPACES",
@@ -58,6 +63,7 @@ __all__ = [
     "l2_loss",
     "linear_cross_entropy",
     "log_bessel_iv",
+    "log_vmf_mode_density",
     "log_vmf_normalizer",
     "max_margin_loss",
     "merge_log_partition",

@@ -89,9 +89,13 @@ def check_reduction(reduction: str) -> None:
 
 
 def check_ignore_index(ignore_index: int | None) -> None:
-    """Raise unless ``ignore_index`` is an int (not a bool) or ``None``."""
-    if ignore_index is not None and (isinstance(ignore_index, bool) or not isinstance(ignore_index, int)):
-        raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}")
+    """Raise unless ``ignore_index`` is an int (Python, numpy or 0-d torch; not a bool) or ``None``."""
+    if ignore_index is None:
+        return
+    try:
+        int_arg(ignore_index, "ignore_index")
+    except ValueError:  # int_arg's wrong-type error is a ValueError too
+        raise ValueError(f"ignore_index must be an int or None, got {ignore_index!r}") from None
 
 
 def check_choice(value: str, name: str, choices: tuple[str, ...]) -> None:

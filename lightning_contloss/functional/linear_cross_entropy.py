@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.functional._checks import Reduction, check_reduction
 
 __all__ = ["linear_cross_entropy"]
@@ -23,7 +24,7 @@ __all__ = ["linear_cross_entropy"]
 DEFAULT_CHUNK_SIZE = 8192
 
 
-def _check_inputs(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk_size: int) -> None:
+def _check_inputs(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: Tensor, chunk_size: int) -> int:
     if hidden.dim() != 2 or weight.dim() != 2:
         raise ValueError(
             f"hidden must be [N, H] and weight [V, H], got shapes {tuple(hidden.shape)} and {tuple(weight.shape)}; "
@@ -40,8 +41,7 @@ def _check_inputs(hidden: Tensor, weight: Tensor, bias: Tensor | None, target: T
         raise ValueError(f"target must be [N] = [{hidden.shape[0]}] ids, got shape {tuple(target.shape)}")
     if target.dtype != torch.int64:
         raise ValueError(f"target must hold int64 ids, got {target.dtype}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return int_arg(chunk_size, "chunk_size", 1, rule="a positive integer")
 
 
 def _logits(hidden: Tensor, weight: Tensor, bias: Tensor | None, start: int, stop: int) -> Tensor:
@@ -141,7 +141,7 @@ def linear_cross_entropy(
         True
     """
     check_reduction(reduction)
-    _check_inputs(hidden, weight, bias, target, chunk_size)
+    chunk_size = _check_inputs(hidden, weight, bias, target, chunk_size)
     counted = torch.ones_like(target, dtype=torch.bool) if ignore_index is None else target != ignore_index
     if bool(((target < 0) | (target >= weight.shape[0]))[counted].any()):
         raise ValueError(

@@ -11,7 +11,8 @@ token (up to a constant per step that does not change the ranking):
 
 * ``"cosine"``: cos(x, e_w) - 1, the negative cosine loss, always <= 0;
 * ``"vmf"``: log C_m(κ) + x·ê_w with κ = ‖x‖, the von Mises-Fisher log-density of the unit
-  target ê_w under the prediction x (Kumar & Tsvetkov, 2019).
+  target ê_w under the prediction x (Kumar & Tsvetkov, 2019), computed as
+  (log C_m(κ) + κ) + κ·(cos(x, ê_w) - 1) so that it stays exact for any finite κ.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_contloss.functional.vmf_normalizer import log_vmf_normalizer
+from lightning_contloss.functional.vmf_normalizer import _work_dtype, log_vmf_mode_density
 
 __all__ = ["SPACES", "TOKEN_SCORES", "Space", "TokenScore", "pairwise_similarity", "similarity", "token_log_scores"]
 
@@ -130,6 +131,15 @@ def token_log_scores(pred: Tensor, candidates: Tensor, score: TokenScore = "cosi
         return F.cosine_similarity(p.unsqueeze(-2), c, dim=-1, eps=1e-12).clamp(-1, 1) - 1
     if p.shape[-1] < 2:
         raise ValueError(f"the vMF score needs embeddings of dim >= 2, got dim {p.shape[-1]}")
-    kappa = p.norm(dim=-1)
-    log_c = log_vmf_normalizer(kappa, int(p.shape[-1])).to(dtype)
-    return log_c.unsqueeze(-1) + (p.unsqueeze(-2) * F.normalize(c, dim=-1)).sum(-1)
+    # In the work dtype (float64 but on MPS), from rows scaled to a largest entry of 1: ‖pred‖²
+    # of a float32 prediction overflows from ‖pred‖ = 1.8e19 on.
+    work = _work_dtype(pred.device)
+    pw = pred.to(work)
+    scale = pw.abs().amax(dim=-1, keepdim=True)
+    unit = pw / scale.clamp_min(torch.finfo(work).tiny)
+    kappa = unit.norm(dim=-1) * scale.squeeze(-1)
+    cos = F.cosine_similarity(unit.unsqueeze(-2), candidates.to(work), dim=-1, eps=1e-12).clamp(-1, 1)
+    # log C_m(κ) + κ·cos written as (log C_m(κ) + κ) + κ·(cos - 1): the two terms of size κ in
+    # the first form cancel, leaving rounding error for κ past ~1e7 (float32) or ~1e16 (float64).
+    mode = log_vmf_mode_density(kappa, int(p.shape[-1]))
+    return (mode.unsqueeze(-1) + kappa.unsqueeze(-1) * (cos - 1)).to(dtype)

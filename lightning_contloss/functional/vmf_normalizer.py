@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx
 
-__all__ = ["bessel_ratio", "log_bessel_iv", "log_vmf_normalizer"]
+__all__ = ["bessel_ratio", "log_bessel_iv", "log_vmf_mode_density", "log_vmf_normalizer"]
 
 # Below this order the Debye expansion is not evaluated directly: the order is shifted up to at
 # least this value and brought back by recurrence. With _DEBYE_TERMS = 8 the truncation error of
@@ -104,8 +104,8 @@ def _powers(base: Tensor, count: int) -> Tensor:
     return torch.cat([torch.ones_like(base).unsqueeze(-1), expanded], dim=-1).cumprod(dim=-1)
 
 
-def _debye(mu: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(log I_mu(x), I_{mu+1}(x)/I_mu(x)) by the uniform asymptotic expansion.
+def _debye(mu: Tensor, x: Tensor, scaled: bool = False) -> tuple[Tensor, Tensor]:
+    """(log I_mu(x), I_{mu+1}(x)/I_mu(x)) by the uniform asymptotic expansion; ``scaled``: log I_mu(x) - x.
 
     Valid for mu >= _MIN_DEBYE_ORDER and 0 < x < inf; ``mu`` broadcasts against ``x`` (one
     value, or one per element). With s = sqrt(mu² + x²), t = mu / s and S(t) = Σ_k u_k(t) / mu^k,
@@ -126,16 +126,21 @@ def _debye(mu: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
     # Elementwise products and sums rather than a matmul, so autocast cannot run them in bf16.
     series = ((inv_mu_pows * coeffs).sum(-2) * t_pows).sum(-1)
     d_series = ((inv_mu_pows * d_coeffs).sum(-2) * t_pows[..., :-1]).sum(-1)
-    log_i = s - mu * torch.asinh(mu / x) - 0.5 * torch.log((2.0 * math.pi) * s) + torch.log(series)
+    # s - x = mu² / (s + x) exactly: the scaled value never subtracts two numbers of size x.
+    lead = mu * mu / (s + x) if scaled else s
+    log_i = lead - mu * torch.asinh(mu / x) - 0.5 * torch.log((2.0 * math.pi) * s) + torch.log(series)
     ratio = x / (s + mu) - x / (2.0 * s * s) - (mu * x / (s * s * s)) * (d_series / series)
     return log_i, ratio
 
 
-def _log_iv_and_ratio_positive(v: Tensor, x: Tensor, v_scalar: float | None) -> tuple[Tensor, Tensor]:
+def _log_iv_and_ratio_positive(
+    v: Tensor, x: Tensor, v_scalar: float | None, scaled: bool = False
+) -> tuple[Tensor, Tensor]:
     """(log I_v(x), I_{v+1}(x)/I_v(x)) for finite x > 0 and v >= 0, same shape, work dtype.
 
     ``v_scalar`` is the order when it is one number for all elements (then ``v`` is that number
-    broadcast), None when the order varies per element.
+    broadcast), None when the order varies per element. ``scaled`` gives log I_v(x) - x instead
+    (the recurrence below does not depend on the scaling).
     """
     if v_scalar is not None:
         steps: Tensor | int = max(0, math.ceil(_MIN_DEBYE_ORDER - v_scalar))
@@ -145,7 +150,7 @@ def _log_iv_and_ratio_positive(v: Tensor, x: Tensor, v_scalar: float | None) -> 
         steps = torch.clamp(torch.ceil(_MIN_DEBYE_ORDER - v), min=0.0)
         max_steps = _MIN_DEBYE_ORDER
         mu = v + steps
-    log_i, ratio = _debye(mu, x)
+    log_i, ratio = _debye(mu, x, scaled)
     for j in range(max_steps):
         # Downward recurrence from order mu - j to mu - j - 1: I_{n-1}/I_n = R_n + 2n/x.
         factor = ratio + 2.0 * (mu - j) / x
@@ -179,23 +184,24 @@ def _prepare(v: float | Tensor, x: Tensor, name: str) -> tuple[Tensor, Tensor, f
     return torch.full_like(xw, vf), xw, vf
 
 
-def _log_iv_and_ratio(vw: Tensor, xw: Tensor, v_scalar: float | None) -> tuple[Tensor, Tensor]:
-    """(log I_v(x), I_{v+1}/I_v) for any x, with the limits at 0 and inf and NaN elsewhere."""
+def _log_iv_and_ratio(vw: Tensor, xw: Tensor, v_scalar: float | None, scaled: bool = False) -> tuple[Tensor, Tensor]:
+    """(log I_v(x), I_{v+1}/I_v) for any x, with the limits at 0 and inf, NaN elsewhere; ``scaled``: log I_v(x) - x."""
     ok = (xw > 0) & (xw < math.inf)
     if v_scalar is None:
         ok = ok & (vw >= 0)
         v_pos = torch.where(ok, vw, 1.0)
     else:
         v_pos = vw
-    log_i, ratio = _log_iv_and_ratio_positive(v_pos, torch.where(ok, xw, 1.0), v_scalar)
-    # I_0(0) = 1, I_v(0) = 0 for v > 0, I_v(inf) = inf; the ratio goes from 0 at x = 0 to 1 at inf.
+    log_i, ratio = _log_iv_and_ratio_positive(v_pos, torch.where(ok, xw, 1.0), v_scalar, scaled)
+    # I_0(0) = 1, I_v(0) = 0 for v > 0, I_v(inf) = inf (but I_v(x)·e^-x -> 0); the ratio goes from 0
+    # at x = 0 to 1 at inf.
     # Anything else not `ok` (x < 0, NaN, or a negative order in a tensor v) is NaN.
     if v_scalar is None:
         log_i_at_zero = torch.where(vw == 0, 0.0, -math.inf)
     else:
         log_i_at_zero = torch.full_like(xw, 0.0 if v_scalar == 0 else -math.inf)
     at_inf = xw == math.inf
-    log_i_edge = torch.where(xw == 0, log_i_at_zero, torch.where(at_inf, math.inf, math.nan))
+    log_i_edge = torch.where(xw == 0, log_i_at_zero, torch.where(at_inf, -math.inf if scaled else math.inf, math.nan))
     ratio_edge = torch.where(xw == 0, 0.0, torch.where(at_inf, 1.0, math.nan))
     if v_scalar is None:
         bad_order = vw < 0
@@ -309,35 +315,54 @@ def _apply_in_x(function: type[torch.autograd.Function], v: float | Tensor, x: T
 
 
 class _LogVMFNormalizer(torch.autograd.Function):
-    """log C_m(κ) with the exact derivative -I_{m/2}(κ)/I_{m/2-1}(κ)."""
+    """log C_m(κ) (``plus_kappa``: log C_m(κ) + κ) with the exact derivative -I_{m/2}(κ)/I_{m/2-1}(κ) (+ 1)."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, kappa: Tensor, dim: int) -> Tensor:
+    def forward(ctx: FunctionCtx, kappa: Tensor, dim: int, plus_kappa: bool = False) -> Tensor:
         work = _work_dtype(kappa.device)
         kw = kappa.detach().to(work)
         order = dim / 2.0 - 1.0
         vw = torch.full_like(kw, order)
-        log_i, ratio = _log_iv_and_ratio(vw, kw, order)
+        # With plus_kappa, log I_v(κ) - κ: + κ then never meets - κ in floating point.
+        log_i, ratio = _log_iv_and_ratio(vw, kw, order, scaled=plus_kappa)
         k_safe = torch.where(kw > 0, kw, torch.ones_like(kw))
         value = order * torch.log(k_safe) - log_i
         # As κ -> 0, (m/2-1) log κ - log I_{m/2-1}(κ) -> (m/2-1) log 2 + lgamma(m/2): both terms
         # diverge (for m > 2), so the limit is substituted rather than computed.
         limit = order * math.log(2.0) + math.lgamma(dim / 2.0)
         value = torch.where(kw == 0, torch.full_like(kw, limit), value)
-        # log κ - log I_v(κ) is inf - inf at κ = inf, where log C_m itself goes to -inf.
-        value = torch.where(kw == math.inf, torch.full_like(kw, -math.inf), value)
+        # log κ - log I_v(κ) is inf - inf at κ = inf, where log C_m itself goes to -inf (and
+        # log C_m + κ, which grows like (m-1)/2 · log κ, to +inf).
+        value = torch.where(kw == math.inf, torch.full_like(kw, math.inf if plus_kappa else -math.inf), value)
         value = value - (dim / 2.0) * math.log(2.0 * math.pi)
         ctx.save_for_backward(kappa, vw, ratio)
         ctx.v_scalar = order  # type: ignore[attr-defined]
+        ctx.plus_kappa = plus_kappa  # type: ignore[attr-defined]
         return value.to(_out_dtype(kappa.dtype))
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None]:
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, None, None]:
         kappa, vw, ratio = ctx.saved_tensors
         if torch.is_grad_enabled():
             # Double backward: recompute the ratio as a differentiable function of κ.
             ratio = _BesselRatio.apply(kappa, vw, ctx.v_scalar)
-        return (-grad * ratio.to(grad.dtype)).to(kappa.dtype), None
+        slope = 1 - ratio if ctx.plus_kappa else -ratio
+        return (grad * slope.to(grad.dtype)).to(kappa.dtype), None, None
+
+
+def _check_kappa_dim(kappa: Tensor, dim: int) -> int:
+    """``dim`` as an int >= 2; raises unless ``kappa`` is a floating-point tensor."""
+    try:
+        m = operator.index(dim)  # ints and numpy/torch integer scalars, never floats
+    except TypeError:
+        m = -1
+    if isinstance(dim, bool) or m < 2:
+        raise ValueError(f"dim must be an int >= 2 (the embedding dimension m), got {dim!r}")
+    if not isinstance(kappa, Tensor):
+        raise TypeError(f"kappa must be a torch.Tensor, got {type(kappa).__name__}; wrap it with torch.as_tensor")
+    if not kappa.is_floating_point():
+        raise TypeError(f"kappa must be a floating point tensor, got dtype {kappa.dtype}; cast it with .float()")
+    return m
 
 
 def _kumar_tsvetkov(kappa: Tensor, dim: int) -> Tensor:
@@ -390,16 +415,7 @@ def log_vmf_normalizer(kappa: Tensor, dim: int, approx: bool = False) -> Tensor:
         >>> tuple(round(val, 1) for val in approx.tolist())  # not log C_m: only its slope is meant
         (693.2, 693.2, 659.1, -98296.0)
     """
-    try:
-        m = operator.index(dim)  # ints and numpy/torch integer scalars, never floats
-    except TypeError:
-        m = -1
-    if isinstance(dim, bool) or m < 2:
-        raise ValueError(f"dim must be an int >= 2 (the embedding dimension m), got {dim!r}")
-    if not isinstance(kappa, Tensor):
-        raise TypeError(f"kappa must be a torch.Tensor, got {type(kappa).__name__}; wrap it with torch.as_tensor")
-    if not kappa.is_floating_point():
-        raise TypeError(f"kappa must be a floating point tensor, got dtype {kappa.dtype}; cast it with .float()")
+    m = _check_kappa_dim(kappa, dim)
     if approx:
         if m < 3:
             raise ValueError(
@@ -408,4 +424,33 @@ def log_vmf_normalizer(kappa: Tensor, dim: int, approx: bool = False) -> Tensor:
             )
         return _kumar_tsvetkov(kappa, m)
     result: Tensor = _LogVMFNormalizer.apply(kappa, m)
+    return result
+
+
+def log_vmf_mode_density(kappa: Tensor, dim: int) -> Tensor:
+    """log C_m(κ) + κ: the vMF log-density at its mean direction, accurate for any κ.
+
+    The two terms grow like ∓κ while their sum grows like (m-1)/2 · log κ, so
+    ``log_vmf_normalizer(kappa, dim) + kappa`` loses every digit once κ passes about 1e16
+    (float64) or 1e7 (float32); here the κ is taken out inside the Bessel function instead.
+    A vMF log-density is ``log_vmf_mode_density(κ, m) + κ·(cos - 1)``, two terms without
+    cancellation (:func:`~lightning_contloss.functional.scoring.token_log_scores` uses it).
+    Differentiable in κ, with derivative 1 - I_{m/2}(κ)/I_{m/2-1}(κ).
+
+    Args:
+        kappa: ``[...]`` concentrations κ >= 0, any real floating dtype.
+        dim: the embedding dimension m >= 2.
+
+    Returns:
+        ``[...]``, dtype of ``kappa`` (float32 for bf16/fp16).
+
+    Example:
+        >>> kappa = torch.tensor([1.0, 1e5, 1e30], dtype=torch.float64)
+        >>> tuple(round(val, 4) for val in log_vmf_mode_density(kappa, dim=300).tolist())
+        (428.6052, 1446.5307, 10052.3315)
+        >>> round(float(log_vmf_normalizer(kappa[:2], 300)[1]) + 1e5, 4)  # the same sum where it is still exact
+        1446.5307
+    """
+    m = _check_kappa_dim(kappa, dim)
+    result: Tensor = _LogVMFNormalizer.apply(kappa, m, True)
     return result

@@ -77,20 +77,22 @@ def integration_state(root: nn.Module, path: str) -> IntegrationState | None:
 def head_vocab_fits(root: nn.Module, path: str, out_features: int, vocab_size: int) -> bool:
     """Whether ``vocab_size`` target rows fit the softmax layer at ``path`` (padded vocabularies allowed).
 
-    Besides :func:`~lightning_contloss.integrations.padding.vocab_fits`'s rule, a litgpt ``GPT``
-    whose ``config.vocab_size`` is ``vocab_size`` is padded to ``config.padded_vocab_size``.
+    :func:`~lightning_contloss.integrations.padding.vocab_fits`'s rule, except for a litgpt
+    ``GPT``'s vocabulary projection, which takes exactly ``config.vocab_size`` rows (see
+    :func:`~lightning_contloss.integrations.litgpt.litgpt_vocab_fits`, which raises otherwise).
 
     Example:
         >>> head_vocab_fits(torch.nn.Linear(4, 1024), "", 1024, 1000)  # padded to a multiple of 64
         True
     """
-    padded = None
     found = library_model(root, path)
     if found is not None and found[0] == "litgpt":
-        from lightning_contloss.integrations.litgpt import litgpt_padded_size
+        from lightning_contloss.integrations.litgpt import litgpt_vocab_fits
 
-        padded = litgpt_padded_size(found[1], vocab_size)
-    return vocab_fits(out_features, vocab_size, padded)
+        fits = litgpt_vocab_fits(found[1], path, out_features, vocab_size)
+        if fits is not None:
+            return fits
+    return vocab_fits(out_features, vocab_size)
 
 
 def adapt_model(root: nn.Module, path: str, old: nn.Linear, owner: ContinuousOwner | None = None) -> None:

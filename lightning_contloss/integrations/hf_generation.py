@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_contloss._arguments import int_arg
 from lightning_contloss.functional.scoring import TOKEN_SCORES, token_log_scores
 from lightning_contloss.integrations.state import ContinuousOwner
 
@@ -51,10 +52,8 @@ class ContinuousLogitsView:
     ) -> None:
         if score not in TOKEN_SCORES:
             raise ValueError(f"token_score must be one of {TOKEN_SCORES}, got {score!r}")
-        if num_candidates is not None and (
-            isinstance(num_candidates, bool) or not isinstance(num_candidates, int) or num_candidates < 1
-        ):
-            raise ValueError(f"num_candidates must be an int >= 1 or None, got {num_candidates!r}")
+        if num_candidates is not None:
+            num_candidates = int_arg(num_candidates, "num_candidates", 1, rule="an int >= 1 or None")
         self.owner = owner
         self.vocab_width = vocab_width
         self.score = score

@@ -2,7 +2,8 @@
 
 litgpt rounds the output layer up to ``config.padded_vocab_size`` (a multiple of
 ``config.padding_multiple``, 512 by default): build the targets for ``config.vocab_size``
-rows, the real vocabulary, and the padding ids can never be decoded. ``GPT.forward(idx)``
+rows, the real vocabulary, and the padding ids can never be decoded; a table of any other size
+(``padded_vocab_size`` rows included) is refused. ``GPT.forward(idx)``
 returns the predictions for every position of ``idx``: the targets are ``idx`` shifted by one.
 
 litgpt's own ``generate`` functions sample from the logits and know nothing of the target
@@ -20,23 +21,53 @@ from torch import nn
 from lightning_contloss.integrations.label_shift import ShiftCheck
 from lightning_contloss.integrations.state import STATE_ATTR, ContinuousOwner, IntegrationState
 
-__all__ = ["adapt_litgpt_model", "litgpt_padded_size"]
+__all__ = ["adapt_litgpt_model", "litgpt_vocab", "litgpt_vocab_fits"]
 
 
-def litgpt_padded_size(model: nn.Module, vocab_size: int) -> int | None:
-    """``config.padded_vocab_size`` when ``vocab_size`` is the model's real vocabulary, else ``None``.
+def litgpt_vocab(model: nn.Module) -> tuple[int, int] | None:
+    """``(config.vocab_size, config.padded_vocab_size)`` of a litgpt ``GPT``, or ``None`` when its config lacks them.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> litgpt_vocab(SimpleNamespace(config=SimpleNamespace(vocab_size=10000, padded_vocab_size=10240)))
+        (10000, 10240)
+    """
+    config = getattr(model, "config", None)
+    real, padded = getattr(config, "vocab_size", None), getattr(config, "padded_vocab_size", None)
+    if not isinstance(real, int) or not isinstance(padded, int):
+        return None
+    return real, padded
+
+
+def litgpt_vocab_fits(model: nn.Module, path: str, out_features: int, vocab_size: int) -> bool | None:
+    """Whether ``vocab_size`` target rows fit the litgpt layer at ``path``; ``None`` when the config cannot tell.
+
+    The vocabulary projection (``out_features`` is ``config.padded_vocab_size`` or
+    ``config.vocab_size``) takes exactly ``config.vocab_size`` rows: with more, the rows past
+    it would be padding ids, which the decoder could then return.
+
+    Raises:
+        ValueError: the layer is the vocabulary projection and ``vocab_size`` is not ``config.vocab_size``.
 
     Example:
         >>> from types import SimpleNamespace
         >>> gpt = SimpleNamespace(config=SimpleNamespace(vocab_size=10000, padded_vocab_size=10240))
-        >>> litgpt_padded_size(gpt, 10000), litgpt_padded_size(gpt, 9000)
-        (10240, None)
+        >>> litgpt_vocab_fits(gpt, "lm_head", 10240, 10000)
+        True
     """
-    config = getattr(model, "config", None)
-    if getattr(config, "vocab_size", None) != vocab_size:
+    sizes = litgpt_vocab(model)
+    if sizes is None or out_features not in sizes:
         return None
-    padded = getattr(config, "padded_vocab_size", None)
-    return int(padded) if padded is not None else None
+    real, padded = sizes
+    if vocab_size != real:
+        raise ValueError(
+            f"the targets have V={vocab_size} rows but {path!r} has out_features={out_features}: the litgpt model's "
+            f"config.vocab_size={real} (padded to {padded}) real tokens. Build one target row per real token, e.g. "
+            "TargetEmbeddings.random(config.vocab_size, D) or TargetEmbeddings.from_tensor("
+            "model.transformer.wte.weight[:config.vocab_size]); the ids from config.vocab_size on are litgpt's "
+            "padding and must never be decoded"
+        )
+    return True
 
 
 def _record_idx(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

@@ -9,13 +9,14 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from lightning_contloss._arguments import int_arg, is_real
 from lightning_contloss.metrics.neighbor_accuracy import _check_ids
 
 __all__ = ["DecodingRecall", "decoding_recall"]
 
 
 def _check_rtol(rtol: float) -> float:
-    if isinstance(rtol, bool) or not isinstance(rtol, int | float) or not math.isfinite(rtol) or rtol < 0:
+    if not is_real(rtol) or not math.isfinite(rtol) or rtol < 0:
         raise ValueError(f"rtol must be a finite number >= 0, got {rtol!r}")
     return float(rtol)
 
@@ -168,9 +169,7 @@ class DecodingRecall(Metric):
 
     def __init__(self, k: int = 1, ignore_index: int | None = None, rtol: float = 1e-5, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
-        self.k = k
+        self.k = int_arg(k, "k", 1, rule="a positive int")
         self.ignore_index = ignore_index
         self.rtol = _check_rtol(rtol)
         self.add_state("recall_sum", default=torch.tensor(0.0), dist_reduce_fx="sum")
