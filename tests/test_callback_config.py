@@ -35,7 +35,9 @@ def test_bad_arguments_are_rejected_before_training(kwargs: dict[str, object], m
 def test_integer_arguments_take_numpy_and_torch_integers() -> None:
     # issue 25 item 14: "seed must be an int, got 2" for a numpy integer
     cb = DecodingCallback(k=np.int64(2), recall_sample=np.int32(0), buffer_tokens=torch.tensor(64), seed=np.int64(2))
-    assert (cb.k, cb.recall_sample, cb.buffer_tokens, cb.seed) == (2, 0, 64, 2) and type(cb.seed) is int
+    assert (cb.k, cb.epoch.recall_sample, cb.buffer_tokens) == (2, 0, 64)
+    seeds = (cb.likelihood.seed, cb.factory.seed)
+    assert seeds == (2, 2) and all(type(s) is int for s in seeds)
 
 
 def test_unknown_argument_is_a_type_error() -> None:
