@@ -18,9 +18,11 @@ the head:
 ``resize_token_embeddings()``  raises before changing anything: resize before the swap
 ``final_logits_bias``          (BART, Marian, …) becomes zeros of the head's width
 T5's ``d_model**-0.5``         rescale of the decoder output (only there for the tied softmax) is off
-``early_stopping``             of the model's ``generation_config`` becomes ``"never"`` unless set:
-                               HF's default heuristic assumes log-probabilities; ``"never"`` is the
-                               exact bound that ``beam_search`` uses, so both find the same beam
+``early_stopping``             is ``"never"`` in beam search unless the call or the model's
+                               ``generation_config`` sets it: HF's default heuristic assumes
+                               log-probabilities; ``"never"`` is the exact bound that ``beam_search``
+                               uses, so both find the same beam. Only the call's resolved copy
+                               changes, so ``generation_config`` stays valid to save
 ============================== =====================================================================
 
 ``transformers`` is imported lazily: this module imports without it.
@@ -70,7 +72,9 @@ class ContinuousHFModel:
         """
         state = _state(self)  # type: ignore[arg-type]
         owner = state.require_owner("generate()")
-        state.view = ContinuousLogitsView(owner, state.vocab_width, token_score, num_candidates)
+        config = kwargs.get("generation_config") or self.generation_config  # type: ignore[attr-defined]
+        exact_stop = "early_stopping" not in kwargs and getattr(config, "early_stopping", None) is None
+        state.view = ContinuousLogitsView(owner, state.vocab_width, token_score, num_candidates, exact_stop=exact_stop)
         try:
             return super().generate(*args, **kwargs)  # type: ignore[misc]
         finally:
@@ -280,8 +284,5 @@ def adapt_hf_model(model: nn.Module, head_path: str, old: nn.Linear, owner: Cont
         owner=owner,
         shift=ShiftCheck("decoder_input_ids" if seq2seq else "input_ids"),
     )
-    generation = getattr(model, "generation_config", None)
-    if generation is not None and getattr(generation, "early_stopping", None) in (None, False):
-        generation.early_stopping = "never"
     model.__dict__[STATE_ATTR] = state
     model.__class__ = continuous_class(type(model))
