@@ -12,6 +12,7 @@ from torchmetrics import Metric
 
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.decoding.factory import check_decoder
+from lightning_contloss.finite_loss import check_finite_loss
 from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, replace_softmax_head, split_head_output
 from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
 from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
@@ -66,6 +67,8 @@ class ContinuousOutputMixin(_Base):
     _continuous_decoder_hash: str | None = None
     # The loss's padding id, read once here rather than by walking the loss on every step.
     continuous_ignore_index: int | None = None
+    # continuous_loss raises FloatingPointError on a NaN/inf loss (see finite_loss.py); False skips it.
+    continuous_check_finite: bool = True
 
     # ------------------------------------------------------------------ set-up
     def replace_softmax_head(
@@ -208,12 +211,16 @@ class ContinuousOutputMixin(_Base):
     def continuous_loss(self, pred: Tensor | Any, ids: Tensor) -> Tensor:
         """The training loss of a batch; logs ``train/loss`` (per step and epoch). Return it from ``training_step``.
 
+        A NaN or inf loss raises ``FloatingPointError`` naming the global step, before the
+        optimizer sees it (set ``continuous_check_finite = False`` to train on regardless).
+
         Args:
             pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode), or a Hugging
                 Face ``ModelOutput`` whose ``.logits`` holds it.
             ids: ``[...]`` target token ids.
         """
         value, _, _, tokens = self._loss_value(pred, ids)
+        check_finite_loss(self, value)
         self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
         return value
 

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_contloss.finite_loss import check_finite_loss
 from lightning_contloss.integrations.hf_generation import ContinuousLogitsView
 from lightning_contloss.integrations.label_shift import ShiftCheck
 from lightning_contloss.integrations.state import STATE_ATTR, ContinuousOwner, IntegrationState
@@ -224,6 +225,8 @@ def _labels_loss(owner: ContinuousOwner, pred: Tensor, labels: Tensor, shift: bo
             )
         labels = labels.masked_fill(padded, ignore)
     value, _, _, _ = owner._loss_value(pred, labels)
+    if getattr(owner, "training", False):  # the training loss; validation only reports
+        check_finite_loss(owner, value)
     return value
 
 
