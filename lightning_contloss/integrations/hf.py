@@ -2,7 +2,7 @@
 
 :func:`adapt_hf_model` is called by ``replace_softmax_head`` when the replaced layer belongs to a
 ``transformers.PreTrainedModel``. It gives the model instance a subclass of its own class
-(same name, same ``isinstance``) with these behaviours, and neutralises what HF applies after
+(same name, same ``isinstance``) with these behaviours, and neutralises what HF applies around
 the head:
 
 ============================== =====================================================================
@@ -16,8 +16,9 @@ the head:
 ``get_output_embeddings()``    ``None``: the model has no vocabulary projection any more
 ``tie_weights()``              ties the model's other weights; the continuous head stays untied
 ``resize_token_embeddings()``  raises before changing anything: resize before the swap
-``final_logits_bias``          (BART, Marian, …) becomes zeros of the head's width
-T5's ``d_model**-0.5``         rescale of the decoder output (only there for the tied softmax) is off
+post-head transforms           soft-caps, logit scales, ``final_logits_bias``, T5's ``d_model**-0.5``
+                               rescale: turned off (``hf_post_head.py``); the first forward checks
+                               that ``logits`` are the head's own output
 ``early_stopping``             is ``"never"`` in beam search unless the call or the model's
                                ``generation_config`` sets it: HF's default heuristic assumes
                                log-probabilities; ``"never"`` is the exact bound that ``beam_search``
@@ -32,15 +33,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from lightning_contloss.finite_loss import check_finite_loss
 from lightning_contloss.integrations.hf_generation import ContinuousLogitsView
+from lightning_contloss.integrations.hf_post_head import HeadOutputProbe, neutralise_post_head
 from lightning_contloss.integrations.label_shift import ShiftCheck
 from lightning_contloss.integrations.state import STATE_ATTR, ContinuousOwner, IntegrationState
 
@@ -177,7 +177,13 @@ def _continuous_forward(base_forward: Callable[..., Any]) -> Callable[..., Any]:
             state.shift.record(kwargs.get("decoder_input_ids"))
         else:
             state.shift.record(kwargs["input_ids"] if "input_ids" in kwargs else (args[0] if args else None))
-        out = base_forward(self, *args, **kwargs)
+        if state.head_checked:
+            out = base_forward(self, *args, **kwargs)
+        else:  # once: are the logits the head's own output? (a post-head transform we do not know)
+            head = self.get_submodule(state.head_path)
+            with HeadOutputProbe(type(self).__name__, state.head_path, head) as probe:
+                out = base_forward(self, *args, **kwargs)
+            state.head_checked = probe.check(_logits_of(out))
         if state.view is not None:
             out = _with_logits(out, state.view(_logits_of(out)))
         if owner is not None:
@@ -230,43 +236,6 @@ def _labels_loss(owner: ContinuousOwner, pred: Tensor, labels: Tensor, shift: bo
     return value
 
 
-def _head_width(head: nn.Module) -> int | None:
-    regression = getattr(head, "regression", None)  # ReWE's JointHead: V logits then D predictions
-    vocab = getattr(head, "vocab_size", None)
-    if regression is not None and vocab is not None:
-        return int(vocab) + int(regression.out_features)
-    width = getattr(head, "out_features", None)
-    return int(width) if width is not None else None
-
-
-def _neutralise_after_head(model: nn.Module, head: nn.Module, vocab_width: int) -> None:
-    """Turn off what HF applies to the head's output on the assumption that it is vocabulary logits."""
-    bias = getattr(model, "final_logits_bias", None)
-    if isinstance(bias, Tensor) and bias.shape[-1] == vocab_width:
-        width = _head_width(head)
-        if width is None:
-            raise ValueError(
-                f"{type(model).__name__} adds final_logits_bias [1, {vocab_width}] to the head's output, but the new "
-                "head has no out_features to size it for; give the head an out_features attribute"
-            )
-        new = torch.zeros(1, width, dtype=bias.dtype, device=bias.device)
-        if hasattr(head, "regression"):  # ReWE keeps the softmax: its bias stays on the logits part
-            new[:, :vocab_width] = bias.reshape(1, -1)
-        elif bool((bias != 0).any()):
-            warnings.warn(
-                f"{type(model).__name__}.final_logits_bias has non-zero entries (a per-token prior on the softmax "
-                "logits); the continuous head has no logits, so it is dropped. Mark ids that must never be "
-                "generated as special in the TargetEmbeddings instead",
-                UserWarning,
-                stacklevel=4,
-            )
-        model.final_logits_bias = new  # a registered buffer keeps its name and persistence
-    config = getattr(model, "config", None)
-    if getattr(config, "scale_decoder_outputs", False):
-        # T5 scales the decoder output by d_model**-0.5 for its tied softmax; a regression head has none.
-        config.scale_decoder_outputs = False  # type: ignore[union-attr]
-
-
 def adapt_hf_model(model: nn.Module, head_path: str, old: nn.Linear, owner: ContinuousOwner | None) -> None:
     """Make a HF model whose layer at ``head_path`` was just replaced behave as described in the module docs.
 
@@ -278,7 +247,7 @@ def adapt_hf_model(model: nn.Module, head_path: str, old: nn.Linear, owner: Cont
             ``labels=`` and ``generate()`` then raise and say how to convert).
     """
     head = model.get_submodule(head_path)
-    _neutralise_after_head(model, head, old.out_features)
+    neutralise_post_head(model, head, old.out_features)
     seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     state = IntegrationState(
         library="transformers",
