@@ -64,6 +64,7 @@ __all__ = [
     "VMFLoss",
     "bind_targets",
     "decode_space_of",
+    "ignore_index_of",
     "loss_names",
     "make_loss",
     "register_loss",
@@ -692,6 +693,20 @@ def decode_space_of(metric: Metric) -> Space:
         f"{type(metric).__name__} is not a continuous loss and contains none; "
         "use CosineLoss, L2Loss, MaxMarginLoss, VMFLoss, InfoNCELoss, SynMarginLoss or ReWELoss"
     )
+
+
+def ignore_index_of(metric: Metric) -> int | None:
+    """The padding id of the first loss inside ``metric`` that has one, or ``None``.
+
+    Example:
+        >>> ignore_index_of(VMFLoss() + 0.1 * CosineLoss(ignore_index=-100))
+        -100
+    """
+    for module in metric.modules():
+        ignore = getattr(module, "ignore_index", None)
+        if ignore is not None:
+            return int(ignore)
+    return None
 
 
 def bind_targets(metric: Metric, targets: Targets) -> Metric:

@@ -15,7 +15,7 @@ from lightning_contloss.decoding.factory import check_decoder
 from lightning_contloss.finite_loss import check_finite_loss
 from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, replace_softmax_head, split_head_output
 from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
-from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
+from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of, ignore_index_of
 from lightning_contloss.targets import TargetEmbeddings
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ class ContinuousOutputMixin(_Base):
                 f"replace_softmax_head was already called for {self._continuous_path!r}; call it once"
             )
         if keep_softmax and not any(isinstance(m, ReWELoss) for m in loss.modules()):
-            ignore = _ignore_index(loss)
+            ignore = ignore_index_of(loss)
             if rewe_lambda is None:
                 loss = ReWELoss(ignore_index=ignore)
             else:
@@ -136,7 +136,7 @@ class ContinuousOutputMixin(_Base):
         replace_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
-        self.continuous_ignore_index = _ignore_index(loss)
+        self.continuous_ignore_index = ignore_index_of(loss)
         self._continuous_path = path
         self._continuous_decoder = None
         return old
@@ -312,11 +312,3 @@ class ContinuousOutputMixin(_Base):
 def _tensor_key(*tensors: Tensor) -> tuple[int, ...]:
     """A cheap identity of tensors' storage and in-place version: changes on load_state_dict, .to(), writes."""
     return tuple(v for t in tensors for v in (t.data_ptr(), t._version, hash(t.device)))
-
-
-def _ignore_index(loss: Metric) -> int | None:
-    for module in loss.modules():
-        ignore = getattr(module, "ignore_index", None)
-        if ignore is not None:
-            return int(ignore)
-    return None

@@ -16,6 +16,8 @@ the head:
 ``get_output_embeddings()``    ``None``: the model has no vocabulary projection any more
 ``tie_weights()``              ties the model's other weights; the continuous head stays untied
 ``resize_token_embeddings()``  raises before changing anything: resize before the swap
+``save_pretrained()``          writes a continuous save (``hf_save.py``): the head, targets and loss
+                               come back with ``load_continuous``; ``from_pretrained`` refuses it
 post-head transforms           soft-caps, logit scales, ``final_logits_bias``, T5's ``d_model**-0.5``
                                rescale: turned off (``hf_post_head.py``); the first forward checks
                                that ``logits`` are the head's own output
@@ -117,6 +119,17 @@ class ContinuousHFModel:
             f"embeddings and its target table fixes the vocabulary ({state.vocab_width} ids). Resize first, "
             "then swap: model.resize_token_embeddings(n); replace_softmax_head(path, targets for n tokens, loss)"
         )
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: Any, **kwargs: Any) -> None:
+        """Writes a continuous save that :func:`~lightning_contloss.load_continuous` reads back exactly.
+
+        Same as :func:`~lightning_contloss.save_continuous`; HF's ``from_pretrained`` refuses the
+        directory (it would return a softmax model with a random ``lm_head``).
+        """
+        from lightning_contloss.integrations.hf_save import save_continuous
+
+        save_continuous(self, save_directory, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ pickling
     def __reduce_ex__(self, protocol: Any) -> Any:
