@@ -24,6 +24,7 @@ from lightning_contloss.decoding import (
     make_decoder,
 )
 from lightning_contloss.heads import EmbeddingRegressionHead, swap_softmax_head
+from lightning_contloss.integrations.hf_save import load_continuous, save_continuous
 from lightning_contloss.mixin import ContinuousOutputMixin
 from lightning_contloss.targets import Coverage, TargetEmbeddings
 
@@ -46,8 +47,10 @@ __all__ = [
     "decoding",
     "functional",
     "greedy_decode",
+    "load_continuous",
     "losses",
     "make_decoder",
     "metrics",
+    "save_continuous",
     "swap_softmax_head",
 ]

@@ -10,7 +10,13 @@ import torch
 from torch import Tensor, nn
 
 from lightning_contloss._arguments import bool_arg, check_allocation, int_arg, real_arg
-from lightning_contloss.integrations import ContinuousOwner, adapt_model, head_vocab_fits, vocab_hint
+from lightning_contloss.integrations import (
+    ContinuousOwner,
+    adapt_model,
+    check_convertible,
+    head_vocab_fits,
+    vocab_hint,
+)
 
 __all__ = ["EmbeddingRegressionHead", "JointHead", "find_linear_layers", "split_head_output", "swap_softmax_head"]
 
@@ -97,6 +103,17 @@ class EmbeddingRegressionHead(nn.Module):
         layer = self.net if isinstance(self.net, nn.Linear) else list(self.net.children())[-1]
         assert isinstance(layer, nn.Linear)
         return layer
+
+    @property
+    def weight(self) -> Tensor:
+        """The weight of the first ``Linear`` (the one that reads the hidden states), read-only.
+
+        For code that reads ``lm_head.weight.dtype`` to cast its input, as the forwards of
+        Hugging Face's Mamba, Mamba 2, FalconMamba and xLSTM do. It is not a vocabulary matrix.
+        """
+        first = self.net if isinstance(self.net, nn.Linear) else next(iter(self.net.children()))
+        assert isinstance(first, nn.Linear)
+        return first.weight
 
     def forward(self, hidden_states: Tensor) -> Tensor:
         if hidden_states.shape[-1] != self.in_features:
@@ -262,6 +279,7 @@ def swap_softmax_head(
             f"{path!r} takes {old.in_features} hidden features but the new head takes {head_in}; "
             f"build the head with in_features={old.in_features}"
         )
+    check_convertible(root, path)
     tied = [p for p, m in root.named_modules() if isinstance(m, nn.Embedding) and m.weight is old.weight]
     if tied:
         warnings.warn(

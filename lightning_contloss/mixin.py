@@ -13,9 +13,10 @@ from torchmetrics import Metric
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.decoding.factory import check_decoder
 from lightning_contloss.decoding.table_watch import TableWatch
+from lightning_contloss.finite_loss import check_finite_loss
 from lightning_contloss.heads import EmbeddingRegressionHead, JointHead, split_head_output, swap_softmax_head
 from lightning_contloss.integrations import check_targets, head_vocab_fits, prediction_tensor, vocab_hint
-from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of
+from lightning_contloss.losses import ReWELoss, bind_targets, decode_space_of, ignore_index_of
 from lightning_contloss.targets import TargetEmbeddings
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class ContinuousOutputMixin(_Base):
     _continuous_table_watch: TableWatch | None = None
     # The loss's padding id, read once here rather than by walking the loss on every step.
     continuous_ignore_index: int | None = None
+    # continuous_loss raises FloatingPointError on a NaN/inf loss (see finite_loss.py); False skips it.
+    continuous_check_finite: bool = True
 
     # ------------------------------------------------------------------ set-up
     def replace_softmax_head(
@@ -112,7 +115,7 @@ class ContinuousOutputMixin(_Base):
                 f"replace_softmax_head was already called for {self._continuous_path!r}; call it once"
             )
         if keep_softmax and not any(isinstance(m, ReWELoss) for m in loss.modules()):
-            ignore = _ignore_index(loss)
+            ignore = ignore_index_of(loss)
             if rewe_lambda is None:
                 loss = ReWELoss(ignore_index=ignore)
             else:
@@ -133,7 +136,7 @@ class ContinuousOutputMixin(_Base):
         swap_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
-        self.continuous_ignore_index = _ignore_index(loss)
+        self.continuous_ignore_index = ignore_index_of(loss)
         self._continuous_path = path
         self._continuous_decoder_built = None
         return old
@@ -211,12 +214,16 @@ class ContinuousOutputMixin(_Base):
         Inside a Trainer loop it also logs ``train/loss`` (per step and epoch); called anywhere
         else (after ``fit``, in a notebook) it only returns the loss.
 
+        A NaN or inf loss raises ``FloatingPointError`` naming the global step, before the
+        optimizer sees it (set ``continuous_check_finite = False`` to train on regardless).
+
         Args:
             pred: ``[..., D]`` the model's output (``[..., V + D]`` in ReWE mode), or a Hugging
                 Face ``ModelOutput`` whose ``.logits`` holds it.
             ids: ``[...]`` target token ids.
         """
         value, _, _, tokens = self._continuous_loss_value(pred, ids)
+        check_finite_loss(self, value)
         if _loop_can_log(self):
             self.log("train/loss", value, on_step=True, on_epoch=True, prog_bar=True, batch_size=max(tokens, 1))
         return value
@@ -319,10 +326,3 @@ def _loop_can_log(module: L.LightningModule) -> bool:
         and module._current_fx_name is not None
     )
 
-
-def _ignore_index(loss: Metric) -> int | None:
-    for module in loss.modules():
-        ignore = getattr(module, "ignore_index", None)
-        if ignore is not None:
-            return int(ignore)
-    return None

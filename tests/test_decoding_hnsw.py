@@ -339,6 +339,46 @@ def test_index_cache_store_is_atomic_and_clear_is_selective(tmp_path: Path) -> N
         cache.lookup("../etc")
 
 
+def test_clear_in_another_process_leaves_a_build_in_progress_alone(tmp_path: Path) -> None:
+    cache = IndexCache(tmp_path)
+    key = cache_key("fp", {"a": 3})
+
+    def write(folder: Path) -> None:
+        (folder / "x").write_text("1")
+        IndexCache(tmp_path).clear()  # another process clears the cache while this one writes
+        (folder / "y").write_text("2")  # before the fix: FileNotFoundError, the folder was gone
+
+    path = cache.store(key, write, table="fp", params={"a": 3})
+    assert (path / "y").read_text() == "2" and cache.lookup(key, table="fp", params={"a": 3}) == path
+    stale = tmp_path / f".{cache_key('fp', {'a': 4})}.leftover"
+    stale.mkdir()
+    os.utime(stale, (0, 0))  # a crashed writer's folder from long ago still goes
+    cache.clear()
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_cache_folder_removed_during_the_write_still_gives_a_decoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    from lightning_contloss.decoding.hnsw_graph import HNSWGraph
+
+    write = HNSWGraph.write
+
+    def removed_meanwhile(self: HNSWGraph, folder: Path) -> None:
+        shutil.rmtree(folder)  # as an older version's clear() in another process did
+        write(self, folder)
+
+    monkeypatch.setattr(HNSWGraph, "write", removed_meanwhile)
+    table = torch.randn(200, 8, generator=torch.Generator().manual_seed(0))
+    with caplog.at_level(logging.WARNING, logger="lightning_contloss"):
+        # Before the fix hnswlib's "Cannot open file" RuntimeError escaped from the constructor.
+        dec = HNSWDecoder(table, cache_dir=tmp_path, ef=200, num_threads=1)
+    assert "removed while" in caplog.text
+    assert torch.equal(dec.query(table[:5], 1)[0].flatten(), torch.arange(5))
+
+
 def test_cache_names_live_in_the_cache_module_only() -> None:
     import lightning_contloss.decoding as decoding
     from lightning_contloss.decoding import cache

@@ -160,6 +160,46 @@ def test_save_over_a_save_and_folders_from_older_versions(tmp_path: Path) -> Non
         HNSWDecoder.load(tmp_path / "t")
 
 
+def test_an_interrupted_save_over_a_save_keeps_the_old_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_contloss.decoding.hnsw as hnsw_module
+
+    old = HNSWDecoder(randn(80, 6, seed=11), ef=33, num_threads=1)
+    folder = old.save(tmp_path / "s")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt  # Ctrl-C (or a full disk) halfway through the new save
+
+    monkeypatch.setattr(hnsw_module, "write_manifest", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        HNSWDecoder(randn(50, 6, seed=12), num_threads=1).save(folder)
+    # Before the fix the old manifest was deleted first and index.bin overwritten: the old save was lost.
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert HNSWDecoder.load(folder).ef == 33 and len(HNSWDecoder.load(folder)) == 80
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no half-written folder left beside it
+    monkeypatch.undo()
+    new = HNSWDecoder(randn(50, 6, seed=12), ef=21, num_threads=1).save(folder)
+    assert HNSWDecoder.load(new).ef == 21 and sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_save_over_a_save_without_an_atomic_exchange(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lightning_contloss.decoding.folder_swap as folder_swap
+
+    monkeypatch.setattr(folder_swap, "_exchange", lambda a, b: False)  # no renameat2 (macOS, old glibc)
+    HNSWDecoder(randn(40, 4, seed=15), num_threads=1).save(tmp_path / "s")
+    HNSWDecoder(randn(25, 4, seed=16), ef=19, num_threads=1).save(tmp_path / "s")
+    loaded = HNSWDecoder.load(tmp_path / "s")
+    assert len(loaded) == 25 and loaded.ef == 19 and sorted(p.name for p in tmp_path.iterdir()) == ["s"]
+
+
+def test_save_refuses_a_folder_that_holds_other_files(tmp_path: Path) -> None:
+    folder = HNSWDecoder(randn(30, 4, seed=13), num_threads=1).save(tmp_path / "s")
+    (folder / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"also holds 'notes.txt'.*a folder of its own"):
+        HNSWDecoder(randn(20, 4, seed=14), num_threads=1).save(folder)
+    assert (folder / "notes.txt").read_text() == "mine" and len(HNSWDecoder.load(folder)) == 30
+
+
 # ---------------------------------------------------------------------- huge norms (row 7)
 @pytest.mark.parametrize("exponent", [19, 20, 25, 30, 35, 38])
 def test_cosine_ranking_ignores_a_huge_query_norm(exponent: int) -> None:

@@ -25,6 +25,8 @@ from lightning_contloss.losses import (
     VMFLoss,
     bind_targets,
     decode_space_of,
+    loss_names,
+    make_loss,
 )
 from lightning_contloss.targets import TargetEmbeddings
 
@@ -418,7 +420,8 @@ def test_forward_sets_torchmetrics_bookkeeping() -> None:
     loss = L2Loss(_targets())
     assert not loss.update_called
     value = loss(*_batch(16))
-    assert loss.update_called and loss._forward_cache is value
+    # The cache holds the batch value without its graph (a graph there stops copy.deepcopy).
+    assert loss.update_called and torch.equal(loss._forward_cache, value) and not loss._forward_cache.requires_grad
     assert torch.allclose(loss.compute(), value)
 
 
@@ -523,3 +526,30 @@ def test_compare_spec_does_not_import_the_example_models() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("name", loss_names())
+@pytest.mark.parametrize("synced", [False, True], ids=["plain", "dist_sync_on_step"])
+def test_a_loss_deep_copies_after_a_training_step(name: str, synced: bool) -> None:
+    # Before the fix the batch value kept in _forward_cache still held the autograd graph:
+    # "Only Tensors created explicitly by the user (graph leaves) support the deepcopy protocol".
+    targets = TargetEmbeddings.random(50, 8, seed=0)
+    loss = bind_targets(type(make_loss(name))(dist_sync_on_step=synced), targets)
+    pred = torch.randn(4, 3, 8, requires_grad=True)
+    if name == "energy":
+        pred = torch.randn(4, 3, 2, 8, requires_grad=True)  # two samples per position
+    value = loss(pred, torch.randint(0, 50, (4, 3)))
+    value.backward()
+    clone = copy.deepcopy(loss)
+    torch.testing.assert_close(clone.compute(), loss.compute())
+    assert pred.grad is not None  # the returned value did keep its graph
+
+
+def test_a_module_deep_copies_after_a_fit_step() -> None:
+    from helpers import TinyContinuousLM, loader, mapping_data, quiet_trainer
+
+    lm = TinyContinuousLM()
+    quiet_trainer(max_steps=1).fit(lm, loader(mapping_data(n=64), batch_size=16))
+    clone = copy.deepcopy(lm)
+    x = torch.randint(0, 200, (2, 5))
+    torch.testing.assert_close(clone.model(x), lm.model(x))

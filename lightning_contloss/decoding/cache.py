@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 CACHE_ENV_VAR = "LIGHTNING_CONTLOSS_CACHE"
 _KEY = re.compile(r"[0-9a-f]{32}")
+# A writer's temporary folder older than this is a leftover of a crashed writer, which clear() removes.
+_STALE_TEMP_S = 3600.0
 
 
 def default_cache_dir() -> Path:
@@ -166,7 +168,16 @@ class IndexCache:
             ) from err
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
         try:
-            write(tmp)
+            try:
+                write(tmp)
+            except Exception as err:
+                if tmp.is_dir():
+                    raise
+                # hnswlib reports a vanished folder as a RuntimeError; callers treat OSError as "not cached".
+                raise OSError(
+                    f"the index cache's temporary folder {str(tmp)!r} was removed while this process was writing "
+                    "the entry (another process cleared the cache?); the entry is not cached"
+                ) from err
             write_manifest(tmp, [p.name for p in tmp.iterdir() if p.is_file()], table=table, params=params or {})
             try:
                 os.rename(tmp, final)
@@ -191,13 +202,27 @@ class IndexCache:
         shutil.rmtree(trash, ignore_errors=True)
 
     def clear(self) -> None:
-        """Delete every entry (and leftover temporary folder) of this cache, nothing else."""
-        if self.root.is_dir():
-            for child in self.root.iterdir():
-                # Only folders named like a key: the root may be shared with unrelated files.
-                name = child.name.lstrip(".").split(".")[0]
-                if child.is_dir() and _KEY.fullmatch(name):
-                    shutil.rmtree(child, ignore_errors=True)
+        """Delete every entry of this cache, and the temporary folders writers left behind, nothing else.
+
+        A writer's temporary folder younger than an hour is left alone: another process may be
+        writing its entry into it right now (deleting it broke that process's build).
+        """
+        if not self.root.is_dir():
+            return
+        now = time.time()
+        for child in self.root.iterdir():
+            # Only folders named like a key: the root may be shared with unrelated files.
+            if not child.is_dir() or not _KEY.fullmatch(child.name.lstrip(".").split(".")[0]):
+                continue
+            if _KEY.fullmatch(child.name):
+                self.remove(child.name)
+                continue
+            try:
+                age = now - child.stat().st_mtime
+            except OSError:  # gone meanwhile
+                continue
+            if ".removed-" in child.name or age > _STALE_TEMP_S:
+                shutil.rmtree(child, ignore_errors=True)
 
     def _discard(self, key: str, problem: str) -> None:
         message = (

@@ -28,6 +28,7 @@ from lightning_contloss.decoding.base import (
 )
 from lightning_contloss.decoding.cache import IndexCache, cache_key, default_cache_dir, table_fingerprint
 from lightning_contloss.decoding.exact import ExactDecoder
+from lightning_contloss.decoding.folder_swap import replace_folder
 from lightning_contloss.decoding.hnsw_graph import INDEX_FILE, META_FILE, HNSWGraph, IncompleteSearch
 from lightning_contloss.decoding.manifest import MANIFEST_FILE, read_manifest, write_manifest
 from lightning_contloss.decoding.recall import knn_recall
@@ -45,6 +46,8 @@ DEFAULT_EF_CANDIDATES: tuple[int, ...] = (16, 24, 32, 48, 64, 96, 128, 192, 256,
 # manifest, and the build parameters moved from meta.pt into it.
 _FORMAT = 3
 _TABLE_FILE = "table.pt"
+# The files of a saved decoder, the manifest last.
+_SAVED = (INDEX_FILE, META_FILE, _TABLE_FILE, MANIFEST_FILE)
 
 
 # Build work grows about linearly in rows × ef_construction, so above _FULL_QUALITY_ROWS the
@@ -453,8 +456,10 @@ class HNSWDecoder(_TableDecoder):
         """Save the index, id map, table, ``ef`` and build parameters into the folder ``path``.
 
         The files are sealed with a manifest (sizes, blake2b hashes, the table fingerprint and
-        the build parameters) written last, so :meth:`load` refuses a folder that was damaged,
-        changed or only partly written.
+        the build parameters), so :meth:`load` refuses a folder that was damaged or changed.
+        The folder is written beside ``path`` and swapped in whole, so a save interrupted
+        halfway leaves an earlier save at ``path`` as it was. ``path`` must be a folder of its
+        own: one that holds other files is refused.
 
         Example:
             >>> import tempfile
@@ -463,18 +468,14 @@ class HNSWDecoder(_TableDecoder):
             >>> HNSWDecoder.load(folder).ef
             48
         """
-        folder = Path(path)
-        if folder.exists() and not folder.is_dir():
-            raise ValueError(f"{str(folder)!r} is a file; save(path) writes a folder, pass a folder path")
-        folder.mkdir(parents=True, exist_ok=True)
-        # Until the new manifest is written, the folder reads as "not saved", never as a mix.
-        (folder / MANIFEST_FILE).unlink(missing_ok=True)
-        self._graph.write(folder)
-        state = {"table": self._table.detach().cpu(), "returnable": self._returnable, "ef": self._ef}
-        torch.save({**state, "num_threads": self.num_threads}, folder / _TABLE_FILE)
-        files = [INDEX_FILE, META_FILE, _TABLE_FILE]
-        write_manifest(folder, files, table=self._fingerprint(), params=self._params.as_dict())
-        return folder
+        def write(folder: Path) -> None:
+            self._graph.write(folder)
+            state = {"table": self._table.detach().cpu(), "returnable": self._returnable, "ef": self._ef}
+            torch.save({**state, "num_threads": self.num_threads}, folder / _TABLE_FILE)
+            write_manifest(folder, _SAVED[:-1], table=self._fingerprint(), params=self._params.as_dict())
+
+        # Written beside an earlier save and swapped in whole: an interrupted save leaves the old one.
+        return replace_folder(Path(path), write, _SAVED)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, num_threads: int | None = None) -> HNSWDecoder:

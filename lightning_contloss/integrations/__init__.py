@@ -25,6 +25,7 @@ __all__ = [
     "IntegrationState",
     "TransformerDecoderStep",
     "adapt_model",
+    "check_convertible",
     "check_targets",
     "head_vocab_fits",
     "integration_state",
@@ -93,6 +94,19 @@ def head_vocab_fits(root: nn.Module, path: str, out_features: int, vocab_size: i
         if fits is not None:
             return fits
     return vocab_fits(out_features, vocab_size)
+
+
+def check_convertible(root: nn.Module, path: str) -> None:
+    """Raise ``ValueError``, before any swap, if the library model holding ``path`` cannot take a continuous head.
+
+    Example:
+        >>> check_convertible(torch.nn.Sequential(torch.nn.Linear(2, 3)), "0")  # not a library model: fine
+    """
+    found = library_model(root, path)
+    if found is not None and found[0] == "transformers":
+        from lightning_contloss.integrations.hf_post_head import refuse_post_head
+
+        refuse_post_head(found[1])
 
 
 def adapt_model(root: nn.Module, path: str, old: nn.Linear, owner: ContinuousOwner | None = None) -> None:

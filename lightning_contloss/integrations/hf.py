@@ -2,7 +2,7 @@
 
 :func:`adapt_hf_model` is called by ``replace_softmax_head`` when the replaced layer belongs to a
 ``transformers.PreTrainedModel``. It gives the model instance a subclass of its own class
-(same name, same ``isinstance``) with these behaviours, and neutralises what HF applies after
+(same name, same ``isinstance``) with these behaviours, and neutralises what HF applies around
 the head:
 
 ============================== =====================================================================
@@ -16,11 +16,16 @@ the head:
 ``get_output_embeddings()``    ``None``: the model has no vocabulary projection any more
 ``tie_weights()``              ties the model's other weights; the continuous head stays untied
 ``resize_token_embeddings()``  raises before changing anything: resize before the swap
-``final_logits_bias``          (BART, Marian, …) becomes zeros of the head's width
-T5's ``d_model**-0.5``         rescale of the decoder output (only there for the tied softmax) is off
-``early_stopping``             of the model's ``generation_config`` becomes ``"never"`` unless set:
-                               HF's default heuristic assumes log-probabilities; ``"never"`` is the
-                               exact bound that ``beam_search`` uses, so both find the same beam
+``save_pretrained()``          writes a continuous save (``hf_save.py``): the head, targets and loss
+                               come back with ``load_continuous``; ``from_pretrained`` refuses it
+post-head transforms           soft-caps, logit scales, ``final_logits_bias``, T5's ``d_model**-0.5``
+                               rescale: turned off (``hf_post_head.py``); the first forward checks
+                               that ``logits`` are the head's own output
+``early_stopping``             is ``"never"`` in beam search unless the call or the model's
+                               ``generation_config`` sets it: HF's default heuristic assumes
+                               log-probabilities; ``"never"`` is the exact bound that ``beam_search``
+                               uses, so both find the same beam. Only the call's resolved copy
+                               changes, so ``generation_config`` stays valid to save
 ============================== =====================================================================
 
 ``transformers`` is imported lazily: this module imports without it.
@@ -30,14 +35,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
+from lightning_contloss.finite_loss import check_finite_loss
 from lightning_contloss.integrations.hf_generation import ContinuousLogitsView
+from lightning_contloss.integrations.hf_post_head import HeadOutputProbe, neutralise_post_head
 from lightning_contloss.integrations.label_shift import ShiftCheck
 from lightning_contloss.integrations.state import STATE_ATTR, ContinuousOwner, IntegrationState
 
@@ -70,7 +75,9 @@ class ContinuousHFModel:
         """
         state = _state(self)  # type: ignore[arg-type]
         owner = state.require_owner("generate()")
-        state.view = ContinuousLogitsView(owner, state.vocab_width, token_score, num_candidates)
+        config = kwargs.get("generation_config") or self.generation_config  # type: ignore[attr-defined]
+        exact_stop = "early_stopping" not in kwargs and getattr(config, "early_stopping", None) is None
+        state.view = ContinuousLogitsView(owner, state.vocab_width, token_score, num_candidates, exact_stop=exact_stop)
         try:
             return super().generate(*args, **kwargs)  # type: ignore[misc]
         finally:
@@ -112,6 +119,17 @@ class ContinuousHFModel:
             f"embeddings and its target table fixes the vocabulary ({state.vocab_width} ids). Resize first, "
             "then swap: model.resize_token_embeddings(n); replace_softmax_head(path, targets for n tokens, loss)"
         )
+
+    # ------------------------------------------------------------------ saving
+    def save_pretrained(self, save_directory: Any, **kwargs: Any) -> None:
+        """Writes a continuous save that :func:`~lightning_contloss.load_continuous` reads back exactly.
+
+        Same as :func:`~lightning_contloss.save_continuous`; HF's ``from_pretrained`` refuses the
+        directory (it would return a softmax model with a random ``lm_head``).
+        """
+        from lightning_contloss.integrations.hf_save import save_continuous
+
+        save_continuous(self, save_directory, **kwargs)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ pickling
     def __reduce_ex__(self, protocol: Any) -> Any:
@@ -172,7 +190,13 @@ def _continuous_forward(base_forward: Callable[..., Any]) -> Callable[..., Any]:
             state.shift.record(kwargs.get("decoder_input_ids"))
         else:
             state.shift.record(kwargs["input_ids"] if "input_ids" in kwargs else (args[0] if args else None))
-        out = base_forward(self, *args, **kwargs)
+        if state.head_checked:
+            out = base_forward(self, *args, **kwargs)
+        else:  # once: are the logits the head's own output? (a post-head transform we do not know)
+            head = self.get_submodule(state.head_path)
+            with HeadOutputProbe(type(self).__name__, state.head_path, head) as probe:
+                out = base_forward(self, *args, **kwargs)
+            state.head_checked = probe.check(_logits_of(out))
         if state.view is not None:
             out = _with_logits(out, state.view(_logits_of(out)))
         if owner is not None:
@@ -220,44 +244,9 @@ def _labels_loss(owner: ContinuousOwner, pred: Tensor, labels: Tensor, shift: bo
             )
         labels = labels.masked_fill(padded, ignore)
     value, _, _, _ = owner._continuous_loss_value(pred, labels)
+    if getattr(owner, "training", False):  # the training loss; validation only reports
+        check_finite_loss(owner, value)
     return value
-
-
-def _head_width(head: nn.Module) -> int | None:
-    regression = getattr(head, "regression", None)  # ReWE's JointHead: V logits then D predictions
-    vocab = getattr(head, "vocab_size", None)
-    if regression is not None and vocab is not None:
-        return int(vocab) + int(regression.out_features)
-    width = getattr(head, "out_features", None)
-    return int(width) if width is not None else None
-
-
-def _neutralise_after_head(model: nn.Module, head: nn.Module, vocab_width: int) -> None:
-    """Turn off what HF applies to the head's output on the assumption that it is vocabulary logits."""
-    bias = getattr(model, "final_logits_bias", None)
-    if isinstance(bias, Tensor) and bias.shape[-1] == vocab_width:
-        width = _head_width(head)
-        if width is None:
-            raise ValueError(
-                f"{type(model).__name__} adds final_logits_bias [1, {vocab_width}] to the head's output, but the new "
-                "head has no out_features to size it for; give the head an out_features attribute"
-            )
-        new = torch.zeros(1, width, dtype=bias.dtype, device=bias.device)
-        if hasattr(head, "regression"):  # ReWE keeps the softmax: its bias stays on the logits part
-            new[:, :vocab_width] = bias.reshape(1, -1)
-        elif bool((bias != 0).any()):
-            warnings.warn(
-                f"{type(model).__name__}.final_logits_bias has non-zero entries (a per-token prior on the softmax "
-                "logits); the continuous head has no logits, so it is dropped. Mark ids that must never be "
-                "generated as special in the TargetEmbeddings instead",
-                UserWarning,
-                stacklevel=4,
-            )
-        model.final_logits_bias = new  # a registered buffer keeps its name and persistence
-    config = getattr(model, "config", None)
-    if getattr(config, "scale_decoder_outputs", False):
-        # T5 scales the decoder output by d_model**-0.5 for its tied softmax; a regression head has none.
-        config.scale_decoder_outputs = False  # type: ignore[union-attr]
 
 
 def adapt_hf_model(model: nn.Module, head_path: str, old: nn.Linear, owner: ContinuousOwner | None) -> None:
@@ -271,7 +260,7 @@ def adapt_hf_model(model: nn.Module, head_path: str, old: nn.Linear, owner: Cont
             ``labels=`` and ``generate()`` then raise and say how to convert).
     """
     head = model.get_submodule(head_path)
-    _neutralise_after_head(model, head, old.out_features)
+    neutralise_post_head(model, head, old.out_features)
     seq2seq = bool(getattr(getattr(model, "config", None), "is_encoder_decoder", False))
     state = IntegrationState(
         library="transformers",
@@ -280,8 +269,5 @@ def adapt_hf_model(model: nn.Module, head_path: str, old: nn.Linear, owner: Cont
         owner=owner,
         shift=ShiftCheck("decoder_input_ids" if seq2seq else "input_ids"),
     )
-    generation = getattr(model, "generation_config", None)
-    if generation is not None and getattr(generation, "early_stopping", None) in (None, False):
-        generation.early_stopping = "never"
     model.__dict__[STATE_ATTR] = state
     model.__class__ = continuous_class(type(model))

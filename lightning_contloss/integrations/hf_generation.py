@@ -45,10 +45,18 @@ class ContinuousLogitsView:
         score: ``"cosine"`` or ``"vmf"``, as ``beam_search``'s ``score``.
         num_candidates: tokens scored per step; ``None`` for ``num_beams`` in beam search and
             :data:`DEFAULT_SAMPLING_CANDIDATES` otherwise.
+        exact_stop: in beam search, set the call's ``early_stopping`` to ``"never"`` (the exact
+            bound ``beam_search`` uses); pass it when neither the call nor the model set it.
     """
 
     def __init__(
-        self, owner: ContinuousOwner, vocab_width: int, score: str = "cosine", num_candidates: int | None = None
+        self,
+        owner: ContinuousOwner,
+        vocab_width: int,
+        score: str = "cosine",
+        num_candidates: int | None = None,
+        *,
+        exact_stop: bool = False,
     ) -> None:
         if score not in TOKEN_SCORES:
             raise ValueError(f"token_score must be one of {TOKEN_SCORES}, got {score!r}")
@@ -58,14 +66,18 @@ class ContinuousLogitsView:
         self.vocab_width = vocab_width
         self.score = score
         self.num_candidates = num_candidates
+        self.exact_stop = exact_stop
         self.k: int | None = None  # set by configure(), once generate() has resolved its config
         self.beam = False
         self.log_norm: Tensor | None = None
 
     def configure(self, generation_config: Any, processors: list[Any]) -> None:
-        """Fix ``k`` and the search kind from HF's resolved config; add this view's processors."""
+        """Fix ``k`` and the search kind from HF's resolved config (this call's copy); add this view's processors."""
         num_beams = int(getattr(generation_config, "num_beams", 1) or 1)
         self.beam = num_beams > 1
+        if self.beam and self.exact_stop:
+            # HF's default heuristic assumes log-probabilities; "never" is beam_search's exact bound.
+            generation_config.early_stopping = "never"
         decoder = self.owner.continuous_decoder
         if len(decoder) > self.vocab_width:
             raise ValueError(

@@ -57,6 +57,8 @@ class IntegrationState:
     shift: ShiftCheck = field(default_factory=lambda: ShiftCheck("input_ids"))
     # Set while generate() runs (see hf_generation.py); None otherwise.
     view: Any = None
+    # Whether a forward has confirmed that the model returns the head's output unchanged (hf_post_head.py).
+    head_checked: bool = False
 
     def require_owner(self, what: str) -> ContinuousOwner:
         """The owner, or a ``ValueError`` that says how to convert the model so ``what`` works."""

@@ -26,7 +26,7 @@ from lightning_contloss.losses.info_nce import InfoNCELoss
 from lightning_contloss.losses.syn_margin import SynMarginLoss
 from lightning_contloss.losses.energy import EnergyLoss
 from lightning_contloss.losses.rewe import ReWELoss
-from lightning_contloss.losses.composition import bind_targets, decode_space_of
+from lightning_contloss.losses.composition import bind_targets, decode_space_of, ignore_index_of
 
 # isort: on
 
@@ -42,6 +42,7 @@ __all__ = [
     "VMFLoss",
     "bind_targets",
     "decode_space_of",
+    "ignore_index_of",
     "loss_names",
     "loss_options",
     "make_loss",

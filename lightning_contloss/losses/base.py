@@ -136,7 +136,8 @@ class _TableBoundLoss(Metric):
         self._update_count += 1
         self._computed = None
         value = total / count.clamp_min(1).to(total.dtype)
-        self._forward_cache = value  # type: ignore[assignment]
+        # Detached: the cache is for logging, and a graph in it would stop copy.deepcopy of the module.
+        self._forward_cache = value.detach()  # type: ignore[assignment]
         return value
 
     def _synced_forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -145,11 +146,14 @@ class _TableBoundLoss(Metric):
         # States are only ever replaced, never mutated, so keeping references is enough.
         saved = {name: getattr(self, name) for name in (*self._defaults, *_FORWARD_FLAGS)}
         try:
-            return super().forward(*args, **kwargs)
+            value = super().forward(*args, **kwargs)
         except BaseException:
-            for name, value in saved.items():
-                setattr(self, name, value)
+            for name, old in saved.items():
+                setattr(self, name, old)
             raise
+        if isinstance(self._forward_cache, Tensor):  # as in forward: no graph kept in the module
+            self._forward_cache = self._forward_cache.detach()
+        return value
 
     def _accumulate(self, total: Tensor, count: Tensor) -> None:
         # Out of place, so the batch value computed in forward keeps its graph.

@@ -8,7 +8,7 @@ from torchmetrics.metric import CompositionalMetric
 from lightning_contloss.functional.scoring import Space
 from lightning_contloss.losses.base import Targets, _TableBoundLoss
 
-__all__ = ["bind_targets", "decode_space_of"]
+__all__ = ["bind_targets", "decode_space_of", "ignore_index_of"]
 
 
 def _operands(metric: Metric) -> list[Metric]:
@@ -60,3 +60,18 @@ def bind_targets(metric: Metric, targets: Targets) -> Metric:
     if bound == 0:
         raise ValueError(f"{type(metric).__name__} contains no continuous loss to bind targets to")
     return metric
+
+
+def ignore_index_of(metric: Metric) -> int | None:
+    """The padding id of the first loss inside ``metric`` that has one, or ``None``.
+
+    Example:
+        >>> from lightning_contloss.losses import CosineLoss, VMFLoss
+        >>> ignore_index_of(VMFLoss() + 0.1 * CosineLoss(ignore_index=-100))
+        -100
+    """
+    for module in metric.modules():
+        ignore = getattr(module, "ignore_index", None)
+        if ignore is not None:
+            return int(ignore)
+    return None
