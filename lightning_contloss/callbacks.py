@@ -119,6 +119,10 @@ class DecodingCallback(Callback):
     - ``val/brier_lm`` (when ``brier_lm=True``): BrierLM from two samples of the same
       distribution per position, on the same tokens.
 
+    The κ̂ fitted at validation (not at test) is stored on the module
+    (``module.continuous_calibration.kappa``, saved in checkpoints), so that
+    ``generate(do_sample=True)`` samples from the distribution ``vmf_ppl`` measures.
+
     The metrics are one ``torchmetrics.MetricCollection`` (:attr:`metrics`), synced across processes.
 
     Args:
@@ -573,6 +577,11 @@ class DecodingCallback(Callback):
             n = kappa_fit_tokens(len(module.continuous_targets))
             self._fitted_kappa = self._fit_kappa(module, flat_pred[:n], flat_target[:n])
             self._last_kappa = self._fitted_kappa
+        trainer = module._trainer
+        # The module keeps validation's κ̂ for sampling (Calibration); test data never calibrates it,
+        # and 0 (no token to fit on) would make sampling uniform.
+        if self._fitted_kappa > 0 and not (trainer is not None and (trainer.testing or trainer.predicting)):
+            module.continuous_calibration.kappa = self._fitted_kappa
         return self._fitted_kappa
 
     def _fit_kappa(self, module: ContinuousOutputMixin, sample_p: Tensor, sample_t: Tensor) -> float:
