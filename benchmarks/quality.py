@@ -149,6 +149,9 @@ def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions:
     log_prior = (counts / counts.sum()).log().float()
     batches = list(dm.val_dataloader())
     rules = evaluate(module, batches, log_prior)
+    # The unigram baseline: always the most frequent training token.
+    target = torch.cat([y.flatten() for _, y in batches])
+    rules["unigram"] = float((target == int(dm.unigram_counts.argmax())).float().mean())
     if predictions is not None:
         save_predictions(module, batches, predictions, text.replace(":", "-").replace(",", "_"))
     tokens = steps * options.batch_size * options.seq_len
@@ -158,7 +161,7 @@ def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions:
 def table(rows: list[dict[str, Any]], reference: float | None = None) -> list[str]:
     ref = next((r["cos"][0] for r in rows if r["run"] == "softmax"), reference)
     rules = ["cos", *(f"prior {b:g}" for b in BETAS), "bayes", "csls"]
-    head = "| run | train s | tok/s | " + " | ".join(rules) + " | best / softmax | κ̂ |"
+    head = "| run | train s | tok/s | " + " | ".join(rules) + " | best / softmax | cos / unigram | κ̂ |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cells = []
@@ -168,10 +171,11 @@ def table(rows: list[dict[str, Any]], reference: float | None = None) -> list[st
         best = max(r[rule][0] for rule in rules if rule in r)
         ratio = "—" if not ref else f"{best / ref:.2f}"
         kappa = f"{r['kappa']:.1f}" if "kappa" in r else "—"
+        unigram = f"{r['cos'][0] / r['unigram']:.2f}" if r.get("unigram") else "—"
         lines.append(
             f"| {r['run']} | {r['seconds']:.0f} | {r['tokens'] / r['seconds']:,.0f} | "
             + " | ".join(cells)
-            + f" | {ratio} | {kappa} |"
+            + f" | {ratio} | {unigram} | {kappa} |"
         )
     return lines
 
@@ -188,9 +192,10 @@ def main() -> None:
     parser.add_argument("--output-vocab", choices=("corpus", "glove"), default="corpus")
     parser.add_argument("--save-predictions", type=Path, help="folder for continuous runs' val predictions (.npy)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.md")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 under taskset -c 0)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     glove = args.output_vocab == "glove"
     options = DataOptions(
         max_valid_tokens=args.max_valid_tokens,
@@ -212,10 +217,12 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, options: DataOpt
         "",
         f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
         "",
-        f"Machine: {platform.machine()}, torch {torch.__version__}, 2 threads; load average at the end {load}. "
+        f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); load average at the "
+        f"end {load}. "
         f"PTB{GLOVE_NOTE if options.output_vocab == 'glove' else ''}, {args.steps} steps × {options.batch_size} × "
         f"{options.seq_len} tokens ({rows[0]['epochs']:.2f} epochs) per run, body {MODEL_DEFAULTS}; validation: "
-        f"the first {args.max_valid_tokens} tokens. Cells: val acc@1 (distinct predicted words), exact decoding.",
+        f"the first {args.max_valid_tokens} tokens. Cells: val acc@1 (distinct predicted words), exact decoding; "
+        f"the unigram baseline (always the most frequent training token) is {rows[0]['unigram']:.4f}.",
         "",
         *table(rows, args.reference),
     ]

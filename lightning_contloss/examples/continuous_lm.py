@@ -15,6 +15,7 @@ from lightning_contloss._arguments import int_arg
 from lightning_contloss.examples.data import unigram_counts_of
 from lightning_contloss.examples.optim import Schedule, configure_warmup_adamw
 from lightning_contloss.examples.transformer_lm import CausalTransformerLM
+from lightning_contloss.functional.vmf import LOSS_DEFAULT_KAPPA_MIN, LOSS_DEFAULT_REGULARIZER
 from lightning_contloss.functional.vmf_fit import fit_vmf
 from lightning_contloss.generative_head import GenerativeHead
 from lightning_contloss.heads import EmbeddingRegressionHead
@@ -55,9 +56,9 @@ def build_loss(
     vmf_lambda1: float = 0.02,
     vmf_lambda2: float = 0.1,
     cosine_weight: float = 0.0,
-    vmf_regularizer: Literal["default", "kumar"] = "default",
+    vmf_regularizer: Literal["default", "kumar"] = LOSS_DEFAULT_REGULARIZER,
     vmf_lambda: float = 0.2,
-    vmf_kappa_min: float = 0.0,
+    vmf_kappa_min: float = LOSS_DEFAULT_KAPPA_MIN,
     synthetic: Literal["projection", "difference"] = "projection",
     warmstart_steps: int = 0,
     beta: float = 1.0,
@@ -81,9 +82,10 @@ def build_loss(
         vmf_lambda1: vMF's ``‖ê‖`` penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of an added cosine term (0 for none).
-        vmf_regularizer: vMF's regulariser, ``"default"`` (λ1, λ2) or ``"kumar"`` (``log(1 + κ)·(λ − cos)``).
+        vmf_regularizer: vMF's regulariser, ``"kumar"`` (``log(1 + κ)·(λ − cos)``, ``VMFLoss``'s default) or
+            ``"default"`` (λ1, λ2).
         vmf_lambda: λ of the ``"kumar"`` regulariser.
-        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
+        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖ (1, as ``VMFLoss``).
         synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
         warmstart_steps: train with the cosine loss for this many batches first (0 for none).
         beta: the energy score's exponent β.
@@ -256,9 +258,9 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_lambda1: vMF's norm penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of a cosine term added to a non-cosine loss.
-        vmf_regularizer: vMF's regulariser, ``"default"`` (vmf_lambda1/2) or ``"kumar"``.
+        vmf_regularizer: vMF's regulariser, ``"kumar"`` (``VMFLoss``'s default) or ``"default"`` (vmf_lambda1/2).
         vmf_lambda: λ of the ``"kumar"`` regulariser, ``log(1 + κ)·(λ − cos)``.
-        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
+        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖ (1, as ``VMFLoss``).
         synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
         warmstart_steps: training batches on the cosine loss before ``loss`` takes over (0 for none).
         prior_bias: start the head's output bias at the unigram vMF fit of the targets.
@@ -302,9 +304,9 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_lambda2: float = 0.1,
         cosine_weight: float = 0.0,
         prior_bias: bool = True,
-        vmf_regularizer: Literal["default", "kumar"] = "default",
+        vmf_regularizer: Literal["default", "kumar"] = LOSS_DEFAULT_REGULARIZER,
         vmf_lambda: float = 0.2,
-        vmf_kappa_min: float = 0.0,
+        vmf_kappa_min: float = LOSS_DEFAULT_KAPPA_MIN,
         synthetic: Literal["projection", "difference"] = "projection",
         warmstart_steps: int = 0,
         head: HeadKind = "regression",
