@@ -126,7 +126,8 @@ def save_predictions(module: L.LightningModule, batches: list[tuple[Tensor, Tens
     np.save(folder / f"{name}-table.npy", module.continuous_targets.weight.detach().float().numpy())
 
 
-def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions: Path | None = None) -> dict[str, Any]:
+def train_run(text: str, steps: int, options: DataOptions, seed: int) -> tuple[L.LightningModule, Any, float]:
+    """``(module, datamodule, training seconds)`` of run ``text`` after ``steps`` optimiser steps (no validation)."""
     spec, overrides = parse(text)
     L.seed_everything(seed, verbose=False)
     dm = build_datamodule(options)
@@ -144,7 +145,11 @@ def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions:
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
-    seconds = time.perf_counter() - start
+    return module, dm, time.perf_counter() - start
+
+
+def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions: Path | None = None) -> dict[str, Any]:
+    module, dm, seconds = train_run(text, steps, options, seed)
     counts = dm.unigram_counts.double() + 1.0
     log_prior = (counts / counts.sum()).log().float()
     batches = list(dm.val_dataloader())
@@ -226,10 +231,15 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, options: DataOpt
         "",
         *table(rows, args.reference),
     ]
+    emit(lines, args.out)
+
+
+def emit(lines: list[str], out: Path) -> None:
+    """Print the markdown ``lines`` and write them to ``out``."""
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
