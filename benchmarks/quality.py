@@ -14,6 +14,10 @@ predictions, all exact (no HNSW), so the table isolates the model and the decodi
 
 A run is ``HEAD[:LOSS:TARGETS]`` as in ``compare``, optionally followed by ``,key=value``
 ``ContinuousLM``/``SoftmaxLM`` overrides, e.g. ``"linear:cosine:random,lr=0.002,prior_bias=False"``.
+An override ``loss.key=value`` goes to the loss's constructor instead, also for arguments that
+``ContinuousLM`` has no option for or that the loss's name fixes, e.g.
+``"linear:maxmargin:random,loss.negatives=sampled"`` (the run registers a name for it, which
+fixes only the arguments given: what the loss's own name fixes does not carry over).
 
 Usage (from the repository root)::
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import os
 import platform
@@ -47,6 +52,7 @@ from lightning_contloss.compare.spec import DataOptions, RunSpec, parse_run
 from lightning_contloss.compare.worker import MODEL_DEFAULTS, build_model
 from lightning_contloss.examples import ContinuousLM
 from lightning_contloss.functional.vmf_distribution import fit_kappa
+from lightning_contloss.losses import make_loss, register_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_RUNS = (
@@ -126,9 +132,20 @@ def save_predictions(module: L.LightningModule, batches: list[tuple[Tensor, Tens
     np.save(folder / f"{name}-table.npy", module.continuous_targets.weight.detach().float().numpy())
 
 
+def with_loss_options(spec: RunSpec, overrides: dict[str, Any]) -> RunSpec:
+    """``spec`` with its ``loss.key=value`` overrides fixed by a loss name registered for this run."""
+    fixed = {key[len("loss.") :]: overrides.pop(key) for key in list(overrides) if key.startswith("loss.")}
+    if not fixed:
+        return spec
+    name = spec.loss + "/" + "/".join(f"{k}={v}" for k, v in sorted(fixed.items()))
+    register_loss(name, **fixed)(type(make_loss(spec.loss)))
+    return dataclasses.replace(spec, loss=name)
+
+
 def train_run(text: str, steps: int, options: DataOptions, seed: int) -> tuple[L.LightningModule, Any, float]:
     """``(module, datamodule, training seconds)`` of run ``text`` after ``steps`` optimiser steps (no validation)."""
     spec, overrides = parse(text)
+    spec = with_loss_options(spec, overrides)
     L.seed_everything(seed, verbose=False)
     dm = build_datamodule(options)
     module = build_model(spec, dm.vocab_size, {**MODEL_DEFAULTS, **overrides}, dm.input_vocab_size)
