@@ -160,3 +160,13 @@ def test_sampling_scores_are_the_calibrated_logits_and_greedy_is_unchanged() -> 
         pred = lm.model(prompt).logits[:, -1]
     want = lm.continuous_calibration.logits(pred, lm.continuous_targets.weight.expand(3, V, DIM))
     torch.testing.assert_close(out.scores[0], want, rtol=1e-4, atol=1e-4)
+
+
+def test_beam_sampling_draws_from_the_calibrated_logits_too() -> None:
+    torch.manual_seed(0)
+    lm = ContinuousGPT().eval()
+    lm.continuous_calibration.kappa = 5.0
+    prompt = chains(2, 4, seed=4)
+    with torch.no_grad():
+        out = lm.model.generate(prompt, max_new_tokens=3, num_beams=2, do_sample=True, pad_token_id=0)
+    assert out.shape == (2, 7) and bool(lm.decoder.returnable[out[:, 4:]].all())
