@@ -14,6 +14,10 @@ predictions, all exact (no HNSW), so the table isolates the model and the decodi
 
 A run is ``HEAD[:LOSS:TARGETS]`` as in ``compare``, optionally followed by ``,key=value``
 ``ContinuousLM``/``SoftmaxLM`` overrides, e.g. ``"linear:cosine:random,lr=0.002,prior_bias=False"``.
+An override ``loss.key=value`` goes to the loss's constructor instead, also for arguments that
+``ContinuousLM`` has no option for or that the loss's name fixes, e.g.
+``"linear:maxmargin:random,loss.negatives=sampled"`` (the run registers a name for it, which
+fixes only the arguments given: what the loss's own name fixes does not carry over).
 
 Usage (from the repository root)::
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import math
 import os
 import platform
@@ -47,6 +52,7 @@ from lightning_contloss.compare.spec import DataOptions, RunSpec, parse_run
 from lightning_contloss.compare.worker import MODEL_DEFAULTS, build_model
 from lightning_contloss.examples import ContinuousLM
 from lightning_contloss.functional.vmf_distribution import fit_kappa
+from lightning_contloss.losses import make_loss, register_loss
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_RUNS = (
@@ -126,8 +132,20 @@ def save_predictions(module: L.LightningModule, batches: list[tuple[Tensor, Tens
     np.save(folder / f"{name}-table.npy", module.continuous_targets.weight.detach().float().numpy())
 
 
-def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions: Path | None = None) -> dict[str, Any]:
+def with_loss_options(spec: RunSpec, overrides: dict[str, Any]) -> RunSpec:
+    """``spec`` with its ``loss.key=value`` overrides fixed by a loss name registered for this run."""
+    fixed = {key[len("loss.") :]: overrides.pop(key) for key in list(overrides) if key.startswith("loss.")}
+    if not fixed:
+        return spec
+    name = spec.loss + "/" + "/".join(f"{k}={v}" for k, v in sorted(fixed.items()))
+    register_loss(name, **fixed)(type(make_loss(spec.loss)))
+    return dataclasses.replace(spec, loss=name)
+
+
+def train_run(text: str, steps: int, options: DataOptions, seed: int) -> tuple[L.LightningModule, Any, float]:
+    """``(module, datamodule, training seconds)`` of run ``text`` after ``steps`` optimiser steps (no validation)."""
     spec, overrides = parse(text)
+    spec = with_loss_options(spec, overrides)
     L.seed_everything(seed, verbose=False)
     dm = build_datamodule(options)
     module = build_model(spec, dm.vocab_size, {**MODEL_DEFAULTS, **overrides}, dm.input_vocab_size)
@@ -144,11 +162,18 @@ def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions:
     )
     start = time.perf_counter()
     trainer.fit(module, datamodule=dm)
-    seconds = time.perf_counter() - start
+    return module, dm, time.perf_counter() - start
+
+
+def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions: Path | None = None) -> dict[str, Any]:
+    module, dm, seconds = train_run(text, steps, options, seed)
     counts = dm.unigram_counts.double() + 1.0
     log_prior = (counts / counts.sum()).log().float()
     batches = list(dm.val_dataloader())
     rules = evaluate(module, batches, log_prior)
+    # The unigram baseline: always the most frequent training token.
+    target = torch.cat([y.flatten() for _, y in batches])
+    rules["unigram"] = float((target == int(dm.unigram_counts.argmax())).float().mean())
     if predictions is not None:
         save_predictions(module, batches, predictions, text.replace(":", "-").replace(",", "_"))
     tokens = steps * options.batch_size * options.seq_len
@@ -158,7 +183,7 @@ def run_one(text: str, steps: int, options: DataOptions, seed: int, predictions:
 def table(rows: list[dict[str, Any]], reference: float | None = None) -> list[str]:
     ref = next((r["cos"][0] for r in rows if r["run"] == "softmax"), reference)
     rules = ["cos", *(f"prior {b:g}" for b in BETAS), "bayes", "csls"]
-    head = "| run | train s | tok/s | " + " | ".join(rules) + " | best / softmax | κ̂ |"
+    head = "| run | train s | tok/s | " + " | ".join(rules) + " | best / softmax | cos / unigram | κ̂ |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         cells = []
@@ -168,10 +193,11 @@ def table(rows: list[dict[str, Any]], reference: float | None = None) -> list[st
         best = max(r[rule][0] for rule in rules if rule in r)
         ratio = "—" if not ref else f"{best / ref:.2f}"
         kappa = f"{r['kappa']:.1f}" if "kappa" in r else "—"
+        unigram = f"{r['cos'][0] / r['unigram']:.2f}" if r.get("unigram") else "—"
         lines.append(
             f"| {r['run']} | {r['seconds']:.0f} | {r['tokens'] / r['seconds']:,.0f} | "
             + " | ".join(cells)
-            + f" | {ratio} | {kappa} |"
+            + f" | {ratio} | {unigram} | {kappa} |"
         )
     return lines
 
@@ -188,9 +214,10 @@ def main() -> None:
     parser.add_argument("--output-vocab", choices=("corpus", "glove"), default="corpus")
     parser.add_argument("--save-predictions", type=Path, help="folder for continuous runs' val predictions (.npy)")
     parser.add_argument("--out", type=Path, default=RESULTS / "quality.md")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 under taskset -c 0)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     glove = args.output_vocab == "glove"
     options = DataOptions(
         max_valid_tokens=args.max_valid_tokens,
@@ -212,17 +239,24 @@ def write(rows: list[dict[str, Any]], args: argparse.Namespace, options: DataOpt
         "",
         f"Command: `python benchmarks/{Path(__file__).name} {' '.join(sys.argv[1:])}`",
         "",
-        f"Machine: {platform.machine()}, torch {torch.__version__}, 2 threads; load average at the end {load}. "
+        f"Machine: {platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); load average at the "
+        f"end {load}. "
         f"PTB{GLOVE_NOTE if options.output_vocab == 'glove' else ''}, {args.steps} steps × {options.batch_size} × "
         f"{options.seq_len} tokens ({rows[0]['epochs']:.2f} epochs) per run, body {MODEL_DEFAULTS}; validation: "
-        f"the first {args.max_valid_tokens} tokens. Cells: val acc@1 (distinct predicted words), exact decoding.",
+        f"the first {args.max_valid_tokens} tokens. Cells: val acc@1 (distinct predicted words), exact decoding; "
+        f"the unigram baseline (always the most frequent training token) is {rows[0]['unigram']:.4f}.",
         "",
         *table(rows, args.reference),
     ]
+    emit(lines, args.out)
+
+
+def emit(lines: list[str], out: Path) -> None:
+    """Print the markdown ``lines`` and write them to ``out``."""
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text, encoding="utf-8")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

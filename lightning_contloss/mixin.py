@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from lightning_contloss.calibration import Calibration
 from lightning_contloss.decoding import Decoder, make_decoder
 from lightning_contloss.decoding.factory import check_decoder
 from lightning_contloss.decoding.table_watch import TableWatch
@@ -59,6 +60,7 @@ class ContinuousOutputMixin(_Base):
 
     continuous_targets: TargetEmbeddings
     continuous_loss_fn: Metric
+    continuous_calibration: Calibration
     # Class-level defaults: the mixin has no __init__, so these read as "no head yet".
     _continuous_path: str | None = None
     _continuous_decoder_built: Decoder | None = None
@@ -136,6 +138,8 @@ class ContinuousOutputMixin(_Base):
         swap_softmax_head(self, path, new_head, vocab_size=len(targets), owner=self)
         self.continuous_targets = targets
         self.continuous_loss_fn = bind_targets(loss, targets)
+        # The κ of the model's distribution (perplexity, BrierLM, sampling); saved with the model.
+        self.continuous_calibration = Calibration(self.continuous_loss_fn)
         self.continuous_ignore_index = ignore_index_of(loss)
         self._continuous_path = path
         self._continuous_decoder_built = None
@@ -253,6 +257,22 @@ class ContinuousOutputMixin(_Base):
         return out
 
     continuous_test_step = continuous_validation_step
+
+    @torch.no_grad()
+    def continuous_calibrate(self, pred: Tensor | Any, ids: Tensor) -> float:
+        """Fit κ̂ of the model's distribution on held-out predictions and targets; store it and return it.
+
+        ``generate(do_sample=True)``, ``val/vmf_ppl`` and BrierLM then use it (see
+        :class:`~lightning_contloss.calibration.Calibration`); it is saved in checkpoints.
+
+        Args:
+            pred: ``[..., D]`` the model's output on a few validation batches (or its ``ModelOutput``).
+            ids: ``[...]`` their target ids (padding and special ids are left out).
+        """
+        logits, emb = self.continuous_split_output(pred)
+        if logits is not None:
+            raise ValueError("in ReWE mode tokens come from the kept softmax, whose logits need no calibration")
+        return self.continuous_calibration.fit(emb, ids, ignore_index=self.continuous_ignore_index)
 
     # ------------------------------------------------------------------ decoding
     @property

@@ -202,7 +202,7 @@ def test_loss_options_reach_the_loss() -> None:
     assert nce.num_negatives == 16 and nce.temperature == 0.1
     lm._set_counts(torch.arange(60))
     assert nce.counts is not None and nce.counts[5] == 5 and nce.counts[0] == 1
-    vmf = tiny_lm(loss="vmf", vmf_lambda1=0.5, cosine_weight=0.2)
+    vmf = tiny_lm(loss="vmf", vmf_regularizer="default", vmf_lambda1=0.5, cosine_weight=0.2)
     assert any(isinstance(m, VMFLoss) and m.lambda1 == 0.5 for m in vmf.continuous_loss_fn.modules())
     mlp = tiny_lm(head_hidden=24)
     assert sum(p.numel() for p in mlp.model.lm_head.parameters()) == 16 * 24 + 24 + 24 * 8 + 8

@@ -53,8 +53,12 @@ CASES: dict[
     "cosine": (lambda: CosineLoss(ignore_index=IGNORE), lambda p, i, t: CF.cosine_loss(p, i, t, IGNORE)),
     "l2": (lambda: L2Loss(ignore_index=IGNORE), lambda p, i, t: CF.l2_loss(p, i, t, IGNORE)),
     "vmf": (
-        lambda: VMFLoss(lambda1=0.05, lambda2=0.5, ignore_index=IGNORE),
+        lambda: VMFLoss(regularizer="default", kappa_min=0.0, lambda1=0.05, lambda2=0.5, ignore_index=IGNORE),
         lambda p, i, t: CF.vmf_nll(p, i, t, lambda1=0.05, lambda2=0.5, ignore_index=IGNORE),
+    ),
+    "vmf_defaults": (
+        lambda: VMFLoss(ignore_index=IGNORE),
+        lambda p, i, t: CF.vmf_nll(p, i, t, regularizer="kumar", kappa_min=1.0, ignore_index=IGNORE),
     ),
     "max_margin": (
         lambda: MaxMarginLoss(margin=1.0, chunk_size=7, ignore_index=IGNORE),
@@ -222,6 +226,8 @@ def test_constructor_validation() -> None:
         MaxMarginLoss(negatives="sampled", num_negatives=0)
     with pytest.raises(ValueError, match="lambda2 must be in"):
         VMFLoss(lambda2=2.0)
+    with pytest.raises(ValueError, match="pass regularizer='default' to use them"):
+        VMFLoss(lambda1=0.05)  # the reference form's argument, under the default "kumar" form
     with pytest.raises(ValueError, match="temperature must be > 0"):
         InfoNCELoss(temperature=-1.0)
     with pytest.raises(ValueError, match="needs counts"):
@@ -242,9 +248,8 @@ def test_composition_backpropagates_and_decodes_by_first_operand() -> None:
     value.backward()
     grad = pred.grad.clone()
     pred.grad = None
-    ref = CF.vmf_nll(pred, ids, targets.weight, ignore_index=IGNORE) + 0.1 * CF.cosine_loss(
-        pred, ids, targets.weight, ignore_index=IGNORE
-    )
+    vmf = CF.vmf_nll(pred, ids, targets.weight, ignore_index=IGNORE, regularizer="kumar", kappa_min=1.0)
+    ref = vmf + 0.1 * CF.cosine_loss(pred, ids, targets.weight, ignore_index=IGNORE)
     ref.backward()
     assert torch.allclose(value, ref, rtol=1e-6)
     assert torch.allclose(grad, pred.grad, rtol=1e-5, atol=1e-7)
@@ -446,7 +451,8 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
         assert type(loss) is cls and loss.ignore_index == IGNORE
         assert all(getattr(loss, key) == value for key, value in own.items())
     assert make_loss("maxmargin").negatives == "in_batch"  # the name fixes it
-    assert make_loss("vmf", lambda1=0.05).lambda1 == 0.05
+    assert make_loss("vmf", regularizer="default", lambda1=0.05).lambda1 == 0.05
+    assert (make_loss("vmf").regularizer, make_loss("vmf").kappa_min) == ("kumar", 1.0)  # the defaults that learn
     with pytest.raises(ValueError, match="unknown loss 'hinge'; choose one of cosine"):
         make_loss("hinge")
     with pytest.raises(ValueError, match="temperature must be > 0"):

@@ -18,6 +18,7 @@ from lightning_contloss.losses import CosineLoss, L2Loss, VMFLoss, decode_space_
 from lightning_contloss.warm_start import WarmStartLoss
 
 TABLE = torch.randn(12, 6, generator=torch.Generator().manual_seed(0))
+VMF_DEFAULTS = {"regularizer": "kumar", "kappa_min": 1.0}  # VMFLoss()'s, as vmf_nll arguments
 
 
 def _batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -31,7 +32,7 @@ def test_switches_at_exactly_step_n(steps: int, extra: int) -> None:
     loss = WarmStartLoss(CosineLoss(), VMFLoss(), steps, targets=TABLE)
     for i in range(steps + extra):
         pred, ids = _batch(i)
-        expected = CF.cosine_loss(pred, ids, TABLE) if i < steps else CF.vmf_nll(pred, ids, TABLE)
+        expected = CF.cosine_loss(pred, ids, TABLE) if i < steps else CF.vmf_nll(pred, ids, TABLE, **VMF_DEFAULTS)
         torch.testing.assert_close(loss(pred, ids), expected)
     assert loss.steps_done == steps + extra
 
@@ -58,7 +59,7 @@ def test_counter_survives_a_state_dict_round_trip() -> None:
     assert fresh.steps_done == 2
     pred, ids = _batch(5)
     torch.testing.assert_close(fresh(pred, ids), CF.cosine_loss(pred, ids, TABLE))  # batch 2: still cosine
-    torch.testing.assert_close(fresh(pred, ids), CF.vmf_nll(pred, ids, TABLE))  # batch 3: vMF
+    torch.testing.assert_close(fresh(pred, ids), CF.vmf_nll(pred, ids, TABLE, **VMF_DEFAULTS))  # batch 3: vMF
     with pytest.raises(ValueError, match="warm-start counter"):
         fresh.set_extra_state({"steps_done": -1})
     assert fresh.steps_done == 4

@@ -260,6 +260,10 @@ class DecodingCallback(Callback):
         self.epoch.update_recall(pred, knn_ids, knn_scores, lambda: self.session.reference(targets))
         if picked is not None:
             self.likelihood.update(self.metrics, picked, log_z, targets)
+        # The module keeps validation's κ̂ for sampling (its Calibration); test data never calibrates
+        # it, and 0 (no token to fit on) would make sampling uniform.
+        if self.kappa.fitted and not (getattr(trainer, "testing", False) or getattr(trainer, "predicting", False)):
+            module.continuous_calibration.kappa = self.kappa.fitted
         self.buffer.clear()
 
     def epoch_values(self) -> dict[str, Tensor]:

@@ -84,9 +84,10 @@ def build_loss(
         vmf_lambda1: vMF's ``‖ê‖`` penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of an added cosine term (0 for none).
-        vmf_regularizer: vMF's regulariser, ``"default"`` (λ1, λ2) or ``"kumar"`` (``log(1 + κ)·(λ − cos)``).
+        vmf_regularizer: vMF's regulariser, ``"kumar"`` (``log(1 + κ)·(λ − cos)``, ``VMFLoss``'s default) or
+            ``"default"`` (λ1, λ2).
         vmf_lambda: λ of the ``"kumar"`` regulariser.
-        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
+        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖ (1, as ``VMFLoss``).
         synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
         warmstart_steps: train with the cosine loss for this many batches first (0 for none).
         beta: the energy score's exponent β.
@@ -266,9 +267,9 @@ class ContinuousLM(ContinuousOutputMixin, L.LightningModule):
         vmf_lambda1: vMF's norm penalty.
         vmf_lambda2: vMF's dot-product scale.
         cosine_weight: weight of a cosine term added to a non-cosine loss.
-        vmf_regularizer: vMF's regulariser, ``"default"`` (vmf_lambda1/2) or ``"kumar"``.
+        vmf_regularizer: vMF's regulariser, ``"kumar"`` (``VMFLoss``'s default) or ``"default"`` (vmf_lambda1/2).
         vmf_lambda: λ of the ``"kumar"`` regulariser, ``log(1 + κ)·(λ − cos)``.
-        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖.
+        vmf_kappa_min: vMF's concentration floor, κ = vmf_kappa_min + ‖ê‖ (1, as ``VMFLoss``).
         synthetic: syn-margin's synthetic negative, ``"projection"`` or ``"difference"``.
         warmstart_steps: training batches on the cosine loss before ``loss`` takes over (0 for none).
         prior_bias: start the head's output bias at the unigram vMF fit of the targets.

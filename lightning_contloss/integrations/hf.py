@@ -11,8 +11,8 @@ the head:
                                already shifted), seq2seq models build ``decoder_input_ids`` from
                                ``y`` as HF does; ``-100`` is padding
 ``model.generate(...)``        HF's generate on vocabulary scores that rank as the decoder does
-                               (greedy = ``greedy_decode``, beam = ``beam_search``), see
-                               ``hf_generation.py``
+                               (greedy = ``greedy_decode``, beam = ``beam_search``); sampling draws
+                               from the calibrated distribution, see ``hf_generation.py``
 ``get_output_embeddings()``    ``None``: the model has no vocabulary projection any more
 ``tie_weights()``              ties the model's other weights; the continuous head stays untied
 ``resize_token_embeddings()``  raises before changing anything: resize before the swap
@@ -68,10 +68,15 @@ class ContinuousHFModel:
     ) -> Any:
         """HF's ``generate`` on continuous scores; takes two extra keyword arguments.
 
+        With ``do_sample=True`` tokens are drawn from the model's calibrated distribution
+        ``softmax(κ·cos(ê, e_w) / temperature)`` over the candidates (see
+        :class:`~lightning_contloss.calibration.Calibration` for where κ comes from).
+
         Args:
             num_candidates: nearest tokens scored per step (default ``num_beams`` in beam
-                search, as ``beam_search``; 50 otherwise).
-            token_score: ``"cosine"`` or ``"vmf"``, as ``beam_search``'s ``score``.
+                search without sampling, as ``beam_search``; 50 otherwise, HF's ``top_k``).
+            token_score: ``"cosine"`` or ``"vmf"``, as ``beam_search``'s ``score`` (greedy and
+                beam search; sampling always uses the calibrated logits).
         """
         state = _state(self)  # type: ignore[arg-type]
         owner = state.require_owner("generate()")

@@ -9,12 +9,18 @@ scores as :func:`~lightning_contloss.beam_search`), every other id ``-inf``. So
 * greedy search picks the decoder's nearest token, as :func:`~lightning_contloss.greedy_decode`;
 * beam search extends each hypothesis by its ``k`` nearest tokens (``k = num_beams`` by
   default, as ``beam_search``'s ``num_candidates``) and sums their scores;
+* sampling (``do_sample=True``) draws from the model's calibrated distribution: the ``k``
+  candidates get the logits ``κ·cos(ê, e_w)`` of
+  :class:`~lightning_contloss.calibration.Calibration` (κ̂ fitted on validation tokens, a vMF
+  loss's own κ, or InfoNCE's 1/τ), which HF's ``temperature``, ``top_k`` and ``top_p`` then act
+  on as on a softmax model's logits;
 * logits processors and stopping criteria (``min_new_tokens``, ``bad_words_ids``,
   ``no_repeat_ngram_size``, ``StoppingCriteria``) act on those candidates.
 
 HF's beam search log-softmaxes the logits before the processors run; continuous scores are
-not log-probabilities, so :class:`RestoreScores` (the first processor in beam mode) adds the
-row's log-normaliser back and the search sums the scores themselves, as ``beam_search`` does.
+not log-probabilities, so :class:`RestoreScores` (the first processor in beam mode without
+sampling) adds the row's log-normaliser back and the search sums the scores themselves, as
+``beam_search`` does. Sampled logits are those of a distribution, so HF's log-softmax stays.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from lightning_contloss.integrations.state import ContinuousOwner
 
 __all__ = ["DEFAULT_SAMPLING_CANDIDATES", "CandidatesGuard", "ContinuousLogitsView", "RestoreScores"]
 
-# Candidates per step outside beam search (greedy, sampling): HF's default top_k, so sampling
+# Candidates per step outside beam search, and when sampling: HF's default top_k, so sampling
 # draws from the same number of tokens as it would from a softmax.
 DEFAULT_SAMPLING_CANDIDATES = 50
 
@@ -43,8 +49,8 @@ class ContinuousLogitsView:
         vocab_width: width of the scores (the replaced layer's ``out_features``; ids past the
             target table, e.g. padding, stay ``-inf``).
         score: ``"cosine"`` or ``"vmf"``, as ``beam_search``'s ``score``.
-        num_candidates: tokens scored per step; ``None`` for ``num_beams`` in beam search and
-            :data:`DEFAULT_SAMPLING_CANDIDATES` otherwise.
+        num_candidates: tokens scored per step; ``None`` for ``num_beams`` in beam search
+            without sampling and :data:`DEFAULT_SAMPLING_CANDIDATES` otherwise.
         exact_stop: in beam search, set the call's ``early_stopping`` to ``"never"`` (the exact
             bound ``beam_search`` uses); pass it when neither the call nor the model set it.
     """
@@ -69,6 +75,7 @@ class ContinuousLogitsView:
         self.exact_stop = exact_stop
         self.k: int | None = None  # set by configure(), once generate() has resolved its config
         self.beam = False
+        self.sample = False
         self.log_norm: Tensor | None = None
 
     def configure(self, generation_config: Any, processors: list[Any]) -> None:
@@ -78,17 +85,20 @@ class ContinuousLogitsView:
         if self.beam and self.exact_stop:
             # HF's default heuristic assumes log-probabilities; "never" is beam_search's exact bound.
             generation_config.early_stopping = "never"
+        self.sample = bool(getattr(generation_config, "do_sample", False))
         decoder = self.owner.continuous_decoder
         if len(decoder) > self.vocab_width:
             raise ValueError(
                 f"the target table has {len(decoder)} rows but the model's vocabulary has {self.vocab_width} ids; "
                 "build targets with at most one row per vocabulary id"
             )
-        default = num_beams if self.beam else DEFAULT_SAMPLING_CANDIDATES
+        default = num_beams if self.beam and not self.sample else DEFAULT_SAMPLING_CANDIDATES
         self.k = min(self.num_candidates or default, int(decoder.returnable.sum()))
-        if self.beam:
+        if self.sample:
+            self.owner.continuous_calibration.current_kappa()  # warns now, once, when κ is uncalibrated
+        if self.beam and not self.sample:
             processors.insert(0, RestoreScores(self))
-        else:
+        elif not self.beam:
             processors.append(CandidatesGuard(self))
 
     def __call__(self, logits: Tensor) -> Tensor:
@@ -107,11 +117,14 @@ class ContinuousLogitsView:
         ids, _ = decoder.query(pred, self.k)
         table = decoder.table
         cands = table[ids.to(table.device)].to(device=pred.device, dtype=pred.dtype)
-        scores = token_log_scores(pred, cands, self.score)  # type: ignore[arg-type]
+        if self.sample:  # the calibrated distribution's logits; HF's temperature divides them
+            scores = self.owner.continuous_calibration.logits(pred, cands)
+        else:
+            scores = token_log_scores(pred, cands, self.score)  # type: ignore[arg-type]
         out = pred.new_full((pred.shape[0], self.vocab_width), float("-inf"))
         out.scatter_(1, ids.to(pred.device), scores.float())
         # HF's beam search log-softmaxes these scores; RestoreScores adds this back.
-        self.log_norm = torch.logsumexp(out, dim=-1, keepdim=True) if self.beam else None
+        self.log_norm = torch.logsumexp(out, dim=-1, keepdim=True) if self.beam and not self.sample else None
         return out[:, None]
 
     def _pad(self, logits: Tensor) -> Tensor:

@@ -10,6 +10,7 @@ from torch import Tensor
 from lightning_contloss.integrations.label_shift import ShiftCheck
 
 if TYPE_CHECKING:
+    from lightning_contloss.calibration import Calibration
     from lightning_contloss.decoding import Decoder
 
 __all__ = ["STATE_ATTR", "ContinuousOwner", "IntegrationState"]
@@ -23,10 +24,11 @@ class ContinuousOwner(Protocol):
     """What an integration needs from the module that owns the targets and the loss.
 
     :class:`~lightning_contloss.ContinuousOutputMixin` is one: ``labels=`` calls its loss,
-    ``generate()`` ranks tokens with its decoder.
+    ``generate()`` ranks tokens with its decoder and samples from its calibrated distribution.
     """
 
     continuous_ignore_index: int | None
+    continuous_calibration: Calibration
 
     @property
     def continuous_decoder(self) -> Decoder: ...

@@ -12,6 +12,8 @@ from lightning_contloss.functional.vmf import (
     DEFAULT_KUMAR_LAMBDA,
     DEFAULT_LAMBDA1,
     DEFAULT_LAMBDA2,
+    LOSS_DEFAULT_KAPPA_MIN,
+    LOSS_DEFAULT_REGULARIZER,
     _check_vmf_nll_args,
     _vmf_nll_tokens,
     vmf_concentration,
@@ -26,6 +28,11 @@ __all__ = ["VMFLoss"]
 class VMFLoss(ContinuousLoss):
     """Regularised von Mises-Fisher NLL (see :func:`~lightning_contloss.functional.vmf_nll`).
 
+    Its defaults are the setting that learns from the first step: Kumar & Tsvetkov's own
+    regulariser ``log(1 + κ)·(0.2 − cos)`` and a concentration floor ``kappa_min=1``. The
+    reference code's ``regularizer="default"`` form (``vmf_nll``'s default) collapsed to κ = 0 on a
+    PTB Transformer LM, below the unigram baseline (``benchmarks/results/quality.md``).
+
     ``decode_space`` is ``"cosine"``: for a fixed prediction the vMF density ranks words by
     ``κ·cos(ê, e_w)`` and κ is the same for every word. That is inner-product ranking on a
     normalised table, and stays right when the table was built with ``normalize=False``, since
@@ -33,19 +40,20 @@ class VMFLoss(ContinuousLoss):
 
     Args:
         targets: a TargetEmbeddings or ``[V, D]`` tensor; or bind later with :meth:`bind`.
-        lambda1: weight of the κ penalty (reg1); default 0.02 as in the reference code.
-        lambda2: scale of the dot product (reg2); default 0.1 as in the reference code.
+        lambda1: weight of the κ penalty (reg1, ``regularizer="default"`` only); 0.02 as in the reference code.
+        lambda2: scale of the dot product (reg2, ``regularizer="default"`` only); 0.1 as in the reference code.
         approx: use Kumar & Tsvetkov's approximation of ``log C_m`` (gradient only).
-        regularizer: ``"default"`` (reg1 and reg2) or ``"kumar"``, ``log(1 + κ)·(kumar_lambda − cos)``.
+        regularizer: ``"kumar"`` (default), ``log(1 + κ)·(kumar_lambda − cos)``, or ``"default"``
+            (reg1 and reg2, the reference code's ``_nllvmf``).
         kumar_lambda: λ of the ``"kumar"`` form, in [0, 1); 0.2 as in the reference code.
-        kappa_min: concentration floor, κ = kappa_min + ‖ê‖ (0 for κ = ‖ê‖).
+        kappa_min: concentration floor, κ = kappa_min + ‖ê‖ (default 1; 0 for κ = ‖ê‖).
         ignore_index: target id to skip (padding).
         kwargs: torchmetrics ``Metric`` options.
 
     Example:
         >>> import torch
         >>> from lightning_contloss.targets import TargetEmbeddings
-        >>> loss = VMFLoss(TargetEmbeddings.random(100, 32), regularizer="kumar", kappa_min=1.0)
+        >>> loss = VMFLoss(TargetEmbeddings.random(100, 32))  # regularizer="kumar", kappa_min=1.0
         >>> pred = torch.randn(4, 32, requires_grad=True)
         >>> loss(pred, torch.tensor([1, 2, 3, 4])).backward()
         >>> bool(torch.isfinite(pred.grad).all())
@@ -61,9 +69,9 @@ class VMFLoss(ContinuousLoss):
         lambda1: float = DEFAULT_LAMBDA1,
         lambda2: float = DEFAULT_LAMBDA2,
         approx: bool = False,
-        regularizer: Literal["default", "kumar"] = "default",
+        regularizer: Literal["default", "kumar"] = LOSS_DEFAULT_REGULARIZER,
         kumar_lambda: float = DEFAULT_KUMAR_LAMBDA,
-        kappa_min: float = 0.0,
+        kappa_min: float = LOSS_DEFAULT_KAPPA_MIN,
         ignore_index: int | None = None,
         **kwargs: Any,
     ) -> None:
