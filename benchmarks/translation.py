@@ -545,10 +545,11 @@ def write_report(jsonl: Path, results: Path, name: str = "translation") -> str:
     rows = read_rows(jsonl)
     finals = {r["run"]: r for r in rows if r["kind"] == "final" and r["run"] not in CONVERGE_RUNS}
     results.mkdir(parents=True, exist_ok=True)
-    parts = ["# Translation: softmax vs continuous heads, es→en Bible verses", "", *converged_section(rows)]
-    if not finals:
-        parts += ["No finished fixed-budget run yet.", ""]
-    else:
+    converged = converged_section(rows)
+    parts = ["# Translation: softmax vs continuous heads, es→en Bible verses", "", *converged]
+    if not finals and not converged:
+        parts += ["No finished run yet.", ""]
+    elif finals:
         any_row = next(iter(finals.values()))
         parts += [
             f"Test split: first {any_row['greedy_sentences']} of the 1,000 stored test verses; "
