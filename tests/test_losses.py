@@ -448,7 +448,9 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
     for name, cls in expected.items():
         loss = make_loss(name, ignore_index=IGNORE, **options)
         assert type(loss) is cls and loss.ignore_index == IGNORE
-    assert make_loss("maxmargin", negatives="sampled").negatives == "in_batch"  # the name fixes it
+    # The name fixes nothing: its default, the informative negative, is the one that learns.
+    assert make_loss("maxmargin").negatives == "informative" == MaxMarginLoss().negatives
+    assert make_loss("maxmargin", negatives="sampled").negatives == "sampled"
     assert make_loss("vmf", regularizer="default", lambda1=0.05).lambda1 == 0.05
     assert (make_loss("vmf").regularizer, make_loss("vmf").kappa_min) == ("kumar", 1.0)  # the defaults that learn
     with pytest.raises(ValueError, match="unknown loss 'hinge'; choose one of cosine"):

@@ -66,9 +66,9 @@ def build_loss(
     """A continuous loss by name, unbound (the mixin binds it to the targets).
 
     Each registered loss (:func:`~lightning_contloss.losses.make_loss`) takes the options below
-    that its constructor has; ``maxmargin`` uses in-batch negatives. With ``warmstart_steps`` the
-    loss is a :class:`~lightning_contloss.warm_start.WarmStartLoss`: cosine for that many training
-    batches, then ``name``.
+    that its constructor has (``maxmargin`` takes its negative from the whole vocabulary). With
+    ``warmstart_steps`` the loss is a :class:`~lightning_contloss.warm_start.WarmStartLoss`:
+    cosine for that many training batches, then ``name``.
 
     Args:
         name: one of :data:`LOSSES` (``"cosine"``, ``"vmf"``, ``"infonce"``, ``"maxmargin"``, ``"l2"``, …).
