@@ -450,7 +450,9 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
         loss = make_loss(name, ignore_index=IGNORE, **own)
         assert type(loss) is cls and loss.ignore_index == IGNORE
         assert all(getattr(loss, key) == value for key, value in own.items())
-    assert make_loss("maxmargin").negatives == "in_batch"  # the name fixes it
+    # The name fixes nothing: its default, the informative negative, is the one that learns.
+    assert make_loss("maxmargin").negatives == "informative" == MaxMarginLoss().negatives
+    assert make_loss("maxmargin", negatives="sampled").negatives == "sampled"
     assert make_loss("vmf", regularizer="default", lambda1=0.05).lambda1 == 0.05
     assert (make_loss("vmf").regularizer, make_loss("vmf").kappa_min) == ("kumar", 1.0)  # the defaults that learn
     with pytest.raises(ValueError, match="unknown loss 'hinge'; choose one of cosine"):
@@ -469,7 +471,6 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
             r"the loss 'vmf' \(VMFLoss\) takes no options 'margin', 'beta'; it takes lambda1, lambda2, approx, ",
         ),
         ("infonce", {"ignore_index_typo": 0}, r"takes no option 'ignore_index_typo'; it takes temperature, "),
-        ("maxmargin", {"negatives": "sampled"}, r"the loss name 'maxmargin' fixes negatives='in_batch'; build Max"),
         ("energy", {"dist_sync_on_step": True}, r"takes no option 'dist_sync_on_step'; it takes beta$"),
     ],
 )
@@ -486,7 +487,7 @@ def test_loss_options_are_the_constructor_keywords_the_name_leaves_open() -> Non
     assert loss_options("cosine") == loss_options("l2") == ()
     assert loss_options("energy") == ("beta",)
     assert loss_options("synmargin") == ("margin", "synthetic")
-    assert "negatives" not in loss_options("maxmargin") and "margin" in loss_options("maxmargin")
+    assert "negatives" in loss_options("maxmargin") and "margin" in loss_options("maxmargin")
     assert set(loss_options("infonce")) == {
         "temperature", "learn_temperature", "num_negatives", "sampler", "counts", "power", "generator"
     }  # fmt: skip

@@ -68,7 +68,7 @@ def build_loss(
     """A continuous loss by name, unbound (the mixin binds it to the targets).
 
     The loss options (``temperature`` to ``beta``) default to ``None``, the loss's own default;
-    one the loss ``name`` does not take is an error (``maxmargin`` uses in-batch negatives). With
+    one the loss ``name`` does not take is an error (``maxmargin`` takes its negative from the whole vocabulary). With
     ``warmstart_steps`` the loss is a :class:`~lightning_contloss.warm_start.WarmStartLoss`:
     cosine for that many training batches, then ``name``.
 

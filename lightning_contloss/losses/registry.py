@@ -74,8 +74,8 @@ def loss_options(name: str) -> tuple[str, ...]:
         name: one of :func:`loss_names`.
 
     Example:
-        >>> loss_options("maxmargin")  # the name fixes negatives="in_batch"
-        ('margin', 'num_negatives', 'chunk_size', 'generator')
+        >>> loss_options("maxmargin")
+        ('margin', 'negatives', 'num_negatives', 'chunk_size', 'generator')
         >>> loss_options("cosine")
         ()
     """
