@@ -28,7 +28,9 @@ def test_only_the_vmf_loss_fixes_kappa() -> None:
     for name in loss_names():
         scaled = make_loss(name).concentration(pred)
         assert (scaled is not None) == (name == "vmf"), name
-    torch.testing.assert_close(VMFLoss().concentration(pred), pred)  # κ = ‖ê‖
+    torch.testing.assert_close(VMFLoss(kappa_min=0.0).concentration(pred), pred)  # κ = ‖ê‖
+    norm = pred.norm(dim=-1, keepdim=True)
+    torch.testing.assert_close(VMFLoss().concentration(pred), pred / norm * (1.0 + norm))  # default floor κ_min = 1
 
 
 def test_loss_concentration_finds_the_vmf_term_of_a_composition_or_a_warm_start() -> None:

@@ -169,4 +169,4 @@ def test_beam_sampling_draws_from_the_calibrated_logits_too() -> None:
     prompt = chains(2, 4, seed=4)
     with torch.no_grad():
         out = lm.model.generate(prompt, max_new_tokens=3, num_beams=2, do_sample=True, pad_token_id=0)
-    assert out.shape == (2, 7) and bool(lm.decoder.returnable[out[:, 4:]].all())
+    assert out.shape == (2, 7) and bool(lm.continuous_decoder.returnable[out[:, 4:]].all())

@@ -173,5 +173,5 @@ def test_vmf_loss_learns_at_its_defaults_where_the_reference_form_collapses() ->
         lm = TinyContinuousLM(loss=loss)
         quiet_trainer(max_epochs=8).fit(lm, loader(_noisy_mapping(2048, 0.15, seed=0), shuffle=True))
         with torch.no_grad():
-            accuracy[name] = float((lm.decode(lm.model(x))[..., 0] == (7 * x + 3) % VOCAB).float().mean())
+            accuracy[name] = float((lm.continuous_decode(lm.model(x))[..., 0] == (7 * x + 3) % VOCAB).float().mean())
     assert accuracy["defaults"] >= 0.18 and accuracy["reference"] < 0.15, accuracy
