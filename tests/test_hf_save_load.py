@@ -81,16 +81,17 @@ def perturb(module: torch.nn.Module, seed: int = 7) -> None:
                 p.add_(0.05 * torch.randn(p.shape, generator=g))
 
 
-def test_docs_recipe_save_and_reload(tmp_path: Path) -> None:
+def test_docs_recipe_save_and_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lm = build(GPT2Continuous)
     perturb(lm)
     prompt = ids(2, 4)
+    monkeypatch.chdir(tmp_path)
     # --8<-- [start:save-load]
     from lightning_contloss import load_continuous, save_continuous
 
     lm.eval()
-    save_continuous(lm, tmp_path / "gpt2-continuous")  # or lm.model.save_pretrained(...): the same files
-    loaded = load_continuous(tmp_path / "gpt2-continuous")  # a LightningModule; loaded.model is the GPT-2
+    save_continuous(lm, "gpt2-continuous")  # or lm.model.save_pretrained("gpt2-continuous"): the same files
+    loaded = load_continuous("gpt2-continuous")  # a LightningModule; loaded.model is the GPT-2
 
     with torch.no_grad():
         before = lm.model.generate(prompt, max_new_tokens=8, do_sample=False)
