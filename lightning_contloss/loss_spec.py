@@ -78,7 +78,10 @@ def describe_loss(loss: Metric) -> tuple[dict[str, Any], dict[str, Tensor]]:
     if reason is not None:
         spec["reason"] = reason
         return spec, {}
-    spec["class"] = f"{cls.__module__}.{cls.__qualname__}"
+    # The public path when the class is exported there, so a save outlives moves between files.
+    public = importlib.import_module("lightning_contloss.losses")
+    module_name = public.__name__ if getattr(public, cls.__qualname__, None) is cls else cls.__module__
+    spec["class"] = f"{module_name}.{cls.__qualname__}"
     spec["args"] = plain
     tensors.update({f"state.{k}": v.detach().cpu().contiguous() for k, v in loss.state_dict().items()})
     return spec, tensors

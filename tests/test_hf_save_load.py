@@ -182,12 +182,12 @@ def test_a_composed_loss_needs_loss_on_load_and_the_decode_space_must_match(tmp_
 def test_saving_refuses_what_it_cannot_reload_and_loading_a_plain_save_explains(tmp_path: Path) -> None:
     from transformers import GPT2LMHeadModel
 
-    from lightning_contloss import EmbeddingRegressionHead, replace_softmax_head
+    from lightning_contloss import EmbeddingRegressionHead, swap_softmax_head
 
     torch.manual_seed(0)
     plain = GPT2LMHeadModel(gpt2_config(1000))
     with pytest.warns(UserWarning, match="unties them on purpose"):
-        replace_softmax_head(plain, "lm_head", EmbeddingRegressionHead(64, 64), vocab_size=1000)
+        swap_softmax_head(plain, "lm_head", EmbeddingRegressionHead(64, 64), vocab_size=1000)
     with pytest.raises(ValueError, match=r"save_pretrained\(\) needs the target table"):
         plain.save_pretrained(tmp_path / "a")
     assert not (tmp_path / "a").exists()

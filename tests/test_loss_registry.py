@@ -116,7 +116,7 @@ def test_build_loss_leaves_unset_options_at_the_loss_defaults() -> None:
     assert isinstance(infonce, InfoNCELoss) and infonce.temperature == 0.05
     assert infonce.num_negatives == InfoNCELoss().num_negatives and infonce.sampler == "uniform"
     margin = build_loss("maxmargin", margin=0.3)
-    assert isinstance(margin, MaxMarginLoss) and margin.margin == 0.3 and margin.negatives == "in_batch"
+    assert isinstance(margin, MaxMarginLoss) and margin.margin == 0.3 and margin.negatives == "informative"
     syn = build_loss("synmargin", margin=0.2, synthetic="difference")
     assert isinstance(syn, SynMarginLoss) and (syn.margin, syn.synthetic) == (0.2, "difference")
 

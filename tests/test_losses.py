@@ -444,7 +444,7 @@ def test_registry_names_every_command_line_loss_and_builds_it() -> None:
         "energy": EnergyLoss,
     }
     assert set(loss_names()) == set(expected)
-    options = {"margin": 0.3, "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8, "beta": 0.5}
+    options = {"margin": 0.3, "regularizer": "default", "lambda1": 0.05, "temperature": 0.2, "num_negatives": 8}
     for name, cls in expected.items():
         own = {key: value for key, value in options.items() if key in loss_options(name)}
         loss = make_loss(name, ignore_index=IGNORE, **own)

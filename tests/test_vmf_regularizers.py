@@ -147,8 +147,11 @@ def test_vmf_loss_defaults_are_the_setting_that_learns() -> None:
     assert (registered.regularizer, registered.kappa_min) == ("kumar", 1.0)
     (built,) = [m for m in build_loss("vmf").modules() if isinstance(m, VMFLoss)]
     assert (built.regularizer, built.kumar_lambda, built.kappa_min) == ("kumar", 0.2, 1.0)
+    # ContinuousLM's loss options default to None, the loss's own default: the model gets the same VMFLoss.
     defaults = inspect.signature(ContinuousLM).parameters
-    assert (defaults["vmf_regularizer"].default, defaults["vmf_kappa_min"].default) == ("kumar", 1.0)
+    assert (defaults["vmf_regularizer"].default, defaults["vmf_kappa_min"].default) == (None, None)
+    (in_model,) = [m for m in ContinuousLM(50, loss="vmf", d_model=16).modules() if isinstance(m, VMFLoss)]
+    assert (in_model.regularizer, in_model.kumar_lambda, in_model.kappa_min) == ("kumar", 0.2, 1.0)
 
 
 def _noisy_mapping(n: int, follow: float, seed: int) -> TensorDataset:
