@@ -322,10 +322,12 @@ def train_run(run: str, args: argparse.Namespace) -> None:
         else:
             state["since_best"] += 1
         tmp = ckpt_path.with_suffix(".tmp")
+        # The checkpoint holds the state after this point, so a resume neither repeats the point
+        # nor counts it twice against --patience.
         torch.save(
             {
                 "config": config,
-                "state": dict(state),
+                "state": {**state, "point": state["point"] + 1, "loss_sum": 0.0, "steps": 0},
                 "tokens_seen": module.tokens_seen,
                 "model": module.state_dict(),
                 "optimizer": optimizer.state_dict(),
